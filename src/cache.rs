@@ -1,0 +1,121 @@
+//! `ActivationCache`: the activations a run recorded, by TransformerLens hook name.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::hooks::{act_name, suggest_names, HookPoint};
+
+/// Activations recorded by `run_with_cache`, keyed by hook name, in forward order.
+#[derive(Debug, Clone, Default)]
+pub struct ActivationCache {
+    names: Vec<String>,
+    map: HashMap<String, Tensor>,
+}
+
+impl ActivationCache {
+    pub(crate) fn insert(&mut self, name: String, t: Tensor) {
+        if self.map.insert(name.clone(), t).is_none() {
+            self.names.push(name);
+        }
+    }
+
+    /// The activation at a hook name, e.g. `cache.get("blocks.3.attn.hook_pattern")?`.
+    /// A missing name is an error that lists the nearest cached names.
+    pub fn get(&self, name: &str) -> Result<Tensor> {
+        if let Some(t) = self.map.get(name) {
+            return Ok(t.clone());
+        }
+        let hint = match name.parse::<HookPoint>() {
+            Ok(_) => "; it is a valid hook name that this run did not cache (check the filter passed to run_with_cache_filtered, or the layer count)".to_string(),
+            Err(_) => String::new(),
+        };
+        Err(Error::NotCached {
+            name: name.to_string(),
+            suggestions: suggest_names(name, &self.names),
+            hint,
+        })
+    }
+
+    /// The activation at a short name and layer, as `act_name` builds it: `cache.act("pattern", 3)`.
+    pub fn act(&self, short: &str, layer: usize) -> Result<Tensor> {
+        self.get(&act_name(short, layer))
+    }
+
+    /// The attention pattern of a layer, [batch, n_heads, query_pos, key_pos].
+    pub fn pattern(&self, layer: usize) -> Result<Tensor> {
+        self.get(&HookPoint::Pattern(layer).name())
+    }
+
+    /// Whether the cache holds this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Hook names held, in forward order.
+    pub fn keys(&self) -> &[String] {
+        &self.names
+    }
+
+    /// (name, activation) pairs in forward order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.names
+            .iter()
+            .filter_map(|n| self.map.get(n).map(|t| (n.as_str(), t)))
+    }
+
+    /// Number of cached activations.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True when nothing was cached.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Total bytes held by the cached tensors.
+    pub fn size_bytes(&self) -> usize {
+        self.map
+            .values()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// Stacks a per-layer activation over layers `0..n_layers` into a new leading dimension,
+    /// e.g. `cache.stack("resid_post", 18)` is [18, b, s, d].
+    pub fn stack(&self, short: &str, n_layers: usize) -> Result<Tensor> {
+        let ts = (0..n_layers)
+            .map(|l| self.act(short, l))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::stack(&ts, 0)?)
+    }
+
+    /// Writes every activation (plus `extra` tensors such as `logits`) to a safetensors file,
+    /// atomically, so numpy / PyTorch users can read them.
+    pub fn save_safetensors(
+        &self,
+        path: impl AsRef<Path>,
+        extra: &[(&str, &Tensor)],
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let mut all: HashMap<String, Tensor> = HashMap::new();
+        for (n, t) in self.iter() {
+            all.insert(n.to_string(), t.contiguous()?);
+        }
+        for (n, t) in extra {
+            all.insert(n.to_string(), t.contiguous()?);
+        }
+        let tmp = path.with_extension("safetensors.tmp");
+        candle_core::safetensors::save(&all, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            Error::io(
+                format!("renaming {} to {}", tmp.display(), path.display()),
+                e,
+            )
+        })?;
+        Ok(())
+    }
+}

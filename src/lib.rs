@@ -1,0 +1,20 @@
+//! mechinterp: mechanistic interpretability for transformer language models, in Rust.
+//!
+//! A [`HookedTransformer`] exposes every internal activation under its TransformerLens name
+//! (`blocks.3.attn.hook_pattern`…), to read ([`HookedTransformer::run_with_cache`]) or replace
+//! ([`HookedTransformer::run_with_hooks`]). Grouped-query attention is first class: k/v hooks
+//! carry the kv heads. Notebooks start with `use mechinterp::prelude::*;`.
+
+pub mod cache;
+pub mod error;
+pub mod fetch;
+pub mod hooks;
+pub mod model;
+pub mod prelude;
+pub mod tokenizer;
+
+pub use cache::ActivationCache;
+pub use error::{Error, Result};
+pub use hooks::{act_name, HookContext, HookPoint, Hooks, Intervention};
+pub use model::{Config, HookedTransformer};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,128 @@
+//! One configuration for every architecture: the forward pass reads only this, so an
+//! architecture is a config mapping plus a weight-name mapping.
+
+use serde::Serialize;
+
+/// The MLP's activation function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Activation {
+    /// GELU, tanh approximation (`gelu_pytorch_tanh`), as Gemma uses.
+    GeluTanh,
+    /// GELU with the exact erf.
+    GeluErf,
+    /// SiLU (swish), as Llama and Qwen use.
+    Silu,
+}
+
+/// Per-layer attention settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LayerConfig {
+    /// Keys visible to a query: those at distance < window (HF and llama.cpp's convention).
+    /// `None` is full causal attention.
+    pub sliding_window: Option<usize>,
+    /// RoPE base frequency for this layer.
+    pub rope_theta: f64,
+}
+
+/// Everything the hooked forward pass needs to know about a model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Architecture name, e.g. `gemma3`.
+    pub architecture: String,
+    /// Number of transformer blocks.
+    pub n_layers: usize,
+    /// Query heads per layer.
+    pub n_heads: usize,
+    /// Key/value heads per layer (grouped-query attention when < n_heads).
+    pub n_kv_heads: usize,
+    /// Residual stream width.
+    pub d_model: usize,
+    /// Width of one head.
+    pub d_head: usize,
+    /// MLP hidden width.
+    pub d_mlp: usize,
+    /// Vocabulary size (rows of the embedding).
+    pub d_vocab: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// Multiplier on attention scores (Gemma: query_pre_attn_scalar^-0.5).
+    pub attn_scale: f64,
+    /// Attention-logit soft-cap (Gemma 2: 50).
+    pub attn_softcap: Option<f64>,
+    /// Final-logit soft-cap (Gemma 2: 30).
+    pub final_softcap: Option<f64>,
+    /// Multiplier on token embeddings (Gemma: sqrt(d_model)).
+    pub embed_scale: Option<f64>,
+    /// RMSNorm on q and k per head, before RoPE (Gemma 3, Qwen 3).
+    pub qk_norm: bool,
+    /// Norms after attention and after the MLP, before the residual add (Gemma 2/3).
+    pub post_norms: bool,
+    /// Biases on q, k and v (Qwen 2).
+    pub qkv_bias: bool,
+    /// MLP activation.
+    pub activation: Activation,
+    /// Unembedding shares the embedding matrix.
+    pub tied_embeddings: bool,
+    /// Per-layer attention settings (length n_layers).
+    pub layers: Vec<LayerConfig>,
+    /// Longest context the model was trained for.
+    pub max_position: usize,
+    /// Beginning-of-sequence token id.
+    pub bos_token_id: u32,
+    /// End-of-sequence token id.
+    pub eos_token_id: u32,
+    /// Padding token id (right padding).
+    pub pad_token_id: u32,
+}
+
+impl Config {
+    /// Query heads per kv head.
+    pub fn n_groups(&self) -> usize {
+        self.n_heads / self.n_kv_heads.max(1)
+    }
+
+    /// Checks the numbers fit together, so a bad config fails at load, not mid-forward.
+    pub fn validate(&self) -> crate::Result<()> {
+        let bad = |m: String| Err(crate::Error::Load(m));
+        if self.n_layers == 0 || self.n_heads == 0 || self.n_kv_heads == 0 || self.d_head == 0 {
+            return bad(format!("config has a zero dimension: {self:?}"));
+        }
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
+            return bad(format!(
+                "n_heads ({}) is not a multiple of n_kv_heads ({})",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if !self.d_head.is_multiple_of(2) {
+            return bad(format!("d_head ({}) must be even for RoPE", self.d_head));
+        }
+        if self.layers.len() != self.n_layers {
+            return bad(format!(
+                "{} per-layer settings for {} layers",
+                self.layers.len(),
+                self.n_layers
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gemma 3's layer pattern: every `pattern`-th layer (1-based) is global with base
+    /// `global_theta`; the others slide over `window` tokens with base `local_theta`.
+    pub fn gemma3_layers(
+        n_layers: usize,
+        pattern: usize,
+        window: usize,
+        local_theta: f64,
+        global_theta: f64,
+    ) -> Vec<LayerConfig> {
+        (0..n_layers)
+            .map(|l| {
+                let global = pattern > 0 && (l + 1) % pattern == 0;
+                LayerConfig {
+                    sliding_window: (!global).then_some(window),
+                    rope_theta: if global { global_theta } else { local_theta },
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,283 @@
+//! Loading a GGUF file: config from the metadata, every tensor dequantized to f32, and the
+//! tokenizer rebuilt from the vocabulary.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::config::{Activation, Config};
+use crate::model::transformer::{BlockWeights, HookedTransformer, Weights};
+use crate::tokenizer::{GgufVocab, Tokenizer};
+
+/// Gemma 3's fixed conventions that the GGUF metadata does not carry.
+const GEMMA3_SLIDING_PATTERN: usize = 6;
+const GEMMA3_LOCAL_ROPE_BASE: f64 = 10_000.0;
+
+struct Gguf {
+    content: Content,
+    file: File,
+    path: String,
+}
+
+impl Gguf {
+    fn open(path: &Path) -> Result<Self> {
+        let mut file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let content = Content::read(&mut file).map_err(|e| {
+            Error::Load(format!(
+                "{} is not a readable GGUF file: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Gguf {
+            content,
+            file,
+            path: path.display().to_string(),
+        })
+    }
+
+    fn meta(&self, key: &str) -> Result<&Value> {
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| Error::Load(format!("{}: GGUF metadata has no `{key}`", self.path)))
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        let v = self.meta(key)?;
+        let n = match v {
+            Value::U8(x) => *x as u64,
+            Value::U16(x) => *x as u64,
+            Value::U32(x) => *x as u64,
+            Value::U64(x) => *x,
+            Value::I32(x) if *x >= 0 => *x as u64,
+            Value::I64(x) if *x >= 0 => *x as u64,
+            _ => {
+                return Err(Error::Load(format!(
+                    "{}: `{key}` is not a count: {v:?}",
+                    self.path
+                )))
+            }
+        };
+        Ok(n as usize)
+    }
+
+    fn f64(&self, key: &str) -> Result<f64> {
+        match self.meta(key)? {
+            Value::F32(x) => Ok(*x as f64),
+            Value::F64(x) => Ok(*x),
+            v => Err(Error::Load(format!(
+                "{}: `{key}` is not a float: {v:?}",
+                self.path
+            ))),
+        }
+    }
+
+    fn opt_u32(&self, key: &str) -> Option<u32> {
+        self.content.metadata.get(key).and_then(|v| v.to_u32().ok())
+    }
+
+    fn tensor(&mut self, name: &str, device: &Device) -> Result<Tensor> {
+        let q = self
+            .content
+            .tensor(&mut self.file, name, device)
+            .map_err(|e| Error::Load(format!("{}: tensor `{name}`: {e}", self.path)))?;
+        Ok(q.dequantize(device)?.to_dtype(DType::F32)?)
+    }
+
+    fn opt_tensor(&mut self, name: &str, device: &Device) -> Result<Option<Tensor>> {
+        if self.content.tensor_infos.contains_key(name) {
+            Ok(Some(self.tensor(name, device)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn vocab(&self) -> Result<GgufVocab> {
+        let arr = |key: &str| -> Result<&Vec<Value>> {
+            self.meta(key)?
+                .to_vec()
+                .map_err(|e| Error::Load(format!("{}: `{key}`: {e}", self.path)))
+        };
+        let tokens = arr("tokenizer.ggml.tokens")?
+            .iter()
+            .map(|v| v.to_string().cloned())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let scores = arr("tokenizer.ggml.scores")?
+            .iter()
+            .map(|v| v.to_f32())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let types = arr("tokenizer.ggml.token_type")?
+            .iter()
+            .map(|v| v.to_i32())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(GgufVocab {
+            tokens,
+            scores,
+            types,
+            bos: self.opt_u32("tokenizer.ggml.bos_token_id"),
+            eos: self.opt_u32("tokenizer.ggml.eos_token_id"),
+            pad: self.opt_u32("tokenizer.ggml.padding_token_id"),
+            unk: self.opt_u32("tokenizer.ggml.unknown_token_id"),
+            add_bos: self
+                .content
+                .metadata
+                .get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.to_bool().ok())
+                .unwrap_or(true),
+        })
+    }
+}
+
+impl HookedTransformer {
+    /// Loads a GGUF model (Gemma 3 today), dequantizing every tensor to f32 on the CPU.
+    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
+        Self::from_gguf_on(path, &Device::Cpu)
+    }
+
+    /// Loads a GGUF model onto a device.
+    pub fn from_gguf_on(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::ModelNotFound {
+                path: path.to_path_buf(),
+                hint:
+                    "pass the path of a .gguf file, or run `mechinterp fetch` for the default model"
+                        .into(),
+            });
+        }
+        let mut g = Gguf::open(path)?;
+        let arch = g.meta("general.architecture")?.to_string()?.clone();
+        if arch != "gemma3" {
+            return Err(Error::Load(format!(
+                "{}: GGUF architecture `{arch}` is not supported; supported GGUF architectures: gemma3 (other models load from safetensors)",
+                g.path
+            )));
+        }
+        let vocab = g.vocab()?;
+        let cfg = gemma3_config(&g, &vocab)?;
+        let embed = g.tensor("token_embd.weight", device)?;
+        let unembed = g.opt_tensor("output.weight", device)?;
+        let ln_final = g.tensor("output_norm.weight", device)?;
+        let mut blocks = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let mut t = |s: &str| g.tensor(&format!("blk.{l}.{s}.weight"), device);
+            // The GGUF's norm weights already include Gemma's +1.
+            blocks.push(BlockWeights {
+                ln1: t("attn_norm")?,
+                ln1_post: Some(t("post_attention_norm")?),
+                ln2: t("ffn_norm")?,
+                ln2_post: Some(t("post_ffw_norm")?),
+                w_q: t("attn_q")?,
+                w_k: t("attn_k")?,
+                w_v: t("attn_v")?,
+                w_o: t("attn_output")?,
+                b_q: None,
+                b_k: None,
+                b_v: None,
+                q_norm: Some(t("attn_q_norm")?),
+                k_norm: Some(t("attn_k_norm")?),
+                w_gate: t("ffn_gate")?,
+                w_up: t("ffn_up")?,
+                w_down: t("ffn_down")?,
+            });
+        }
+        let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
+        let w = Weights {
+            embed,
+            unembed,
+            ln_final,
+            blocks,
+        };
+        HookedTransformer::new(cfg, w, Some(tokenizer))
+    }
+}
+
+fn gemma3_config(g: &Gguf, vocab: &GgufVocab) -> Result<Config> {
+    let a = "gemma3";
+    let n_layers = g.usize(&format!("{a}.block_count"))?;
+    let d_model = g.usize(&format!("{a}.embedding_length"))?;
+    let n_heads = g.usize(&format!("{a}.attention.head_count"))?;
+    let n_kv_heads = g.usize(&format!("{a}.attention.head_count_kv"))?;
+    let d_head = g.usize(&format!("{a}.attention.key_length"))?;
+    let window = g.usize(&format!("{a}.attention.sliding_window"))?;
+    let global_theta = g.f64(&format!("{a}.rope.freq_base")).unwrap_or(1_000_000.0);
+    let d_vocab = g
+        .content
+        .tensor_infos
+        .get("token_embd.weight")
+        .map(|t| t.shape.dims()[0])
+        .unwrap_or(vocab.tokens.len());
+    let query_pre_attn_scalar = d_head as f64;
+    let cfg = Config {
+        architecture: a.into(),
+        n_layers,
+        n_heads,
+        n_kv_heads,
+        d_model,
+        d_head,
+        d_mlp: g.usize(&format!("{a}.feed_forward_length"))?,
+        d_vocab,
+        rms_norm_eps: g.f64(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
+        attn_scale: 1.0 / query_pre_attn_scalar.sqrt(),
+        attn_softcap: None,
+        final_softcap: None,
+        embed_scale: Some((d_model as f64).sqrt()),
+        qk_norm: true,
+        post_norms: true,
+        qkv_bias: false,
+        activation: Activation::GeluTanh,
+        tied_embeddings: !g.content.tensor_infos.contains_key("output.weight"),
+        layers: Config::gemma3_layers(
+            n_layers,
+            GEMMA3_SLIDING_PATTERN,
+            window,
+            GEMMA3_LOCAL_ROPE_BASE,
+            global_theta,
+        ),
+        max_position: g.usize(&format!("{a}.context_length")).unwrap_or(32_768),
+        bos_token_id: vocab.bos.unwrap_or(2),
+        eos_token_id: vocab.eos.unwrap_or(1),
+        pad_token_id: vocab.pad.unwrap_or(0),
+    };
+    Ok(cfg)
+}
+
+/// Names of the tensors in a GGUF file with their shapes, for inspection.
+pub fn gguf_tensor_shapes(path: impl AsRef<Path>) -> Result<HashMap<String, Vec<usize>>> {
+    let g = Gguf::open(path.as_ref())?;
+    Ok(g.content
+        .tensor_infos
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shape.dims().to_vec()))
+        .collect())
+}
+
+impl HookedTransformer {
+    /// The default model, Gemma 3 270M (base): fetched into the cache on first use
+    /// (see [`crate::fetch`]), then loaded.
+    pub fn gemma3_270m() -> Result<Self> {
+        let path = crate::fetch::fetch_default_model(&crate::fetch::FetchOptions::default())?;
+        Self::from_gguf(path)
+    }
+}
+
+impl HookedTransformer {
+    /// Loads a model named on the command line: `gemma3-270m` (the default model, fetched if
+    /// needed) or a path to a `.gguf` file.
+    pub fn from_spec(spec: &str) -> Result<Self> {
+        match spec {
+            "gemma3-270m" | "gemma-3-270m" | "default" => Self::gemma3_270m(),
+            p if p.ends_with(".gguf") || Path::new(p).is_file() => Self::from_gguf(p),
+            other => Err(Error::ModelNotFound {
+                path: other.into(),
+                hint: "--model takes `gemma3-270m` (the default model) or the path of a .gguf file"
+                    .into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! `HookedTransformer`: the one forward pass every architecture runs, read top to bottom,
+//! with a hook point at every named activation.
+//!
+//! The pass is batch-first and uses only ops that candle can differentiate (no fused softmax,
+//! RMSNorm or RoPE), so the same code serves attribution patching.
+//!
+//! Gemma's post-attention and post-MLP norms sit between the heads and the residual stream:
+//! `hook_attn_out` / `hook_mlp_out` are after them (what is added to the residual), while the
+//! per-head `hook_result` is before them, so for Gemma the heads' results do not sum to
+//! `hook_attn_out`.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::cache::ActivationCache;
+use crate::error::{Error, Result};
+use crate::hooks::{HookContext, HookPoint, Hooks, Run};
+use crate::model::config::{Activation, Config};
+use crate::tokenizer::Tokenizer;
+
+/// Weights of one transformer block, PyTorch layout (out, in).
+#[derive(Debug, Clone)]
+pub struct BlockWeights {
+    /// RMSNorm before attention (weight already includes any +1 offset).
+    pub ln1: Tensor,
+    /// RMSNorm after attention, before the residual add (Gemma 2/3).
+    pub ln1_post: Option<Tensor>,
+    /// RMSNorm before the MLP.
+    pub ln2: Tensor,
+    /// RMSNorm after the MLP, before the residual add (Gemma 2/3).
+    pub ln2_post: Option<Tensor>,
+    /// Query projection [n_heads*d_head, d_model].
+    pub w_q: Tensor,
+    /// Key projection [n_kv_heads*d_head, d_model].
+    pub w_k: Tensor,
+    /// Value projection [n_kv_heads*d_head, d_model].
+    pub w_v: Tensor,
+    /// Output projection [d_model, n_heads*d_head].
+    pub w_o: Tensor,
+    /// Query bias (Qwen 2).
+    pub b_q: Option<Tensor>,
+    /// Key bias (Qwen 2).
+    pub b_k: Option<Tensor>,
+    /// Value bias (Qwen 2).
+    pub b_v: Option<Tensor>,
+    /// Per-head query RMSNorm weight [d_head].
+    pub q_norm: Option<Tensor>,
+    /// Per-head key RMSNorm weight [d_head].
+    pub k_norm: Option<Tensor>,
+    /// MLP gate projection [d_mlp, d_model].
+    pub w_gate: Tensor,
+    /// MLP up projection [d_mlp, d_model].
+    pub w_up: Tensor,
+    /// MLP down projection [d_model, d_mlp].
+    pub w_down: Tensor,
+}
+
+/// All weights of a model.
+#[derive(Debug, Clone)]
+pub struct Weights {
+    /// Token embedding [d_vocab, d_model].
+    pub embed: Tensor,
+    /// Unembedding [d_vocab, d_model]; `None` when tied to the embedding.
+    pub unembed: Option<Tensor>,
+    /// Final RMSNorm weight.
+    pub ln_final: Tensor,
+    /// Blocks, in order.
+    pub blocks: Vec<BlockWeights>,
+}
+
+/// A transformer whose every activation can be read and replaced by name.
+#[derive(Debug, Clone)]
+pub struct HookedTransformer {
+    cfg: Config,
+    w: Weights,
+    tokenizer: Option<Tokenizer>,
+    device: Device,
+}
+
+/// RoPE tables for one base frequency: cos and sin, [s, d_head/2].
+struct Rope {
+    theta: f64,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// Additive attention masks (0 or -inf), [s, s], one per distinct window.
+struct Mask {
+    window: Option<usize>,
+    mask: Tensor,
+}
+
+impl HookedTransformer {
+    /// Assembles a model from a config, weights and (optionally) a tokenizer, checking shapes.
+    pub fn new(cfg: Config, w: Weights, tokenizer: Option<Tokenizer>) -> Result<Self> {
+        cfg.validate()?;
+        let device = w.embed.device().clone();
+        let m = HookedTransformer {
+            cfg,
+            w,
+            tokenizer,
+            device,
+        };
+        m.check_weights()?;
+        Ok(m)
+    }
+
+    fn check_weights(&self) -> Result<()> {
+        let c = &self.cfg;
+        let (d, nh, kh, m) = (
+            c.d_model,
+            c.n_heads * c.d_head,
+            c.n_kv_heads * c.d_head,
+            c.d_mlp,
+        );
+        let want = |name: String, t: &Tensor, shape: &[usize]| -> Result<()> {
+            if t.dims() != shape {
+                return Err(Error::Load(format!(
+                    "weight {name} has shape {:?}, expected {shape:?} from the config",
+                    t.dims()
+                )));
+            }
+            Ok(())
+        };
+        want("embed".into(), &self.w.embed, &[c.d_vocab, d])?;
+        if let Some(u) = &self.w.unembed {
+            want("unembed".into(), u, &[c.d_vocab, d])?;
+        }
+        want("ln_final".into(), &self.w.ln_final, &[d])?;
+        if self.w.blocks.len() != c.n_layers {
+            return Err(Error::Load(format!(
+                "{} blocks of weights for {} layers",
+                self.w.blocks.len(),
+                c.n_layers
+            )));
+        }
+        for (l, b) in self.w.blocks.iter().enumerate() {
+            want(format!("blocks.{l}.w_q"), &b.w_q, &[nh, d])?;
+            want(format!("blocks.{l}.w_k"), &b.w_k, &[kh, d])?;
+            want(format!("blocks.{l}.w_v"), &b.w_v, &[kh, d])?;
+            want(format!("blocks.{l}.w_o"), &b.w_o, &[d, nh])?;
+            want(format!("blocks.{l}.w_gate"), &b.w_gate, &[m, d])?;
+            want(format!("blocks.{l}.w_up"), &b.w_up, &[m, d])?;
+            want(format!("blocks.{l}.w_down"), &b.w_down, &[d, m])?;
+            want(format!("blocks.{l}.ln1"), &b.ln1, &[d])?;
+            want(format!("blocks.{l}.ln2"), &b.ln2, &[d])?;
+            if c.qk_norm != (b.q_norm.is_some() && b.k_norm.is_some()) {
+                return Err(Error::Load(format!(
+                    "blocks.{l}: q/k norm weights do not match the config (qk_norm = {})",
+                    c.qk_norm
+                )));
+            }
+            if c.post_norms != (b.ln1_post.is_some() && b.ln2_post.is_some()) {
+                return Err(Error::Load(format!(
+                    "blocks.{l}: post-norm weights do not match the config (post_norms = {})",
+                    c.post_norms
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model's configuration (n_layers, n_heads, n_kv_heads, d_model, d_head, d_mlp, d_vocab…).
+    pub fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The model's weights.
+    pub fn weights(&self) -> &Weights {
+        &self.w
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The tokenizer, or an error saying the model was built without one.
+    pub fn tokenizer(&self) -> Result<&Tokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Invalid("this model has no tokenizer; pass token ids instead of text".into())
+        })
+    }
+
+    /// Every hook point of this model, in forward order.
+    pub fn hook_points(&self) -> Vec<HookPoint> {
+        HookPoint::all(self.cfg.n_layers)
+    }
+
+    /// Every hook name of this model, in forward order.
+    pub fn hook_names(&self) -> Vec<String> {
+        self.hook_points().iter().map(|p| p.name()).collect()
+    }
+
+    // ----- tokens -------------------------------------------------------------------------
+
+    /// Token ids of `text` as a [1, s] u32 tensor, BOS first.
+    pub fn to_tokens(&self, text: &str) -> Result<Tensor> {
+        let t = self.tokenizer()?;
+        let ids = t.encode(text, t.add_bos)?;
+        let n = ids.len();
+        Ok(Tensor::from_vec(ids, (1, n), &self.device)?)
+    }
+
+    /// Token ids of several texts as a [b, s_max] tensor, right-padded with the pad id.
+    /// Right padding keeps every real position exact under causal attention; use
+    /// [`HookedTransformer::seq_lengths`] or [`HookedTransformer::attention_mask`] to find them.
+    pub fn to_tokens_batch(&self, texts: &[&str]) -> Result<Tensor> {
+        if texts.is_empty() {
+            return Err(Error::Invalid(
+                "to_tokens_batch needs at least one text".into(),
+            ));
+        }
+        let t = self.tokenizer()?;
+        let seqs = texts
+            .iter()
+            .map(|s| t.encode(s, t.add_bos))
+            .collect::<Result<Vec<_>>>()?;
+        let s = seqs.iter().map(|v| v.len()).max().unwrap_or(0).max(1);
+        let mut flat = Vec::with_capacity(texts.len() * s);
+        for v in &seqs {
+            flat.extend_from_slice(v);
+            flat.extend(std::iter::repeat_n(t.pad_token_id, s - v.len()));
+        }
+        Ok(Tensor::from_vec(flat, (texts.len(), s), &self.device)?)
+    }
+
+    /// Length of each row of a right-padded batch: the position after its last non-pad token.
+    pub fn seq_lengths(&self, tokens: &Tensor) -> Result<Vec<usize>> {
+        let tokens = self.check_tokens(tokens)?;
+        let pad = self.cfg.pad_token_id;
+        Ok(tokens
+            .to_vec2::<u32>()?
+            .iter()
+            .map(|row| row.iter().rposition(|&t| t != pad).map_or(0, |p| p + 1))
+            .collect())
+    }
+
+    /// 1 for real tokens and 0 for right padding, [b, s] f32.
+    pub fn attention_mask(&self, tokens: &Tensor) -> Result<Tensor> {
+        let tokens = self.check_tokens(tokens)?;
+        let (b, s) = tokens.dims2()?;
+        let lens = self.seq_lengths(&tokens)?;
+        let m: Vec<f32> = lens
+            .iter()
+            .flat_map(|&n| (0..s).map(move |i| if i < n { 1.0 } else { 0.0 }))
+            .collect();
+        Ok(Tensor::from_vec(m, (b, s), &self.device)?)
+    }
+
+    /// The tokens of `text` as strings (BOS included), as TransformerLens's `to_str_tokens`.
+    pub fn to_str_tokens(&self, text: &str) -> Result<Vec<String>> {
+        let t = self.tokenizer()?;
+        Ok(t.encode(text, t.add_bos)?
+            .into_iter()
+            .map(|id| t.token_str(id))
+            .collect())
+    }
+
+    /// The strings of a row of token ids.
+    pub fn ids_to_str_tokens(&self, ids: &[u32]) -> Result<Vec<String>> {
+        let t = self.tokenizer()?;
+        Ok(ids.iter().map(|&id| t.token_str(id)).collect())
+    }
+
+    /// Decodes ids to text, dropping special tokens.
+    pub fn to_string(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer()?.decode(ids, true)
+    }
+
+    /// Accepts [s] or [b, s] integer ids and returns [b, s] u32, checking the ids.
+    fn check_tokens(&self, tokens: &Tensor) -> Result<Tensor> {
+        let t = match tokens.rank() {
+            1 => tokens.unsqueeze(0)?,
+            2 => tokens.clone(),
+            _ => {
+                return Err(Error::Shape(format!(
+                    "tokens must be [batch, pos] (or [pos]), got shape {:?}",
+                    tokens.dims()
+                )))
+            }
+        };
+        let t = match t.dtype() {
+            DType::U32 => t,
+            DType::I64 | DType::U8 => t.to_dtype(DType::U32)?,
+            d => {
+                return Err(Error::Shape(format!(
+                    "tokens must be integer ids (u32), got dtype {d:?}"
+                )))
+            }
+        };
+        if t.dim(1)? == 0 {
+            return Err(Error::Shape(
+                "tokens have no positions (shape [b, 0])".into(),
+            ));
+        }
+        let max = t.flatten_all()?.max(0)?.to_scalar::<u32>()?;
+        if max as usize >= self.cfg.d_vocab {
+            return Err(Error::Invalid(format!(
+                "token id {max} is out of range for a vocabulary of {}",
+                self.cfg.d_vocab
+            )));
+        }
+        Ok(t.to_device(&self.device)?)
+    }
+
+    // ----- running ------------------------------------------------------------------------
+
+    /// Logits [b, s, d_vocab] (f32) for token ids [b, s].
+    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        self.forward_run(tokens, &mut run)
+    }
+
+    /// Logits and every activation.
+    pub fn run_with_cache(&self, tokens: &Tensor) -> Result<(Tensor, ActivationCache)> {
+        self.run_with_cache_filtered(tokens, |_: &str| true)
+    }
+
+    /// Logits and the activations whose names pass `filter`.
+    pub fn run_with_cache_filtered(
+        &self,
+        tokens: &Tensor,
+        filter: impl Fn(&str) -> bool,
+    ) -> Result<(Tensor, ActivationCache)> {
+        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        run.cache_when(&filter);
+        let logits = self.forward_run(tokens, &mut run)?;
+        Ok((logits, run.into_cache()))
+    }
+
+    /// Logits with hooks applied, given as (hook name, closure) pairs. Each closure gets the
+    /// activation and a [`HookContext`] and returns it or a same-shape replacement.
+    /// Unknown names are errors with suggestions. For different closures in one call, box
+    /// them ([`crate::hooks::BoxedHook`]) or use [`Hooks`].
+    pub fn run_with_hooks<F>(&self, tokens: &Tensor, hooks: &[(&str, F)]) -> Result<Tensor>
+    where
+        F: Fn(&Tensor, &HookContext) -> Result<Tensor>,
+    {
+        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        for (name, f) in hooks {
+            let p = HookPoint::parse_for(name, self.cfg.n_layers)?;
+            run.hook(p, f);
+        }
+        self.forward_run(tokens, &mut run)
+    }
+
+    /// Logits with a [`Hooks`] set applied.
+    pub fn run_with_hook_set(&self, tokens: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+        Ok(self
+            .run_with_hook_set_and_cache(tokens, hooks, |_: &str| false)?
+            .0)
+    }
+
+    /// Logits and cached activations (those passing `filter`) with a [`Hooks`] set applied;
+    /// the cache records activations after the hooks ran.
+    pub fn run_with_hook_set_and_cache(
+        &self,
+        tokens: &Tensor,
+        hooks: &Hooks,
+        filter: impl Fn(&str) -> bool,
+    ) -> Result<(Tensor, ActivationCache)> {
+        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        for (p, fs) in &hooks.map {
+            p.check_layers(self.cfg.n_layers)?;
+            for f in fs {
+                run.hook(*p, f.as_ref());
+            }
+        }
+        run.cache_when(&filter);
+        let logits = self.forward_run(tokens, &mut run)?;
+        Ok((logits, run.into_cache()))
+    }
+
+    // ----- the forward pass ---------------------------------------------------------------
+
+    pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let tokens = self.check_tokens(tokens)?;
+        let (b, s) = tokens.dims2()?;
+
+        let x = self
+            .w
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, s, cfg.d_model))?;
+        let x = match cfg.embed_scale {
+            Some(scale) => (x * scale)?,
+            None => x,
+        };
+        let mut resid = run.at(HookPoint::Embed, x)?;
+
+        let (ropes, masks) = self.position_tables(s)?;
+        for (l, blk) in self.w.blocks.iter().enumerate() {
+            let lc = &cfg.layers[l];
+            let rope = ropes
+                .iter()
+                .find(|r| r.theta == lc.rope_theta)
+                .ok_or_else(|| Error::Load(format!("no RoPE table for layer {l}")))?;
+            let mask = masks
+                .iter()
+                .find(|m| m.window == lc.sliding_window)
+                .ok_or_else(|| Error::Load(format!("no mask for layer {l}")))?;
+            resid = self.block(l, blk, resid, rope, &mask.mask, run)?;
+        }
+
+        let (scale, normed) = rms_norm(&resid, &self.w.ln_final, cfg.rms_norm_eps)?;
+        run.at(HookPoint::LnFinalScale, scale)?;
+        let normed = run.at(HookPoint::LnFinalNormalized, normed)?;
+        let unembed = self.w.unembed.as_ref().unwrap_or(&self.w.embed);
+        let logits = normed
+            .reshape((b * s, cfg.d_model))?
+            .matmul(&unembed.t()?)?
+            .reshape((b, s, cfg.d_vocab))?;
+        let logits = match cfg.final_softcap {
+            Some(c) => ((logits / c)?.tanh()? * c)?,
+            None => logits,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    fn block(
+        &self,
+        l: usize,
+        w: &BlockWeights,
+        resid_pre: Tensor,
+        rope: &Rope,
+        mask: &Tensor,
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, s, d) = resid_pre.dims3()?;
+        let (n, k, h) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let resid_pre = run.at(HookPoint::ResidPre(l), resid_pre)?;
+
+        // Attention.
+        let (scale, x) = rms_norm(&resid_pre, &w.ln1, cfg.rms_norm_eps)?;
+        run.at(HookPoint::Ln1Scale(l), scale)?;
+        let x = run.at(HookPoint::Ln1Normalized(l), x)?;
+        let x2 = x.reshape((b * s, d))?;
+        let q = linear(&x2, &w.w_q, w.b_q.as_ref())?.reshape((b, s, n, h))?;
+        let kk = linear(&x2, &w.w_k, w.b_k.as_ref())?.reshape((b, s, k, h))?;
+        let v = linear(&x2, &w.w_v, w.b_v.as_ref())?.reshape((b, s, k, h))?;
+        let (q, kk) = match (&w.q_norm, &w.k_norm) {
+            (Some(qn), Some(kn)) => (
+                rms_norm(&q, qn, cfg.rms_norm_eps)?.1,
+                rms_norm(&kk, kn, cfg.rms_norm_eps)?.1,
+            ),
+            _ => (q, kk),
+        };
+        let q = run.at(HookPoint::Q(l), q)?;
+        let kk = run.at(HookPoint::K(l), kk)?;
+        let v = run.at(HookPoint::V(l), v)?;
+        let q = run.at(HookPoint::RotQ(l), apply_rope(&q, rope)?)?;
+        let kk = run.at(HookPoint::RotK(l), apply_rope(&kk, rope)?)?;
+
+        // [b, heads, s, h]; each kv head serves n/k consecutive query heads.
+        let qh = q.transpose(1, 2)?.contiguous()?;
+        let kh = repeat_kv(&kk.transpose(1, 2)?, n / k)?;
+        let vh = repeat_kv(&v.transpose(1, 2)?, n / k)?;
+        let scores = (qh.matmul(&kh.t()?.contiguous()?)? * cfg.attn_scale)?;
+        let scores = match cfg.attn_softcap {
+            Some(c) => ((scores / c)?.tanh()? * c)?,
+            None => scores,
+        };
+        let scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
+        let scores = run.at(HookPoint::AttnScores(l), scores)?;
+        let pattern = softmax_f32(&scores)?;
+        let pattern = run.at(HookPoint::Pattern(l), pattern)?;
+        let z = pattern.matmul(&vh)?.transpose(1, 2)?.contiguous()?; // [b, s, n, h]
+        let z = run.at(HookPoint::Z(l), z)?;
+        let attn = linear(&z.reshape((b * s, n * h))?, &w.w_o, None)?.reshape((b, s, d))?;
+        let attn = if run.wants(HookPoint::Result(l)) {
+            // Per-head outputs: result[b,s,i,:] = W_O[:, i*h..(i+1)*h] z[b,s,i,:].
+            let zh = z.permute((2, 0, 1, 3))?.reshape((n, b * s, h))?;
+            let wo = w.w_o.reshape((d, n, h))?.permute((1, 2, 0))?.contiguous()?; // [n, h, d]
+            let result = zh
+                .matmul(&wo)?
+                .reshape((n, b, s, d))?
+                .permute((1, 2, 0, 3))?
+                .contiguous()?;
+            let id = result.id();
+            let result = run.at(HookPoint::Result(l), result)?;
+            // Hooks that only read keep the fused sum, so reading never changes the logits.
+            if result.id() == id {
+                attn
+            } else {
+                result.sum(2)?
+            }
+        } else {
+            attn
+        };
+        let attn = match &w.ln1_post {
+            Some(wn) => rms_norm(&attn, wn, cfg.rms_norm_eps)?.1,
+            None => attn,
+        };
+        let attn_out = run.at(HookPoint::AttnOut(l), attn)?;
+        let resid_mid = run.at(HookPoint::ResidMid(l), (&resid_pre + &attn_out)?)?;
+
+        // MLP.
+        let (scale, x) = rms_norm(&resid_mid, &w.ln2, cfg.rms_norm_eps)?;
+        run.at(HookPoint::Ln2Scale(l), scale)?;
+        let x = run.at(HookPoint::Ln2Normalized(l), x)?;
+        let x2 = x.reshape((b * s, d))?;
+        let gate = linear(&x2, &w.w_gate, None)?.reshape((b, s, cfg.d_mlp))?;
+        let gate = run.at(HookPoint::MlpPre(l), gate)?;
+        let up = linear(&x2, &w.w_up, None)?.reshape((b, s, cfg.d_mlp))?;
+        let up = run.at(HookPoint::MlpPreLinear(l), up)?;
+        let act = match cfg.activation {
+            Activation::GeluTanh => gate.gelu()?,
+            Activation::GeluErf => gate.gelu_erf()?,
+            Activation::Silu => gate.silu()?,
+        };
+        let post = run.at(HookPoint::MlpPost(l), (act * up)?)?;
+        let mlp =
+            linear(&post.reshape((b * s, cfg.d_mlp))?, &w.w_down, None)?.reshape((b, s, d))?;
+        let mlp = match &w.ln2_post {
+            Some(wn) => rms_norm(&mlp, wn, cfg.rms_norm_eps)?.1,
+            None => mlp,
+        };
+        let mlp_out = run.at(HookPoint::MlpOut(l), mlp)?;
+        run.at(HookPoint::ResidPost(l), (&resid_mid + &mlp_out)?)
+    }
+
+    /// RoPE tables and masks for `s` positions, one per distinct base / window.
+    fn position_tables(&self, s: usize) -> Result<(Vec<Rope>, Vec<Mask>)> {
+        let mut ropes: Vec<Rope> = Vec::new();
+        let mut masks: Vec<Mask> = Vec::new();
+        let h = self.cfg.d_head;
+        for lc in &self.cfg.layers {
+            if !ropes.iter().any(|r| r.theta == lc.rope_theta) {
+                let half = h / 2;
+                let mut cos = Vec::with_capacity(s * half);
+                let mut sin = Vec::with_capacity(s * half);
+                for p in 0..s {
+                    for i in 0..half {
+                        let inv = 1.0 / lc.rope_theta.powf((2 * i) as f64 / h as f64);
+                        let a = p as f64 * inv;
+                        cos.push(a.cos() as f32);
+                        sin.push(a.sin() as f32);
+                    }
+                }
+                ropes.push(Rope {
+                    theta: lc.rope_theta,
+                    cos: Tensor::from_vec(cos, (s, half), &self.device)?,
+                    sin: Tensor::from_vec(sin, (s, half), &self.device)?,
+                });
+            }
+            if !masks.iter().any(|m| m.window == lc.sliding_window) {
+                let m: Vec<f32> = (0..s)
+                    .flat_map(|i| {
+                        (0..s).map(move |j| {
+                            let visible = j <= i && lc.sliding_window.is_none_or(|w| i - j < w);
+                            if visible {
+                                0.0
+                            } else {
+                                f32::NEG_INFINITY
+                            }
+                        })
+                    })
+                    .collect();
+                masks.push(Mask {
+                    window: lc.sliding_window,
+                    mask: Tensor::from_vec(m, (s, s), &self.device)?,
+                });
+            }
+        }
+        Ok((ropes, masks))
+    }
+}
+
+/// x [.., in] @ w[out, in]^T (+ b).
+fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    Ok(match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
+/// RMSNorm over the last dim, computed in f32: returns (rms [.., 1], x / rms * w).
+/// The scale is TransformerLens's `hook_scale`.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(DType::F32)?;
+    let rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
+    let y = xf
+        .broadcast_div(&rms)?
+        .broadcast_mul(&w.to_dtype(DType::F32)?)?
+        .to_dtype(dtype)?;
+    Ok((rms.to_dtype(dtype)?, y))
+}
+
+/// Softmax over the last dim in f32 (differentiable, unlike candle's fused kernel).
+fn softmax_f32(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    Ok(candle_nn::ops::softmax(&x.to_dtype(DType::F32)?, D::Minus1)?.to_dtype(dtype)?)
+}
+
+/// Rotate-half RoPE on [b, s, heads, h] with tables [s, h/2].
+fn apply_rope(x: &Tensor, rope: &Rope) -> Result<Tensor> {
+    let (_, s, _, h) = x.dims4()?;
+    let half = h / 2;
+    let cos = rope.cos.reshape((1, s, 1, half))?.to_dtype(x.dtype())?;
+    let sin = rope.sin.reshape((1, s, 1, half))?.to_dtype(x.dtype())?;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;
+    let r2 = (x2.broadcast_mul(&cos)? + x1.broadcast_mul(&sin)?)?;
+    Ok(Tensor::cat(&[r1, r2], D::Minus1)?)
+}
+
+/// [b, k, s, h] -> [b, k*groups, s, h], each kv head repeated for its group of query heads.
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.contiguous()?);
+    }
+    let (b, k, s, h) = x.dims4()?;
+    Ok(x.unsqueeze(2)?
+        .broadcast_as((b, k, groups, s, h))?
+        .contiguous()?
+        .reshape((b, k * groups, s, h))?)
+}
