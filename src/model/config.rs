@@ -14,6 +14,53 @@ pub enum Activation {
     Silu,
 }
 
+/// How RoPE frequencies are rescaled for long contexts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum RopeScaling {
+    /// Every frequency divided by `factor` (HF `rope_type: "linear"`).
+    Linear {
+        /// Divisor of every frequency.
+        factor: f64,
+    },
+    /// Llama 3's piecewise scaling (HF `rope_type: "llama3"`).
+    Llama3 {
+        /// Divisor of low frequencies.
+        factor: f64,
+        /// Wavelengths above original_max / low_freq_factor are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below original_max / high_freq_factor are kept.
+        high_freq_factor: f64,
+        /// Context length the base model was trained for.
+        original_max_position_embeddings: f64,
+    },
+}
+
+impl RopeScaling {
+    /// Rescales one inverse frequency.
+    pub fn apply(&self, inv_freq: f64) -> f64 {
+        match *self {
+            RopeScaling::Linear { factor } => inv_freq / factor,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: orig,
+            } => {
+                let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+                if wavelen < orig / high_freq_factor {
+                    inv_freq
+                } else if wavelen > orig / low_freq_factor {
+                    inv_freq / factor
+                } else {
+                    let smooth =
+                        (orig / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * inv_freq / factor + smooth * inv_freq
+                }
+            }
+        }
+    }
+}
+
 /// Per-layer attention settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LayerConfig {
@@ -22,6 +69,8 @@ pub struct LayerConfig {
     pub sliding_window: Option<usize>,
     /// RoPE base frequency for this layer.
     pub rope_theta: f64,
+    /// RoPE frequency scaling for this layer, if any.
+    pub rope_scaling: Option<RopeScaling>,
 }
 
 /// Everything the hooked forward pass needs to know about a model.
@@ -57,8 +106,10 @@ pub struct Config {
     pub qk_norm: bool,
     /// Norms after attention and after the MLP, before the residual add (Gemma 2/3).
     pub post_norms: bool,
-    /// Biases on q, k and v (Qwen 2).
+    /// Biases on q, k and v (Qwen 2, Llama with attention_bias).
     pub qkv_bias: bool,
+    /// Bias on the attention output projection (Llama with attention_bias).
+    pub o_bias: bool,
     /// MLP activation.
     pub activation: Activation,
     /// Unembedding shares the embedding matrix.
@@ -121,6 +172,7 @@ impl Config {
                 LayerConfig {
                     sliding_window: (!global).then_some(window),
                     rope_theta: if global { global_theta } else { local_theta },
+                    rope_scaling: None,
                 }
             })
             .collect()

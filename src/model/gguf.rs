@@ -179,6 +179,7 @@ impl HookedTransformer {
                 b_q: None,
                 b_k: None,
                 b_v: None,
+                b_o: None,
                 q_norm: Some(t("attn_q_norm")?),
                 k_norm: Some(t("attn_k_norm")?),
                 w_gate: t("ffn_gate")?,
@@ -230,6 +231,7 @@ fn gemma3_config(g: &Gguf, vocab: &GgufVocab) -> Result<Config> {
         qk_norm: true,
         post_norms: true,
         qkv_bias: false,
+        o_bias: false,
         activation: Activation::GeluTanh,
         tied_embeddings: !g.content.tensor_infos.contains_key("output.weight"),
         layers: Config::gemma3_layers(
@@ -268,16 +270,33 @@ impl HookedTransformer {
 
 impl HookedTransformer {
     /// Loads a model named on the command line: `gemma3-270m` (the default model, fetched if
-    /// needed) or a path to a `.gguf` file.
+    /// needed), a `.gguf` file, a local folder of safetensors, or a Hugging Face repo id.
     pub fn from_spec(spec: &str) -> Result<Self> {
+        Self::from_spec_with(spec, &crate::model::LoadOptions::default())
+    }
+
+    /// [`HookedTransformer::from_spec`] with load options (dtype, device…) for hub models.
+    pub fn from_spec_with(spec: &str, opts: &crate::model::LoadOptions) -> Result<Self> {
+        let p = Path::new(spec);
         match spec {
             "gemma3-270m" | "gemma-3-270m" | "default" => Self::gemma3_270m(),
-            p if p.ends_with(".gguf") || Path::new(p).is_file() => Self::from_gguf(p),
+            _ if spec.ends_with(".gguf") || p.is_file() => Self::from_gguf(p),
+            _ if p.is_dir() => Self::from_local_dir_with(p, opts),
+            _ if is_repo_id(spec) => Self::from_pretrained_with(spec, opts),
             other => Err(Error::ModelNotFound {
                 path: other.into(),
-                hint: "--model takes `gemma3-270m` (the default model) or the path of a .gguf file"
-                    .into(),
+                hint: "a model is `gemma3-270m` (the default), the path of a .gguf file, a folder with config.json and safetensors, or a Hugging Face repo id such as Qwen/Qwen2.5-3B".into(),
             }),
         }
     }
+}
+
+/// `org/name` with the characters the hub allows.
+fn is_repo_id(s: &str) -> bool {
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    };
+    matches!(s.split_once('/'), Some((a, b)) if ok(a) && ok(b))
 }

@@ -1,8 +1,11 @@
 //! Models: one config, one hooked forward pass, and loaders that map files onto them.
 
+pub mod arch;
 pub mod config;
 pub mod gguf;
+pub mod hub;
 pub mod transformer;
 
-pub use config::{Activation, Config, LayerConfig};
+pub use config::{Activation, Config, LayerConfig, RopeScaling};
+pub use hub::LoadOptions;
 pub use transformer::{BlockWeights, HookedTransformer, Weights};

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks, Run};
-use crate::model::config::{Activation, Config};
+use crate::model::config::{Activation, Config, RopeScaling};
 use crate::tokenizer::Tokenizer;
 
 /// Weights of one transformer block, PyTorch layout (out, in).
@@ -42,6 +42,8 @@ pub struct BlockWeights {
     pub b_k: Option<Tensor>,
     /// Value bias (Qwen 2).
     pub b_v: Option<Tensor>,
+    /// Output-projection bias (Llama with attention_bias).
+    pub b_o: Option<Tensor>,
     /// Per-head query RMSNorm weight [d_head].
     pub q_norm: Option<Tensor>,
     /// Per-head key RMSNorm weight [d_head].
@@ -57,7 +59,8 @@ pub struct BlockWeights {
 /// All weights of a model.
 #[derive(Debug, Clone)]
 pub struct Weights {
-    /// Token embedding [d_vocab, d_model].
+    /// Token embedding [d_vocab, d_model]. Matrices share the model's dtype; norm weights are
+    /// kept in f32 (with any +1 offset already added), as HF computes norms in f32.
     pub embed: Tensor,
     /// Unembedding [d_vocab, d_model]; `None` when tied to the embedding.
     pub unembed: Option<Tensor>,
@@ -76,9 +79,10 @@ pub struct HookedTransformer {
     device: Device,
 }
 
-/// RoPE tables for one base frequency: cos and sin, [s, d_head/2].
+/// RoPE tables for one base frequency and scaling: cos and sin, [s, d_head/2].
 struct Rope {
     theta: f64,
+    scaling: Option<RopeScaling>,
     cos: Tensor,
     sin: Tensor,
 }
@@ -383,8 +387,11 @@ impl HookedTransformer {
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, s, cfg.d_model))?;
+        // HF multiplies by the scale rounded to the activation dtype; so do we.
         let x = match cfg.embed_scale {
-            Some(scale) => (x * scale)?,
+            Some(scale) => {
+                x.broadcast_mul(&Tensor::new(scale as f32, &self.device)?.to_dtype(x.dtype())?)?
+            }
             None => x,
         };
         let mut resid = run.at(HookPoint::Embed, x)?;
@@ -394,7 +401,7 @@ impl HookedTransformer {
             let lc = &cfg.layers[l];
             let rope = ropes
                 .iter()
-                .find(|r| r.theta == lc.rope_theta)
+                .find(|r| r.theta == lc.rope_theta && r.scaling == lc.rope_scaling)
                 .ok_or_else(|| Error::Load(format!("no RoPE table for layer {l}")))?;
             let mask = masks
                 .iter()
@@ -489,6 +496,11 @@ impl HookedTransformer {
         } else {
             attn
         };
+        // The output bias belongs to no head: it is added after the heads are summed.
+        let attn = match &w.b_o {
+            Some(bias) => attn.broadcast_add(bias)?,
+            None => attn,
+        };
         let attn = match &w.ln1_post {
             Some(wn) => rms_norm(&attn, wn, cfg.rms_norm_eps)?.1,
             None => attn,
@@ -527,13 +539,19 @@ impl HookedTransformer {
         let mut masks: Vec<Mask> = Vec::new();
         let h = self.cfg.d_head;
         for lc in &self.cfg.layers {
-            if !ropes.iter().any(|r| r.theta == lc.rope_theta) {
+            if !ropes
+                .iter()
+                .any(|r| r.theta == lc.rope_theta && r.scaling == lc.rope_scaling)
+            {
                 let half = h / 2;
                 let mut cos = Vec::with_capacity(s * half);
                 let mut sin = Vec::with_capacity(s * half);
                 for p in 0..s {
                     for i in 0..half {
-                        let inv = 1.0 / lc.rope_theta.powf((2 * i) as f64 / h as f64);
+                        let mut inv = 1.0 / lc.rope_theta.powf((2 * i) as f64 / h as f64);
+                        if let Some(sc) = &lc.rope_scaling {
+                            inv = sc.apply(inv);
+                        }
                         let a = p as f64 * inv;
                         cos.push(a.cos() as f32);
                         sin.push(a.sin() as f32);
@@ -541,6 +559,7 @@ impl HookedTransformer {
                 }
                 ropes.push(Rope {
                     theta: lc.rope_theta,
+                    scaling: lc.rope_scaling,
                     cos: Tensor::from_vec(cos, (s, half), &self.device)?,
                     sin: Tensor::from_vec(sin, (s, half), &self.device)?,
                 });
