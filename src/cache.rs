@@ -13,6 +13,7 @@ use crate::hooks::{act_name, suggest_names, HookPoint};
 pub struct ActivationCache {
     names: Vec<String>,
     map: HashMap<String, Tensor>,
+    seq_lengths: Vec<usize>,
 }
 
 impl ActivationCache {
@@ -20,6 +21,15 @@ impl ActivationCache {
         if self.map.insert(name.clone(), t).is_none() {
             self.names.push(name);
         }
+    }
+
+    pub(crate) fn set_seq_lengths(&mut self, lens: Vec<usize>) {
+        self.seq_lengths = lens;
+    }
+
+    /// Real (unpadded) length of each batch row of the run that filled this cache.
+    pub fn seq_lengths(&self) -> &[usize] {
+        &self.seq_lengths
     }
 
     /// The activation at a hook name, e.g. `cache.get("blocks.3.attn.hook_pattern")?`.

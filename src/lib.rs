@@ -5,12 +5,18 @@
 //! ([`HookedTransformer::run_with_hooks`]). Grouped-query attention is first class: k/v hooks
 //! carry the kv heads. Notebooks start with `use mechinterp::prelude::*;`.
 
+pub mod ablation;
 pub mod cache;
 pub mod error;
 pub mod fetch;
 pub mod hooks;
+pub mod lens;
+pub mod metrics;
 pub mod model;
+pub mod patching;
 pub mod prelude;
+pub mod progress;
+pub mod table;
 pub mod tokenizer;
 
 pub use cache::ActivationCache;

@@ -1,9 +1,16 @@
 //! Everything a notebook needs, in one `use mechinterp::prelude::*;`.
 
+pub use crate::ablation::{ablate, Ablation, Component};
 pub use crate::cache::ActivationCache;
 pub use crate::error::{Error, Result};
 pub use crate::fetch::{default_model_path, fetch_default_model, FetchOptions};
 pub use crate::hooks::{act_name, BoxedHook, HookContext, HookPoint, Hooks, Intervention};
+pub use crate::lens::{decompose_resid, direct_logit_attribution, head_contributions, LogitLens};
+pub use crate::metrics::{
+    continuation_logprob, logit_diff, normalized, swap_averaged_logit_diff, LogitDiff, Metric,
+};
 pub use crate::model::{Activation, Config, HookedTransformer, LoadOptions};
+pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
+pub use crate::table::{Axis, Table};
 pub use crate::tokenizer::Tokenizer;
 pub use candle_core::{DType, Device, IndexOp, Tensor, D};

@@ -122,3 +122,129 @@ fn bad_input_fails_with_a_message() {
         "{err}"
     );
 }
+
+#[test]
+fn patch_attribute_and_logit_lens_write_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_tiny_gguf(dir.path(), &Tiny::default(), 5);
+    let json = dir.path().join("patch.json");
+    let pair = |cmd: &str| {
+        let mut c = bin();
+        c.args([
+            cmd,
+            "--clean",
+            " the cat",
+            "--corrupt",
+            " the the",
+            "--answer",
+            " cat",
+            "--wrong",
+            " the",
+            "--model",
+        ])
+        .arg(&model)
+        .arg("--json")
+        .arg(&json);
+        c
+    };
+    let out = pair("patch")
+        .args(["--what", "resid-pre", "--direction", "noise"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["direction"], "noise");
+    assert_eq!(j["axes"][0]["name"], "layer");
+    assert_eq!(
+        j["axes"][1]["labels"],
+        serde_json::json!(["<bos>", " the", " cat"])
+    );
+    assert_eq!(j["values"].as_array().unwrap().len(), 6);
+    assert_eq!(j["values"][0].as_array().unwrap().len(), 3);
+    assert!(
+        j["clean_value"].is_number() && j["corrupted_value"].is_number() && j["metric"].is_string()
+    );
+    // Noising position 0 (BOS, identical in both prompts) changes nothing.
+    assert!(
+        (j["values"][0][0].as_f64().unwrap() - j["clean_value"].as_f64().unwrap()).abs() < 1e-5
+    );
+
+    let out = pair("patch")
+        .args(["--what", "head-out", "--by-pos"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        j["values"][5][3].as_array().unwrap().len(),
+        3,
+        "[layer][head][position]"
+    );
+
+    let out = pair("attribute").arg("--compare").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["head_out"]["values"].as_array().unwrap().len(), 6);
+    assert!(j["agreement"]["pearson"].is_number());
+
+    let out = bin()
+        .args([
+            "logit-lens",
+            " the cat",
+            "--tokens",
+            " cat",
+            " the",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(j["layers"].as_array().unwrap().len(), 7);
+    assert_eq!(j["probs"]["values"][6].as_array().unwrap().len(), 2);
+
+    let out = bin()
+        .args([
+            "patch",
+            "--clean",
+            " the cat",
+            "--corrupt",
+            " the",
+            "--answer",
+            " cat",
+            "--wrong",
+            " the",
+            "--model",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("same number of tokens"),
+        "{err}"
+    );
+}

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use candle_core::{IndexOp, D};
 use clap::{Parser, Subcommand};
 use mechinterp::fetch::{fetch_default_model, FetchOptions};
-use mechinterp::HookedTransformer;
+use mechinterp::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -45,6 +45,43 @@ impl ModelArgs {
         };
         Ok(HookedTransformer::from_spec_with(&self.model, &opts)?)
     }
+}
+
+/// A clean / corrupted prompt pair and the logit difference to measure.
+#[derive(clap::Args)]
+struct PairArgs {
+    /// The clean prompt.
+    #[arg(long)]
+    clean: String,
+    /// The corrupted prompt (same number of tokens).
+    #[arg(long)]
+    corrupt: String,
+    /// The clean run's answer, one token (e.g. " Mary").
+    #[arg(long)]
+    answer: String,
+    /// The competing answer, one token (e.g. " John").
+    #[arg(long)]
+    wrong: String,
+    /// denoise (clean into corrupted) or noise (corrupted into clean).
+    #[arg(long, default_value = "denoise", value_parser = ["denoise", "noise"])]
+    direction: String,
+    /// Patched runs per batched forward.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn write_json(path: &Option<std::path::PathBuf>, v: &serde_json::Value) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -85,6 +122,44 @@ enum Cmd {
     Hooks {
         #[command(flatten)]
         model: ModelArgs,
+    },
+    /// Activation patching between a clean and a corrupted prompt; prints the table, writes JSON.
+    Patch {
+        #[command(flatten)]
+        pair: PairArgs,
+        /// What to patch.
+        #[arg(long, default_value = "head-out", value_parser = ["head-out", "head-q", "head-k", "head-v", "head-pattern", "resid-pre", "attn-out", "mlp-out"])]
+        what: String,
+        /// For head-out: one entry per head and position.
+        #[arg(long)]
+        by_pos: bool,
+    },
+    /// Attribution patching (one forward + backward); optionally compared with activation patching.
+    Attribute {
+        #[command(flatten)]
+        pair: PairArgs,
+        /// Also run activation patching of head-out and report the agreement.
+        #[arg(long)]
+        compare: bool,
+    },
+    /// The logit lens on a prompt: top tokens per layer, and given tokens' probabilities.
+    LogitLens {
+        /// The prompt.
+        prompt: String,
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Position to read (default: the last).
+        #[arg(long)]
+        pos: Option<usize>,
+        /// Tokens whose probability to track (each must be one token, e.g. " Paris").
+        #[arg(long, num_args = 1..)]
+        tokens: Vec<String>,
+        /// Top tokens per layer.
+        #[arg(long, default_value_t = 3)]
+        top_k: usize,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
     },
     /// Show how a text is tokenized.
     Tokenize {
@@ -206,6 +281,110 @@ fn real_main() -> Result<()> {
             for p in m.hook_points() {
                 writeln!(out, "{:<36} {}", p.name(), p.shape_doc())?;
             }
+        }
+        Cmd::Patch { pair, what, by_pos } => {
+            let m = pair.model.load()?;
+            let metric = LogitDiff::from_strs(&m, &pair.answer, &pair.wrong)?;
+            let p = Patcher::new(&m, &pair.clean, &pair.corrupt, metric)?.batch_size(pair.batch);
+            let mut target: PatchTarget = what.parse()?;
+            if by_pos {
+                anyhow::ensure!(
+                    target == PatchTarget::HeadOut,
+                    "--by-pos applies to --what head-out"
+                );
+                target = PatchTarget::HeadOutByPos;
+            }
+            let t0 = std::time::Instant::now();
+            let r = p.activation(target, pair.direction.parse()?)?;
+            writeln!(
+                out,
+                "clean {:.4}, corrupted {:.4}; {} patched runs in {:.2} s",
+                r.clean_value,
+                r.corrupted_value,
+                r.table.values.len(),
+                t0.elapsed().as_secs_f64()
+            )?;
+            write!(out, "{}", r.table)?;
+            write_json(&pair.json, &r.to_json())?;
+        }
+        Cmd::Attribute { pair, compare } => {
+            let m = pair.model.load()?;
+            let metric = LogitDiff::from_strs(&m, &pair.answer, &pair.wrong)?;
+            let p = Patcher::new(&m, &pair.clean, &pair.corrupt, metric)?.batch_size(pair.batch);
+            let dir: Direction = pair.direction.parse()?;
+            let t0 = std::time::Instant::now();
+            let a = p.attribution(dir)?;
+            writeln!(
+                out,
+                "base {:.4}; attribution in {:.2} s (estimated change of the metric)",
+                a.base_value,
+                t0.elapsed().as_secs_f64()
+            )?;
+            write!(out, "{}", a.head_out)?;
+            let mut j = serde_json::json!({
+                "metric": a.metric,
+                "direction": dir.name(),
+                "clean_value": p.clean_value(),
+                "corrupted_value": p.corrupted_value(),
+                "base_value": a.base_value,
+                "head_out": a.head_out.to_json(),
+                "resid_pre": a.resid_pre.to_json(),
+                "attn_out": a.attn_out.to_json(),
+                "mlp_out": a.mlp_out.to_json(),
+            });
+            if compare {
+                let act = p.activation(PatchTarget::HeadOut, dir)?;
+                let ag = a.agreement(&act)?;
+                writeln!(
+                    out,
+                    "agreement with activation patching (head-out): pearson {:.3} over {} heads",
+                    ag.pearson, ag.n
+                )?;
+                j["agreement"] = serde_json::json!({
+                    "pearson": ag.pearson,
+                    "points": ag.points.iter().map(|(l, e, a)| serde_json::json!({"label": l, "estimate": e, "actual": a})).collect::<Vec<_>>(),
+                });
+            }
+            write_json(&pair.json, &j)?;
+        }
+        Cmd::LogitLens {
+            prompt,
+            model,
+            pos,
+            tokens,
+            top_k,
+            json,
+        } => {
+            let m = model.load()?;
+            let lens = LogitLens::new(&m, &prompt)?;
+            let pos = pos.unwrap_or(lens.n_positions() - 1);
+            let top = lens.top_k(pos, top_k)?;
+            writeln!(
+                out,
+                "logit lens at position {pos} ({:?})",
+                lens.str_tokens.get(pos).cloned().unwrap_or_default()
+            )?;
+            for (label, row) in lens.layer_labels.iter().zip(&top) {
+                let cells: Vec<String> = row.iter().map(|(t, p)| format!("{t:?} {p:.3}")).collect();
+                writeln!(out, "{label:>11}  {}", cells.join("  "))?;
+            }
+            let mut j = serde_json::json!({
+                "prompt": prompt,
+                "position": pos,
+                "str_tokens": lens.str_tokens,
+                "layers": lens.layer_labels,
+                "top_k": top.iter().map(|r| r.iter().map(|(t, p)| serde_json::json!({"token": t, "prob": p})).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            });
+            if !tokens.is_empty() {
+                let ids = tokens
+                    .iter()
+                    .map(|t| mechinterp::metrics::single_token(&m, t))
+                    .collect::<mechinterp::Result<Vec<_>>>()?;
+                let probs = lens.probs(pos, &ids)?;
+                write!(out, "{probs}")?;
+                j["probs"] = probs.to_json();
+            }
+            write_json(&json, &j)?;
         }
         Cmd::Tokenize { text, model } => {
             let m = model.load()?;

@@ -79,6 +79,44 @@ pub struct HookedTransformer {
     device: Device,
 }
 
+/// Where a forward pass starts.
+pub(crate) enum Start<'t> {
+    /// From token ids [b, s] (or [s]).
+    Tokens(&'t Tensor),
+    /// From the residual stream [b, s, d] entering `layer`.
+    Resid {
+        /// The first block to run.
+        layer: usize,
+        /// `blocks.{layer}.hook_resid_pre`.
+        resid: Tensor,
+    },
+}
+
+/// Rows `x[i, pos[i]]` of [b, s, d] as [b, 1, d].
+pub(crate) fn select_positions(x: &Tensor, pos: &[usize]) -> Result<Tensor> {
+    let (b, s, _) = x.dims3()?;
+    if pos.len() != b {
+        return Err(Error::Shape(format!(
+            "{} positions for a batch of {b}",
+            pos.len()
+        )));
+    }
+    if let Some(&p) = pos.iter().find(|&&p| p >= s) {
+        return Err(Error::Invalid(format!(
+            "position {p} is out of range for {s} positions"
+        )));
+    }
+    if pos.iter().all(|&p| p == pos[0]) {
+        return Ok(x.narrow(1, pos[0], 1)?);
+    }
+    let rows = pos
+        .iter()
+        .enumerate()
+        .map(|(i, &p)| x.narrow(0, i, 1)?.narrow(1, p, 1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
+}
+
 /// RoPE tables for one base frequency and scaling: cos and sin, [s, d_head/2].
 struct Rope {
     theta: f64,
@@ -228,14 +266,15 @@ impl HookedTransformer {
         Ok(Tensor::from_vec(flat, (texts.len(), s), &self.device)?)
     }
 
-    /// Length of each row of a right-padded batch: the position after its last non-pad token.
+    /// Length of each row of a right-padded batch: the position after its last non-pad token
+    /// (at least 1: position 0 is BOS even where BOS and padding share an id, as in Qwen).
     pub fn seq_lengths(&self, tokens: &Tensor) -> Result<Vec<usize>> {
         let tokens = self.check_tokens(tokens)?;
         let pad = self.cfg.pad_token_id;
         Ok(tokens
             .to_vec2::<u32>()?
             .iter()
-            .map(|row| row.iter().rposition(|&t| t != pad).map_or(0, |p| p + 1))
+            .map(|row| row.iter().rposition(|&t| t != pad).map_or(1, |p| p + 1))
             .collect())
     }
 
@@ -329,7 +368,9 @@ impl HookedTransformer {
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         run.cache_when(&filter);
         let logits = self.forward_run(tokens, &mut run)?;
-        Ok((logits, run.into_cache()))
+        let mut cache = run.into_cache();
+        cache.set_seq_lengths(self.seq_lengths(tokens)?);
+        Ok((logits, cache))
     }
 
     /// Logits with hooks applied, given as (hook name, closure) pairs. Each closure gets the
@@ -372,32 +413,62 @@ impl HookedTransformer {
         }
         run.cache_when(&filter);
         let logits = self.forward_run(tokens, &mut run)?;
-        Ok((logits, run.into_cache()))
+        let mut cache = run.into_cache();
+        cache.set_seq_lengths(self.seq_lengths(tokens)?);
+        Ok((logits, cache))
     }
 
     // ----- the forward pass ---------------------------------------------------------------
 
     pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let tokens = self.check_tokens(tokens)?;
-        let (b, s) = tokens.dims2()?;
+        self.forward_inner(Start::Tokens(tokens), run, None)
+    }
 
-        let x = self
-            .w
-            .embed
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, s, cfg.d_model))?;
-        // HF multiplies by the scale rounded to the activation dtype; so do we.
-        let x = match cfg.embed_scale {
-            Some(scale) => {
-                x.broadcast_mul(&Tensor::new(scale as f32, &self.device)?.to_dtype(x.dtype())?)?
+    /// The forward pass. It starts from token ids, or from a residual stream entering a
+    /// layer (sweeps reuse the unpatched prefix this way). With `at`, logits are computed
+    /// only at one position per batch row and come back as [b, 1, d_vocab]: at this model
+    /// size the unembedding costs more than all the blocks together.
+    pub(crate) fn forward_inner(
+        &self,
+        start: Start,
+        run: &mut Run,
+        at: Option<&[usize]>,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (first, mut resid) = match start {
+            Start::Tokens(tokens) => {
+                let tokens = self.check_tokens(tokens)?;
+                let (b, s) = tokens.dims2()?;
+                let x = self
+                    .w
+                    .embed
+                    .index_select(&tokens.flatten_all()?, 0)?
+                    .reshape((b, s, cfg.d_model))?;
+                // HF multiplies by the scale rounded to the activation dtype; so do we.
+                let x = match cfg.embed_scale {
+                    Some(scale) => x.broadcast_mul(
+                        &Tensor::new(scale as f32, &self.device)?.to_dtype(x.dtype())?,
+                    )?,
+                    None => x,
+                };
+                (0, run.at(HookPoint::Embed, x)?)
             }
-            None => x,
+            Start::Resid { layer, resid } => {
+                if layer > cfg.n_layers || resid.rank() != 3 || resid.dim(2)? != cfg.d_model {
+                    return Err(Error::Shape(format!(
+                        "cannot start layer {layer} from a residual of shape {:?} (model: {} layers, d_model {})",
+                        resid.dims(),
+                        cfg.n_layers,
+                        cfg.d_model
+                    )));
+                }
+                (layer, resid)
+            }
         };
-        let mut resid = run.at(HookPoint::Embed, x)?;
+        let (b, s, _) = resid.dims3()?;
 
         let (ropes, masks) = self.position_tables(s)?;
-        for (l, blk) in self.w.blocks.iter().enumerate() {
+        for (l, blk) in self.w.blocks.iter().enumerate().skip(first) {
             let lc = &cfg.layers[l];
             let rope = ropes
                 .iter()
@@ -413,11 +484,15 @@ impl HookedTransformer {
         let (scale, normed) = rms_norm(&resid, &self.w.ln_final, cfg.rms_norm_eps)?;
         run.at(HookPoint::LnFinalScale, scale)?;
         let normed = run.at(HookPoint::LnFinalNormalized, normed)?;
+        let (normed, rows) = match at {
+            None => (normed, s),
+            Some(pos) => (select_positions(&normed, pos)?, 1),
+        };
         let unembed = self.w.unembed.as_ref().unwrap_or(&self.w.embed);
         let logits = normed
-            .reshape((b * s, cfg.d_model))?
+            .reshape((b * rows, cfg.d_model))?
             .matmul(&unembed.t()?)?
-            .reshape((b, s, cfg.d_vocab))?;
+            .reshape((b, rows, cfg.d_vocab))?;
         let logits = match cfg.final_softcap {
             Some(c) => ((logits / c)?.tanh()? * c)?,
             None => logits,

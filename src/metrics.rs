@@ -1,0 +1,178 @@
+//! Metrics on logits: logit difference (plain and swap-averaged), teacher-forced
+//! log-probability of a continuation, and the normalised patching metric.
+
+use candle_core::{DType, IndexOp, Tensor, D};
+
+use crate::error::{Error, Result};
+use crate::model::HookedTransformer;
+
+/// A scalar per batch row, computed from the logits at the metric's position.
+///
+/// `compute` must be built from differentiable tensor ops, so attribution patching can
+/// backpropagate through it.
+pub trait Metric: Send + Sync {
+    /// A short name for tables and JSON, e.g. `logit_diff(" Paris" - " Rome")`.
+    fn name(&self) -> String;
+    /// The metric of each row, [b], from logits [b, d_vocab].
+    fn compute(&self, logits: &Tensor) -> Result<Tensor>;
+}
+
+/// logit[correct] − logit[incorrect].
+#[derive(Debug, Clone)]
+pub struct LogitDiff {
+    /// Token that should win.
+    pub correct: u32,
+    /// Token it competes with.
+    pub incorrect: u32,
+    label: String,
+}
+
+impl LogitDiff {
+    /// From token ids.
+    pub fn new(correct: u32, incorrect: u32) -> Self {
+        LogitDiff {
+            correct,
+            incorrect,
+            label: format!("logit_diff({correct} - {incorrect})"),
+        }
+    }
+
+    /// From answer strings, each of which must be one token (e.g. `" Paris"`, `" Rome"`).
+    pub fn from_strs(model: &HookedTransformer, correct: &str, incorrect: &str) -> Result<Self> {
+        let c = single_token(model, correct)?;
+        let i = single_token(model, incorrect)?;
+        Ok(LogitDiff {
+            correct: c,
+            incorrect: i,
+            label: format!("logit_diff({correct:?} - {incorrect:?})"),
+        })
+    }
+}
+
+impl Metric for LogitDiff {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn compute(&self, logits: &Tensor) -> Result<Tensor> {
+        let v = logits.dim(D::Minus1)?;
+        for t in [self.correct, self.incorrect] {
+            if t as usize >= v {
+                return Err(Error::Invalid(format!(
+                    "token id {t} is out of range for a vocabulary of {v}"
+                )));
+            }
+        }
+        let c = logits.narrow(D::Minus1, self.correct as usize, 1)?;
+        let i = logits.narrow(D::Minus1, self.incorrect as usize, 1)?;
+        Ok((c - i)?.squeeze(D::Minus1)?)
+    }
+}
+
+/// The id of a string that must tokenize to exactly one token (without BOS).
+pub fn single_token(model: &HookedTransformer, s: &str) -> Result<u32> {
+    let tok = model.tokenizer()?;
+    let ids = tok.encode(s, false)?;
+    match ids.as_slice() {
+        [id] => Ok(*id),
+        _ => Err(Error::Invalid(format!(
+            "answer {s:?} is {} tokens {:?}, not one; pick a single-token answer (mind the leading space)",
+            ids.len(),
+            ids.iter().map(|&i| tok.token_str(i)).collect::<Vec<_>>()
+        ))),
+    }
+}
+
+/// Logits [b, s, v] (or [b, 1, v]) at `pos` (`None`: the last position), as [b, v].
+pub fn logits_at(logits: &Tensor, pos: Option<usize>) -> Result<Tensor> {
+    let (_, s, _) = logits.dims3()?;
+    let p = pos.unwrap_or(s - 1);
+    if p >= s {
+        return Err(Error::Invalid(format!(
+            "position {p} is out of range for {s} positions"
+        )));
+    }
+    Ok(logits.i((.., p))?)
+}
+
+/// Mean over the batch of logit[correct] − logit[incorrect] at `pos` (`None`: last position).
+pub fn logit_diff(
+    logits: &Tensor,
+    correct: u32,
+    incorrect: u32,
+    pos: Option<usize>,
+) -> Result<f32> {
+    let per_row = LogitDiff::new(correct, incorrect).compute(&logits_at(logits, pos)?)?;
+    Ok(per_row
+        .to_dtype(DType::F32)?
+        .mean_all()?
+        .to_scalar::<f32>()?)
+}
+
+/// The swap-averaged logit difference for two prompts whose answers are reversed:
+/// ½·(LD_a(x − y) + LD_b(y − x)), where prompt a's answer is x and prompt b's is y
+/// ("Eiffel Tower → Paris vs Rome" and "Colosseum → Rome vs Paris"). A model's prior for x
+/// over y adds to one term and subtracts from the other, so it cancels.
+pub fn swap_averaged_logit_diff(
+    logits_a: &Tensor,
+    logits_b: &Tensor,
+    x: u32,
+    y: u32,
+    pos: Option<usize>,
+) -> Result<f32> {
+    Ok(0.5 * (logit_diff(logits_a, x, y, pos)? + logit_diff(logits_b, y, x, pos)?))
+}
+
+/// (patched − corrupted) / (clean − corrupted): 0 is the corrupted run, 1 the clean one.
+pub fn normalized(patched: f32, clean: f32, corrupted: f32) -> f32 {
+    (patched - corrupted) / (clean - corrupted)
+}
+
+/// Teacher-forced log-probability of a continuation given a prompt.
+#[derive(Debug, Clone)]
+pub struct ContinuationLogProb {
+    /// Sum of the continuation tokens' log-probabilities (natural log).
+    pub total: f32,
+    /// Each continuation token with its log-probability.
+    pub tokens: Vec<(String, f32)>,
+}
+
+impl ContinuationLogProb {
+    /// Mean log-probability per token.
+    pub fn mean(&self) -> f32 {
+        self.total / self.tokens.len().max(1) as f32
+    }
+}
+
+/// log p(continuation | prompt), teacher-forced: the prompt (with BOS) and the continuation
+/// (without) are tokenized separately and concatenated, and each continuation token is scored
+/// given everything before it.
+pub fn continuation_logprob(
+    model: &HookedTransformer,
+    prompt: &str,
+    continuation: &str,
+) -> Result<ContinuationLogProb> {
+    let tok = model.tokenizer()?;
+    let mut ids = tok.encode(prompt, tok.add_bos)?;
+    let cont = tok.encode(continuation, false)?;
+    if cont.is_empty() {
+        return Err(Error::Invalid("the continuation is empty".into()));
+    }
+    let p = ids.len();
+    ids.extend_from_slice(&cont);
+    let n = ids.len();
+    let t = Tensor::from_vec(ids.clone(), (1, n), model.device())?;
+    let logits = model.forward(&t)?.i(0)?; // [n, v]
+                                           // Position i predicts token i + 1.
+    let lp = candle_nn::ops::log_softmax(&logits.narrow(0, p - 1, cont.len())?, D::Minus1)?;
+    let idx = Tensor::from_vec(cont.clone(), (cont.len(), 1), model.device())?;
+    let picked = lp.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+    Ok(ContinuationLogProb {
+        total: picked.iter().sum(),
+        tokens: cont
+            .iter()
+            .map(|&id| tok.token_str(id))
+            .zip(picked)
+            .collect(),
+    })
+}

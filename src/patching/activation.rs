@@ -1,0 +1,227 @@
+//! Activation patching sweeps with TransformerLens's `patching` semantics: one patched run
+//! per table entry, batched.
+//!
+//! k and v have one entry per **kv head**: under grouped-query attention, patching a kv head
+//! changes every query head that shares it (n_heads / n_kv_heads of them). q, z and pattern
+//! have one entry per query head and never touch the others.
+
+use candle_core::Tensor;
+
+use super::{mask, splice, Direction, HookFnRef, PatchResult, Patcher};
+use crate::error::{Error, Result};
+use crate::hooks::{HookContext, HookPoint};
+use crate::progress::Progress;
+use crate::table::{Axis, Table};
+
+/// What an activation-patching sweep patches; each gives one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchTarget {
+    /// `hook_resid_pre`, [layer][position].
+    ResidPre,
+    /// `hook_attn_out`, [layer][position].
+    AttnOut,
+    /// `hook_mlp_out`, [layer][position].
+    MlpOut,
+    /// Each head's output (`hook_z`) at every position, [layer][head].
+    HeadOut,
+    /// Each head's output at one position, [layer][head][position].
+    HeadOutByPos,
+    /// Each head's query (`hook_q`), [layer][head].
+    HeadQ,
+    /// Each kv head's key (`hook_k`), [layer][kv_head].
+    HeadK,
+    /// Each kv head's value (`hook_v`), [layer][kv_head].
+    HeadV,
+    /// Each head's attention pattern, [layer][head].
+    HeadPattern,
+}
+
+impl PatchTarget {
+    /// Every target, in the order above.
+    pub const ALL: [PatchTarget; 9] = [
+        PatchTarget::ResidPre,
+        PatchTarget::AttnOut,
+        PatchTarget::MlpOut,
+        PatchTarget::HeadOut,
+        PatchTarget::HeadOutByPos,
+        PatchTarget::HeadQ,
+        PatchTarget::HeadK,
+        PatchTarget::HeadV,
+        PatchTarget::HeadPattern,
+    ];
+
+    /// The CLI name, e.g. `head-out`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PatchTarget::ResidPre => "resid-pre",
+            PatchTarget::AttnOut => "attn-out",
+            PatchTarget::MlpOut => "mlp-out",
+            PatchTarget::HeadOut => "head-out",
+            PatchTarget::HeadOutByPos => "head-out-by-pos",
+            PatchTarget::HeadQ => "head-q",
+            PatchTarget::HeadK => "head-k",
+            PatchTarget::HeadV => "head-v",
+            PatchTarget::HeadPattern => "head-pattern",
+        }
+    }
+
+    fn point(self, l: usize) -> HookPoint {
+        match self {
+            PatchTarget::ResidPre => HookPoint::ResidPre(l),
+            PatchTarget::AttnOut => HookPoint::AttnOut(l),
+            PatchTarget::MlpOut => HookPoint::MlpOut(l),
+            PatchTarget::HeadOut | PatchTarget::HeadOutByPos => HookPoint::Z(l),
+            PatchTarget::HeadQ => HookPoint::Q(l),
+            PatchTarget::HeadK => HookPoint::K(l),
+            PatchTarget::HeadV => HookPoint::V(l),
+            PatchTarget::HeadPattern => HookPoint::Pattern(l),
+        }
+    }
+}
+
+impl std::str::FromStr for PatchTarget {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        PatchTarget::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name() == s)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "unknown patch target `{s}`; use one of: {}",
+                    PatchTarget::ALL
+                        .iter()
+                        .map(|t| t.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
+    }
+}
+
+/// One table entry: the indices it fills and its mask over the activation (minus batch).
+struct Entry {
+    idx: Vec<usize>,
+    /// (position, head) selected; `None` means all.
+    pos: Option<usize>,
+    head: Option<usize>,
+}
+
+impl Patcher<'_> {
+    /// Patches every entry of `target` in `direction`, one patched run per entry.
+    pub fn activation(&self, target: PatchTarget, direction: Direction) -> Result<PatchResult> {
+        let cfg = self.model.cfg();
+        let (n_layers, n, k) = (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads);
+        let s = self.clean.tokens.dim(1)?;
+        let layers = Axis::numbered("layer", n_layers);
+        let positions = Axis::labelled("position", self.str_tokens.clone());
+        let (axes, per_layer): (Vec<Axis>, Vec<Entry>) = match target {
+            PatchTarget::ResidPre | PatchTarget::AttnOut | PatchTarget::MlpOut => (
+                vec![layers, positions],
+                (0..s)
+                    .map(|p| Entry {
+                        idx: vec![p],
+                        pos: Some(p),
+                        head: None,
+                    })
+                    .collect(),
+            ),
+            PatchTarget::HeadOut | PatchTarget::HeadQ | PatchTarget::HeadPattern => (
+                vec![layers, Axis::numbered("head", n)],
+                (0..n)
+                    .map(|h| Entry {
+                        idx: vec![h],
+                        pos: None,
+                        head: Some(h),
+                    })
+                    .collect(),
+            ),
+            PatchTarget::HeadK | PatchTarget::HeadV => (
+                vec![layers, Axis::numbered("kv_head", k)],
+                (0..k)
+                    .map(|h| Entry {
+                        idx: vec![h],
+                        pos: None,
+                        head: Some(h),
+                    })
+                    .collect(),
+            ),
+            PatchTarget::HeadOutByPos => (
+                vec![layers, Axis::numbered("head", n), positions],
+                (0..n)
+                    .flat_map(|h| {
+                        (0..s).map(move |p| Entry {
+                            idx: vec![h, p],
+                            pos: Some(p),
+                            head: Some(h),
+                        })
+                    })
+                    .collect(),
+            ),
+        };
+        let mut table = Table::new(
+            format!(
+                "{} patching {} ({})",
+                target.name(),
+                self.metric.name(),
+                direction.name()
+            ),
+            axes,
+        );
+        let (base, source) = self.sides(direction);
+        let mut progress = Progress::new(
+            &format!("patching {}", target.name()),
+            n_layers * per_layer.len(),
+            self.quiet,
+        );
+        for l in 0..n_layers {
+            let point = target.point(l);
+            let src = source.cache.get(&point.name())?;
+            let dims = src.dims().to_vec();
+            for chunk in per_layer.chunks(self.batch) {
+                let b = chunk.len();
+                // Mask over [b, ...activation dims], with 1s only along the dims an entry selects.
+                let m = entry_mask(target, &dims, chunk, self.model.device())?;
+                let src = src.clone();
+                let hook = move |x: &Tensor, _: &HookContext| splice(x, &m, &src);
+                let hooks: [(HookPoint, &HookFnRef<'_>); 1] = [(point, &hook)];
+                let vals = self.run_batch(base, l, b, &hooks)?;
+                for (e, v) in chunk.iter().zip(vals) {
+                    let mut idx = vec![l];
+                    idx.extend_from_slice(&e.idx);
+                    table.set(&idx, v)?;
+                }
+                progress.inc(b);
+            }
+        }
+        progress.finish();
+        Ok(self.result(target.name(), direction, table))
+    }
+}
+
+/// The batch mask for entries of a target: shape [b, ...] broadcastable to the activation.
+fn entry_mask(
+    target: PatchTarget,
+    dims: &[usize],
+    chunk: &[Entry],
+    dev: &candle_core::Device,
+) -> Result<Tensor> {
+    let b = chunk.len();
+    match target {
+        // [1, s, d] activations: select a position.
+        PatchTarget::ResidPre | PatchTarget::AttnOut | PatchTarget::MlpOut => {
+            mask(&[b, dims[1], 1], dev, |i| Some(i[1]) == chunk[i[0]].pos)
+        }
+        // [1, s, heads, h]: select a head (all positions), or a head at a position.
+        PatchTarget::HeadOut | PatchTarget::HeadQ | PatchTarget::HeadK | PatchTarget::HeadV => {
+            mask(&[b, 1, dims[2], 1], dev, |i| Some(i[2]) == chunk[i[0]].head)
+        }
+        PatchTarget::HeadOutByPos => mask(&[b, dims[1], dims[2], 1], dev, |i| {
+            Some(i[2]) == chunk[i[0]].head && Some(i[1]) == chunk[i[0]].pos
+        }),
+        // [1, n, s, s]: select a head's whole pattern.
+        PatchTarget::HeadPattern => {
+            mask(&[b, dims[1], 1, 1], dev, |i| Some(i[1]) == chunk[i[0]].head)
+        }
+    }
+}
