@@ -280,13 +280,19 @@ pub fn direct_logit_attribution(
         .map(|i| project(&parts.i(i)?))
         .collect::<Result<Vec<_>>>()?;
     let total = project(&cache.get(&HookPoint::ResidPost(cfg.n_layers - 1).name())?)?;
+    let name = |t: u32| {
+        model
+            .tokenizer()
+            .map_or_else(|_| t.to_string(), |k| format!("{:?}", k.token_str(t)))
+    };
+    let what = format!("{} - {}", name(correct), name(incorrect));
     let components = Table::from_values(
-        format!("direct logit attribution ({correct} - {incorrect}) at position {p}"),
+        format!("direct logit attribution ({what}) at position {p}"),
         vec![Axis::labelled("component", labels)],
         vals,
     )?;
     let mut heads = Table::new(
-        format!("direct logit attribution per head ({correct} - {incorrect}) at position {p}"),
+        format!("direct logit attribution per head ({what}) at position {p}"),
         vec![
             Axis::numbered("layer", cfg.n_layers),
             Axis::numbered("head", cfg.n_heads),

@@ -14,6 +14,7 @@ pub mod lens;
 pub mod metrics;
 pub mod model;
 pub mod patching;
+pub mod plot;
 pub mod prelude;
 pub mod progress;
 pub mod table;

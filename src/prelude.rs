@@ -11,6 +11,10 @@ pub use crate::metrics::{
 };
 pub use crate::model::{Activation, Config, HookedTransformer, LoadOptions};
 pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
+pub use crate::plot::{
+    attention_grid, attention_pattern, attention_view, attention_view_with, BarChart, Colormap,
+    Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
+};
 pub use crate::table::{Axis, Table};
 pub use crate::tokenizer::Tokenizer;
 pub use candle_core::{DType, Device, IndexOp, Tensor, D};

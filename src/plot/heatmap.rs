@@ -1,0 +1,580 @@
+//! Heatmaps: one panel or several side by side with one colour scale, and attention patterns.
+
+use std::fmt::Write as _;
+
+use candle_core::{DType, Tensor};
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{
+    append_overlay, draw_err, esc, fmt_tick, fmt_value, text_width, tick_label, Colormap, Figure,
+};
+use crate::error::{Error, Result};
+use crate::table::{Axis, Table};
+
+const TICK: f64 = 12.0;
+const LABEL: f64 = 14.0;
+const TITLE: f64 = 16.0;
+
+/// A 2-D heatmap with labelled axes, a colour bar and the value of each cell on hover.
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    /// Panel title.
+    pub title: String,
+    /// Values, row-major [rows × cols]; NaN cells stay blank.
+    pub values: Vec<f32>,
+    /// Rows (drawn top to bottom).
+    pub rows: Axis,
+    /// Columns (drawn left to right).
+    pub cols: Axis,
+    /// Colour map.
+    pub cmap: Colormap,
+    /// Lower end of the colour scale (default: data minimum, or −max|v| for diverging maps).
+    pub vmin: Option<f32>,
+    /// Upper end of the colour scale.
+    pub vmax: Option<f32>,
+    /// Label of the colour bar.
+    pub value_label: String,
+    /// Cell size in pixels (width, height); `None` picks one from the data's shape.
+    pub cell: Option<(u32, u32)>,
+    /// Extra hover text per cell (row-major), e.g. the top token of a logit-lens cell.
+    pub notes: Option<Vec<String>>,
+}
+
+impl Heatmap {
+    /// A heatmap of `values` ([rows × cols], row-major).
+    pub fn new(values: Vec<f32>, rows: Axis, cols: Axis) -> Result<Self> {
+        if values.len() != rows.len() * cols.len() || values.is_empty() {
+            return Err(Error::Shape(format!(
+                "heatmap: {} values for {} rows × {} columns",
+                values.len(),
+                rows.len(),
+                cols.len()
+            )));
+        }
+        Ok(Heatmap {
+            title: String::new(),
+            values,
+            rows,
+            cols,
+            cmap: Colormap::RdBu,
+            vmin: None,
+            vmax: None,
+            value_label: String::new(),
+            cell: None,
+            notes: None,
+        })
+    }
+
+    /// A heatmap of a 2-D table, with its axes as tick labels.
+    pub fn from_table(t: &Table) -> Result<Self> {
+        if t.axes.len() != 2 {
+            return Err(Error::Shape(format!(
+                "a heatmap needs a 2-D table; this one has axes {:?}",
+                t.shape()
+            )));
+        }
+        let mut h = Heatmap::new(t.values.clone(), t.axes[0].clone(), t.axes[1].clone())?;
+        h.title = t.title.clone();
+        Ok(h)
+    }
+
+    /// A heatmap of a 2-D tensor, rows and columns numbered.
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let t = t.squeeze_dims_keep_2()?;
+        let (r, c) = t.dims2()?;
+        let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Heatmap::new(v, Axis::numbered("row", r), Axis::numbered("column", c))
+    }
+
+    /// Sets the title.
+    pub fn title(mut self, t: impl Into<String>) -> Self {
+        self.title = t.into();
+        self
+    }
+
+    /// Sets the colour map.
+    pub fn cmap(mut self, c: Colormap) -> Self {
+        self.cmap = c;
+        self
+    }
+
+    /// Fixes the colour scale.
+    pub fn range(mut self, vmin: f32, vmax: f32) -> Self {
+        self.vmin = Some(vmin);
+        self.vmax = Some(vmax);
+        self
+    }
+
+    /// Sets the colour bar's label.
+    pub fn value_label(mut self, l: impl Into<String>) -> Self {
+        self.value_label = l.into();
+        self
+    }
+
+    /// Renames the axes (x = columns, y = rows).
+    pub fn axis_names(mut self, x: &str, y: &str) -> Self {
+        self.cols.name = x.into();
+        self.rows.name = y.into();
+        self
+    }
+
+    /// The colour scale this panel would use alone.
+    fn auto_range(&self) -> (f32, f32) {
+        let finite = self.values.iter().copied().filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let (lo, hi) = if self.cmap.diverging() {
+            let m = lo.abs().max(hi.abs()).max(1e-12);
+            (-m, m)
+        } else {
+            (lo, hi)
+        };
+        (self.vmin.unwrap_or(lo), self.vmax.unwrap_or(hi))
+    }
+
+    /// Renders the heatmap as one SVG figure.
+    pub fn render(&self) -> Result<Figure> {
+        Panels::new(vec![self.clone()]).render()
+    }
+
+    /// Shows the heatmap inline in an evcxr notebook cell.
+    pub fn evcxr_display(&self) {
+        super::display_result(self.render())
+    }
+}
+
+trait Squeeze2 {
+    fn squeeze_dims_keep_2(&self) -> Result<Tensor>;
+}
+
+impl Squeeze2 for Tensor {
+    /// Drops leading size-1 dims until the tensor is 2-D.
+    fn squeeze_dims_keep_2(&self) -> Result<Tensor> {
+        let mut t = self.clone();
+        while t.rank() > 2 && t.dim(0)? == 1 {
+            t = t.squeeze(0)?;
+        }
+        if t.rank() != 2 {
+            return Err(Error::Shape(format!(
+                "a heatmap needs a 2-D tensor, got shape {:?}",
+                self.dims()
+            )));
+        }
+        Ok(t)
+    }
+}
+
+/// Several heatmaps in a grid with one shared colour scale and one colour bar: the
+/// "Translation | Random | Diff" figure, or a grid of attention heads.
+#[derive(Debug, Clone)]
+pub struct Panels {
+    /// The panels, left to right, then top to bottom.
+    pub panels: Vec<Heatmap>,
+    /// Panels per row.
+    pub per_row: usize,
+    /// Figure title.
+    pub title: String,
+    /// One colour scale for all panels (default) or each its own (no colour bar then).
+    pub shared_scale: bool,
+}
+
+impl Panels {
+    /// Panels side by side.
+    pub fn new(panels: Vec<Heatmap>) -> Self {
+        let n = panels.len().max(1);
+        Panels {
+            panels,
+            per_row: n,
+            title: String::new(),
+            shared_scale: true,
+        }
+    }
+
+    /// Sets the figure title.
+    pub fn title(mut self, t: impl Into<String>) -> Self {
+        self.title = t.into();
+        self
+    }
+
+    /// Sets panels per row.
+    pub fn per_row(mut self, n: usize) -> Self {
+        self.per_row = n.max(1);
+        self
+    }
+
+    /// The shared colour scale: the union of the panels' ranges (symmetric for diverging maps).
+    fn shared_range(&self) -> (f32, f32) {
+        let mut lo = f32::INFINITY;
+        let mut hi = f32::NEG_INFINITY;
+        for p in &self.panels {
+            let (a, b) = p.auto_range();
+            lo = lo.min(a);
+            hi = hi.max(b);
+        }
+        if self
+            .panels
+            .first()
+            .is_some_and(|p| p.cmap.diverging() && p.vmin.is_none())
+        {
+            let m = lo.abs().max(hi.abs());
+            (-m, m)
+        } else {
+            (lo, hi)
+        }
+    }
+
+    /// Renders all panels as one SVG.
+    pub fn render(&self) -> Result<Figure> {
+        let first = self
+            .panels
+            .first()
+            .ok_or_else(|| Error::Invalid("no panels to draw".into()))?;
+        let per_row = self.per_row.min(self.panels.len()).max(1);
+        let n_rows = self.panels.len().div_ceil(per_row);
+        // Cell size from the largest panel so panels line up.
+        let max_rows = self.panels.iter().map(|p| p.rows.len()).max().unwrap_or(1);
+        let max_cols = self.panels.iter().map(|p| p.cols.len()).max().unwrap_or(1);
+        let (cw, ch) = first.cell.unwrap_or_else(|| {
+            let w = ((760.0 / per_row as f64) / max_cols as f64)
+                .floor()
+                .clamp(5.0, 40.0);
+            let h = (440.0 / max_rows as f64).floor().clamp(5.0, 32.0);
+            (w as u32, h as u32)
+        });
+        let (cw, ch) = (cw as f64, ch as f64);
+        let x_rotate = self.panels.iter().any(|p| {
+            p.cols
+                .labels
+                .iter()
+                .any(|l| text_width(&tick_label(l), TICK) > cw - 2.0)
+        });
+        let x_lab_h = self
+            .panels
+            .iter()
+            .flat_map(|p| p.cols.labels.iter())
+            .map(|l| {
+                if x_rotate {
+                    text_width(&tick_label(l), TICK)
+                } else {
+                    TICK
+                }
+            })
+            .fold(TICK, f64::max)
+            + 8.0;
+        let y_lab_w = self
+            .panels
+            .iter()
+            .flat_map(|p| p.rows.labels.iter())
+            .map(|l| text_width(&tick_label(l), TICK))
+            .fold(10.0, f64::max)
+            + 8.0;
+        let left = y_lab_w + LABEL + 10.0;
+        let top = TITLE + 14.0;
+        let bottom = x_lab_h + LABEL + 12.0;
+        let panel_w = left + max_cols as f64 * cw + 16.0;
+        let panel_h = top + max_rows as f64 * ch + bottom;
+        let fig_title_h = if self.title.is_empty() {
+            0.0
+        } else {
+            TITLE + 16.0
+        };
+        let bar_w = if self.shared_scale { 110.0 } else { 0.0 };
+        let width = (panel_w * per_row as f64 + bar_w + 10.0).ceil() as u32;
+        let height = (fig_title_h + panel_h * n_rows as f64 + 6.0).ceil() as u32;
+        let shared = self.shared_range();
+
+        let mut svg = String::new();
+        let mut overlay = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err)?;
+            let text = |root: &DrawingArea<SVGBackend, _>,
+                        s: &str,
+                        x: f64,
+                        y: f64,
+                        size: f64,
+                        pos: Pos,
+                        rot: bool|
+             -> Result<()> {
+                let mut style = TextStyle::from(("sans-serif", size).into_font())
+                    .pos(pos)
+                    .color(&BLACK);
+                if rot {
+                    style = style.transform(FontTransform::Rotate270);
+                }
+                root.draw(&Text::new(s.to_string(), (x as i32, y as i32), style))
+                    .map_err(draw_err)
+            };
+            if !self.title.is_empty() {
+                text(
+                    &root,
+                    &self.title,
+                    width as f64 / 2.0,
+                    8.0,
+                    TITLE + 2.0,
+                    Pos::new(HPos::Center, VPos::Top),
+                    false,
+                )?;
+            }
+            for (k, p) in self.panels.iter().enumerate() {
+                let (vmin, vmax) = if self.shared_scale {
+                    shared
+                } else {
+                    p.auto_range()
+                };
+                let ox = (k % per_row) as f64 * panel_w;
+                let oy = fig_title_h + (k / per_row) as f64 * panel_h;
+                let (x0, y0) = (ox + left, oy + top);
+                let (r, c) = (p.rows.len(), p.cols.len());
+                if !p.title.is_empty() {
+                    text(
+                        &root,
+                        &p.title,
+                        x0 + c as f64 * cw / 2.0,
+                        oy + 4.0,
+                        TITLE,
+                        Pos::new(HPos::Center, VPos::Top),
+                        false,
+                    )?;
+                }
+                // Frame.
+                root.draw(&Rectangle::new(
+                    [
+                        (x0 as i32 - 1, y0 as i32 - 1),
+                        (
+                            (x0 + c as f64 * cw) as i32 + 1,
+                            (y0 + r as f64 * ch) as i32 + 1,
+                        ),
+                    ],
+                    ShapeStyle::from(&RGBColor(200, 200, 200)).stroke_width(1),
+                ))
+                .map_err(draw_err)?;
+                // Ticks: every label when there is room, else every k-th.
+                let ystep = ((TICK + 2.0) / ch).ceil().max(1.0) as usize;
+                for (i, l) in p.rows.labels.iter().enumerate().step_by(ystep) {
+                    text(
+                        &root,
+                        &tick_label(l),
+                        x0 - 5.0,
+                        y0 + (i as f64 + 0.5) * ch,
+                        TICK,
+                        Pos::new(HPos::Right, VPos::Center),
+                        false,
+                    )?;
+                }
+                let xstep = if x_rotate {
+                    ((TICK + 2.0) / cw).ceil().max(1.0) as usize
+                } else {
+                    1
+                };
+                for (j, l) in p.cols.labels.iter().enumerate().step_by(xstep) {
+                    let x = x0 + (j as f64 + 0.5) * cw;
+                    let y = y0 + r as f64 * ch + 5.0;
+                    if x_rotate {
+                        text(
+                            &root,
+                            &tick_label(l),
+                            x,
+                            y,
+                            TICK,
+                            Pos::new(HPos::Right, VPos::Center),
+                            true,
+                        )?;
+                    } else {
+                        text(
+                            &root,
+                            &tick_label(l),
+                            x,
+                            y,
+                            TICK,
+                            Pos::new(HPos::Center, VPos::Top),
+                            false,
+                        )?;
+                    }
+                }
+                text(
+                    &root,
+                    &p.cols.name,
+                    x0 + c as f64 * cw / 2.0,
+                    y0 + r as f64 * ch + x_lab_h + 6.0,
+                    LABEL,
+                    Pos::new(HPos::Center, VPos::Top),
+                    false,
+                )?;
+                text(
+                    &root,
+                    &p.rows.name,
+                    ox + 4.0,
+                    y0 + r as f64 * ch / 2.0,
+                    LABEL,
+                    Pos::new(HPos::Center, VPos::Top),
+                    true,
+                )?;
+                // Cells, with their value on hover.
+                let _ = write!(overlay, "<g class=\"cells\" data-panel=\"{k}\">");
+                for i in 0..r {
+                    for j in 0..c {
+                        let v = p.values[i * c + j];
+                        if !v.is_finite() {
+                            continue;
+                        }
+                        let t = if vmax > vmin {
+                            ((v - vmin) / (vmax - vmin)) as f64
+                        } else {
+                            0.5
+                        };
+                        let note = p
+                            .notes
+                            .as_ref()
+                            .and_then(|n| n.get(i * c + j))
+                            .map(|n| format!(" · {}", esc(n)))
+                            .unwrap_or_default();
+                        let _ = write!(
+                            overlay,
+                            "<rect class=\"cell\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}, {}: {} = {}{}</title></rect>",
+                            x0 + j as f64 * cw,
+                            y0 + i as f64 * ch,
+                            cw,
+                            ch,
+                            p.cmap.hex(t),
+                            esc(&p.rows.name),
+                            esc(&p.rows.labels[i]),
+                            esc(&p.cols.name),
+                            esc(&p.cols.labels[j]),
+                            fmt_value(v),
+                            note
+                        );
+                    }
+                }
+                overlay.push_str("</g>");
+            }
+            if self.shared_scale {
+                let bx = panel_w * per_row as f64 + 14.0;
+                let by = fig_title_h + top;
+                let bh = (max_rows as f64 * ch).clamp(120.0, 420.0);
+                let n = 64;
+                for i in 0..n {
+                    let t = 1.0 - i as f64 / (n - 1) as f64;
+                    let (rr, gg, bb) = first.cmap.rgb(t);
+                    let ya = by + bh * i as f64 / n as f64;
+                    let yb = by + bh * (i + 1) as f64 / n as f64;
+                    root.draw(&Rectangle::new(
+                        [
+                            (bx as i32, ya as i32),
+                            ((bx + 16.0) as i32, yb.ceil() as i32),
+                        ],
+                        RGBColor(rr, gg, bb).filled(),
+                    ))
+                    .map_err(draw_err)?;
+                }
+                root.draw(&Rectangle::new(
+                    [
+                        (bx as i32, by as i32),
+                        ((bx + 16.0) as i32, (by + bh) as i32),
+                    ],
+                    ShapeStyle::from(&BLACK).stroke_width(1),
+                ))
+                .map_err(draw_err)?;
+                for i in 0..5 {
+                    let f = i as f64 / 4.0;
+                    let v = shared.1 - (shared.1 - shared.0) * f as f32;
+                    text(
+                        &root,
+                        &fmt_tick(v),
+                        bx + 20.0,
+                        by + bh * f,
+                        TICK - 1.0,
+                        Pos::new(HPos::Left, VPos::Center),
+                        false,
+                    )?;
+                }
+                let label = if first.value_label.is_empty() {
+                    "value"
+                } else {
+                    first.value_label.as_str()
+                };
+                text(
+                    &root,
+                    label,
+                    bx + 8.0,
+                    by + bh + 8.0,
+                    TICK,
+                    Pos::new(HPos::Center, VPos::Top),
+                    false,
+                )?;
+            }
+            root.present().map_err(draw_err)?;
+        }
+        Ok(Figure::new(append_overlay(svg, &overlay)))
+    }
+
+    /// Shows the figure inline in an evcxr notebook cell.
+    pub fn evcxr_display(&self) {
+        super::display_result(self.render())
+    }
+}
+
+/// One head's attention pattern [query, key]: query tokens down, key tokens across, cells a
+/// query cannot see (the future) left blank, on a 0–1 scale.
+pub fn attention_pattern(tokens: &[String], pattern: &Tensor) -> Result<Heatmap> {
+    let p = pattern.squeeze_dims_keep_2()?;
+    let (q, k) = p.dims2()?;
+    if q != tokens.len() || k != tokens.len() {
+        return Err(Error::Shape(format!(
+            "pattern has shape {:?} but there are {} tokens; pass one head's [query, key] pattern",
+            p.dims(),
+            tokens.len()
+        )));
+    }
+    let mut v = p.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    for i in 0..q {
+        for j in (i + 1)..k {
+            v[i * k + j] = f32::NAN;
+        }
+    }
+    let labels: Vec<String> = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{t} ({i})"))
+        .collect();
+    let h = Heatmap::new(
+        v,
+        Axis::labelled("query", labels.clone()),
+        Axis::labelled("key", labels),
+    )?
+    .cmap(Colormap::Blues)
+    .range(0.0, 1.0)
+    .value_label("attention");
+    Ok(h)
+}
+
+/// Several heads' patterns ([n_heads, q, k], or [1, n_heads, q, k] straight from the cache)
+/// as a grid of panels titled by `head_names`.
+pub fn attention_grid(
+    tokens: &[String],
+    pattern: &Tensor,
+    head_names: &[String],
+) -> Result<Panels> {
+    let mut p = pattern.clone();
+    while p.rank() > 3 && p.dim(0)? == 1 {
+        p = p.squeeze(0)?;
+    }
+    let (n, _, _) = p.dims3().map_err(|_| {
+        Error::Shape(format!(
+            "attention_grid needs [n_heads, q, k], got {:?}",
+            pattern.dims()
+        ))
+    })?;
+    let mut panels = Vec::with_capacity(n);
+    for h in 0..n {
+        let name = head_names
+            .get(h)
+            .cloned()
+            .unwrap_or_else(|| format!("head {h}"));
+        panels.push(attention_pattern(tokens, &p.get(h)?)?.title(name));
+    }
+    Ok(Panels::new(panels).per_row(4.min(n)))
+}
