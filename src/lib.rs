@@ -19,6 +19,7 @@ pub mod prelude;
 pub mod progress;
 pub mod table;
 pub mod tokenizer;
+pub mod translation;
 
 pub use cache::ActivationCache;
 pub use error::{Error, Result};

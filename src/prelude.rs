@@ -17,4 +17,8 @@ pub use crate::plot::{
 };
 pub use crate::table::{Axis, Table};
 pub use crate::tokenizer::Tokenizer;
+pub use crate::translation::{
+    diagonal_score, filter_pairs, load_pairs, score_heads, translation_scores, HeadScores,
+    ScoreOptions, SentencePair,
+};
 pub use candle_core::{DType, Device, IndexOp, Tensor, D};

@@ -161,6 +161,50 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Find translation heads: scores, random control, statistics, causal check, report.
+    TranslationHeads {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Directions, comma-separated (default: every direction the data supports).
+        #[arg(long, value_delimiter = ',')]
+        pairs: Vec<String>,
+        /// Folder of `{src}-{tgt}.tsv` sentence pairs (default: the project's data/).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        /// At most this many pairs per direction (after the filter).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Output folder.
+        #[arg(long, default_value = "results/translation-heads")]
+        out: std::path::PathBuf,
+        /// False-discovery rate for the head lists.
+        #[arg(long, default_value_t = 0.05)]
+        fdr: f32,
+        /// Permutations for the p-values.
+        #[arg(long, default_value_t = 10000)]
+        permutations: usize,
+        /// Bootstrap resamples for the intervals.
+        #[arg(long, default_value_t = 1000)]
+        bootstrap: usize,
+        /// Sentence pairs in the ablation check.
+        #[arg(long, default_value_t = 12)]
+        causal_pairs: usize,
+        /// Random head sets in the ablation check.
+        #[arg(long, default_value_t = 19)]
+        random_draws: usize,
+        /// Prompt pairs for path patching.
+        #[arg(long, default_value_t = 4)]
+        path_pairs: usize,
+        /// Skip the ablation check and path patching.
+        #[arg(long)]
+        no_causal: bool,
+        /// Prompts per batched forward.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// No progress output.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Show how a text is tokenized.
     Tokenize {
         /// The text.
@@ -385,6 +429,77 @@ fn real_main() -> Result<()> {
                 j["probs"] = probs.to_json();
             }
             write_json(&json, &j)?;
+        }
+        Cmd::TranslationHeads {
+            model,
+            pairs,
+            data,
+            limit,
+            out: out_dir,
+            fdr,
+            permutations,
+            bootstrap,
+            causal_pairs,
+            random_draws,
+            path_pairs,
+            no_causal,
+            batch,
+            quiet,
+        } => {
+            use mechinterp::translation::report::{
+                parse_direction, run, shipped_data_dir, RunOptions,
+            };
+            let t0 = std::time::Instant::now();
+            let m = model.load()?;
+            let mut opts = RunOptions::new(data.unwrap_or_else(shipped_data_dir), out_dir);
+            if !pairs.is_empty() {
+                opts.directions = pairs
+                    .iter()
+                    .map(|p| parse_direction(p))
+                    .collect::<mechinterp::Result<_>>()?;
+            }
+            opts.limit = limit;
+            opts.fdr = fdr;
+            opts.n_perm = permutations;
+            opts.n_boot = bootstrap;
+            opts.model_name = model.model.clone();
+            opts.score.batch = batch;
+            opts.score.quiet = quiet;
+            opts.causal = (!no_causal).then(|| mechinterp::translation::CausalOptions {
+                pairs: causal_pairs,
+                random_draws,
+                path_pairs,
+                quiet,
+                ..Default::default()
+            });
+            let (results, report) = run(&m, &opts)?;
+            for r in &results {
+                let heads: Vec<String> = r
+                    .fdr_heads
+                    .iter()
+                    .take(8)
+                    .map(|(l, h, d)| format!("{l}.{h} ({d:+.3})"))
+                    .collect();
+                writeln!(
+                    out,
+                    "{}→{}: {} pairs; heads at FDR {}: {}",
+                    r.src,
+                    r.tgt,
+                    r.n_pairs,
+                    opts.fdr,
+                    if heads.is_empty() {
+                        "none".to_string()
+                    } else {
+                        heads.join(", ")
+                    }
+                )?;
+            }
+            writeln!(
+                out,
+                "report: {} ({:.0} s)",
+                report.display(),
+                t0.elapsed().as_secs_f64()
+            )?;
         }
         Cmd::Tokenize { text, model } => {
             let m = model.load()?;

@@ -92,6 +92,19 @@ pub(crate) enum Start<'t> {
     },
 }
 
+/// Which logits a forward pass computes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Logits<'a> {
+    /// Every position: [b, s, d_vocab].
+    All,
+    /// One position per batch row: [b, 1, d_vocab].
+    At(&'a [usize]),
+    /// Positions p.. of every row: [b, s - p, d_vocab].
+    From(usize),
+    /// None (activations only): [b, 0, d_vocab].
+    None,
+}
+
 /// Rows `x[i, pos[i]]` of [b, s, d] as [b, 1, d].
 pub(crate) fn select_positions(x: &Tensor, pos: &[usize]) -> Result<Tensor> {
     let (b, s, _) = x.dims3()?;
@@ -373,6 +386,34 @@ impl HookedTransformer {
         Ok((logits, cache))
     }
 
+    /// The activations whose names pass `filter`, without computing logits (much cheaper
+    /// when only activations are needed, e.g. attention patterns over a dataset).
+    pub fn cache_activations(
+        &self,
+        tokens: &Tensor,
+        filter: impl Fn(&str) -> bool,
+    ) -> Result<ActivationCache> {
+        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        run.cache_when(&filter);
+        self.forward_inner(Start::Tokens(tokens), &mut run, Logits::None)?;
+        let mut cache = run.into_cache();
+        cache.set_seq_lengths(self.seq_lengths(tokens)?);
+        Ok(cache)
+    }
+
+    /// Logits from position `from` on ([b, s − from, d_vocab]), with a [`Hooks`] set applied:
+    /// what teacher-forced scoring of a continuation needs, without unembedding the prompt.
+    pub fn logits_from(&self, tokens: &Tensor, from: usize, hooks: &Hooks) -> Result<Tensor> {
+        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        for (p, fs) in &hooks.map {
+            p.check_layers(self.cfg.n_layers)?;
+            for f in fs {
+                run.hook(*p, f.as_ref());
+            }
+        }
+        self.forward_inner(Start::Tokens(tokens), &mut run, Logits::From(from))
+    }
+
     /// Logits with hooks applied, given as (hook name, closure) pairs. Each closure gets the
     /// activation and a [`HookContext`] and returns it or a same-shape replacement.
     /// Unknown names are errors with suggestions. For different closures in one call, box
@@ -421,18 +462,17 @@ impl HookedTransformer {
     // ----- the forward pass ---------------------------------------------------------------
 
     pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Tensor> {
-        self.forward_inner(Start::Tokens(tokens), run, None)
+        self.forward_inner(Start::Tokens(tokens), run, Logits::All)
     }
 
     /// The forward pass. It starts from token ids, or from a residual stream entering a
-    /// layer (sweeps reuse the unpatched prefix this way). With `at`, logits are computed
-    /// only at one position per batch row and come back as [b, 1, d_vocab]: at this model
-    /// size the unembedding costs more than all the blocks together.
+    /// layer (sweeps reuse the unpatched prefix this way), and computes only the logits asked
+    /// for: at this model size the unembedding costs more than all the blocks together.
     pub(crate) fn forward_inner(
         &self,
         start: Start,
         run: &mut Run,
-        at: Option<&[usize]>,
+        logits: Logits,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         let (first, mut resid) = match start {
@@ -484,9 +524,22 @@ impl HookedTransformer {
         let (scale, normed) = rms_norm(&resid, &self.w.ln_final, cfg.rms_norm_eps)?;
         run.at(HookPoint::LnFinalScale, scale)?;
         let normed = run.at(HookPoint::LnFinalNormalized, normed)?;
-        let (normed, rows) = match at {
-            None => (normed, s),
-            Some(pos) => (select_positions(&normed, pos)?, 1),
+        let (normed, rows) = match logits {
+            Logits::All => (normed, s),
+            Logits::At(pos) => (select_positions(&normed, pos)?, 1),
+            Logits::From(p) if p < s => (normed.narrow(1, p, s - p)?, s - p),
+            Logits::From(p) => {
+                return Err(Error::Invalid(format!(
+                    "logits from position {p}, but there are {s} positions"
+                )))
+            }
+            Logits::None => {
+                return Ok(Tensor::zeros(
+                    (b, 0, cfg.d_vocab),
+                    DType::F32,
+                    &self.device,
+                )?)
+            }
         };
         let unembed = self.w.unembed.as_ref().unwrap_or(&self.w.embed);
         let logits = normed

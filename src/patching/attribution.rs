@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, Var};
 use super::{Direction, HookFnRef, PatchResult, PatchTarget, Patcher};
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Run};
-use crate::model::transformer::Start;
+use crate::model::transformer::{Logits, Start};
 use crate::table::{Axis, Table};
 
 /// Linear estimates of patching effects (metric change from the base run, not raw values).
@@ -151,9 +151,11 @@ impl Patcher<'_> {
         for p in &points {
             run.hook(*p, &add_var as &HookFnRef<'_>);
         }
-        let logits =
-            self.model
-                .forward_inner(Start::Tokens(&base.tokens), &mut run, Some(&[self.pos]))?;
+        let logits = self.model.forward_inner(
+            Start::Tokens(&base.tokens),
+            &mut run,
+            Logits::At(&[self.pos]),
+        )?;
         let metric = self.metric.compute(&logits.squeeze(1)?)?.sum_all()?;
         let base_value = metric.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let grads = metric.backward()?;

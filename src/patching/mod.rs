@@ -23,7 +23,7 @@ use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Run};
 use crate::metrics::Metric;
-use crate::model::transformer::Start;
+use crate::model::transformer::{Logits, Start};
 use crate::model::HookedTransformer;
 use crate::table::Table;
 
@@ -232,9 +232,11 @@ impl<'m> Patcher<'m> {
         self.pos = pos;
         for side in [&mut self.clean, &mut self.corrupt] {
             let mut run = Run::new(self.model.cfg().n_heads, self.model.cfg().n_kv_heads);
-            let l =
-                self.model
-                    .forward_inner(Start::Tokens(&side.tokens), &mut run, Some(&[pos]))?;
+            let l = self.model.forward_inner(
+                Start::Tokens(&side.tokens),
+                &mut run,
+                Logits::At(&[pos]),
+            )?;
             side.value = first(&self.metric.compute(&l.squeeze(1)?)?)?;
         }
         Ok(self)
@@ -305,7 +307,7 @@ impl<'m> Patcher<'m> {
                 resid,
             },
             &mut run,
-            None,
+            Logits::All,
         )
     }
 
@@ -357,7 +359,7 @@ impl<'m> Patcher<'m> {
         let pos = vec![self.pos; b];
         let logits =
             self.model
-                .forward_inner(Start::Resid { layer, resid }, &mut run, Some(&pos))?;
+                .forward_inner(Start::Resid { layer, resid }, &mut run, Logits::At(&pos))?;
         Ok(self
             .metric
             .compute(&logits.squeeze(1)?)?

@@ -250,12 +250,11 @@ impl Patcher<'_> {
         let names: Vec<String> = points.iter().map(|p| p.name()).collect();
         let filter = |n: &str| names.iter().any(|x| x == n);
         run.cache_when(&filter);
-        // Only the cache matters here; the logits at one position are cheap.
-        let pos = vec![self.pos; b];
+        // Only the cache matters here.
         self.model.forward_inner(
             crate::model::transformer::Start::Resid { layer, resid },
             &mut run,
-            Some(&pos),
+            crate::model::transformer::Logits::None,
         )?;
         let cache = run.into_cache();
         points.iter().map(|p| cache.get(&p.name())).collect()

@@ -1,0 +1,324 @@
+//! Translation-head discovery: the original score and random pairing on hand-made inputs, the
+//! data loader and filter, the statistics, and one end-to-end run on the default model.
+
+mod common;
+
+use std::io::Write;
+
+use candle_core::IndexOp;
+use common::*;
+use mechinterp::prelude::*;
+use mechinterp::translation::report::{run, RunOptions};
+use mechinterp::translation::{
+    benjamini_hochberg, head_stats, locate_target, random_pairing, score_pattern, CausalOptions,
+};
+
+#[test]
+fn diagonal_score_by_hand() {
+    // 3 × 4 rectangle:
+    //   1 2 3 4
+    //   5 6 7 8
+    //   9 10 11 12
+    let r: Vec<f32> = (1..=12).map(|x| x as f32).collect();
+    // main (1, 6, 11) = 6; +1 (2, 7, 12) = 7; −1 (5, 10) = 7.5; mean = 20.5 / 3.
+    assert!((diagonal_score(&r, 3, 4, 1) - 20.5 / 3.0).abs() < 1e-6);
+    assert!((diagonal_score(&r, 3, 4, 0) - 6.0).abs() < 1e-6);
+    // bandwidth 2 adds +2 (3, 8) = 5.5 and −2 (9) = 9.
+    assert!((diagonal_score(&r, 3, 4, 2) - (6.0 + 7.0 + 7.5 + 5.5 + 9.0) / 5.0).abs() < 1e-6);
+}
+
+#[test]
+fn score_of_a_hand_built_pattern() {
+    // 7 tokens: <bos> EN : a b FR : … with t = 5 (" FR"). A head that looks exactly one token
+    // back from every target position onto the source diagonal.
+    let s = 8;
+    let mut p = vec![vec![0f32; s]; s];
+    for (q, row) in p.iter_mut().enumerate() {
+        row[0] = 1.0; // everything on BOS by default
+        if q >= 5 {
+            // crop row q−5 faces crop column q−5, i.e. key position q−4.
+            row[0] = 0.0;
+            row[q - 4] = 1.0;
+        }
+    }
+    // crop = p[5.., 1..5] = 3 × 4 with ones on the main diagonal: main mean 1, ±1 means 0.
+    assert!((score_pattern(&p, 5, 1) - 1.0 / 3.0).abs() < 1e-6);
+    assert!((score_pattern(&p, 5, 0) - 1.0).abs() < 1e-6);
+    assert_eq!(locate_target(&[2, 9, 1, 9, 5, 9, 3], 9, 3), Some(3));
+    assert_eq!(locate_target(&[2, 9, 1], 9, 3), None);
+}
+
+#[test]
+fn random_pairing_by_hand() {
+    let pairs: Vec<SentencePair> = (0..5)
+        .map(|i| SentencePair {
+            src: format!("s{i}"),
+            tgt: format!("t{i}"),
+        })
+        .collect();
+    // Target lengths: t3 longest, then t1, t4, t0, t2.
+    let lens = [3, 8, 1, 9, 5];
+    let r = random_pairing(&pairs, &lens).unwrap();
+    let got: Vec<(String, String)> = r.iter().map(|p| (p.src.clone(), p.tgt.clone())).collect();
+    let want = [
+        ("s3", "t1"),
+        ("s1", "t4"),
+        ("s4", "t3"),
+        ("s0", "t2"),
+        ("s2", "t0"),
+    ];
+    assert_eq!(
+        got,
+        want.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
+    // Even count: neighbours swap.
+    let r = random_pairing(&pairs[..4], &lens[..4]).unwrap();
+    let got: Vec<(String, String)> = r.iter().map(|p| (p.src.clone(), p.tgt.clone())).collect();
+    assert_eq!(got[0], ("s3".into(), "t1".into()));
+    assert_eq!(got[1], ("s1".into(), "t3".into()));
+    assert_eq!(got[2], ("s0".into(), "t2".into()));
+    assert!(
+        r.iter().all(|p| p.src[1..] != p.tgt[1..]),
+        "no pair keeps its own translation"
+    );
+    assert!(random_pairing(&pairs[..1], &lens[..1]).is_err());
+}
+
+#[test]
+fn loader_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("en_fr.tsv"),
+        "I like green apples.\tJ'aime les pommes vertes.\n\nThe cat sleeps.\tLe chat dort.\n",
+    )
+    .unwrap();
+    let p = mechinterp::translation::load_pairs(dir.path(), "en", "fr").unwrap();
+    assert_eq!(p.len(), 2);
+    let back = mechinterp::translation::load_pairs(dir.path(), "fr", "en").unwrap();
+    assert_eq!(back[0].src, "J'aime les pommes vertes.");
+    let mut f = std::fs::File::create(dir.path().join("en-de.tsv")).unwrap();
+    writeln!(f, "Hello there friend.\tHallo Freund.\nno tab here").unwrap();
+    let e = mechinterp::translation::load_pairs(dir.path(), "en", "de")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("en-de.tsv:2") && e.contains("no tab here"),
+        "{e}"
+    );
+    let e = mechinterp::translation::load_pairs(dir.path(), "en", "ja")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("en-ja.tsv"), "{e}");
+
+    let m = gemma();
+    let raw = vec![
+        SentencePair {
+            src: "I have two cats.".into(),
+            tgt: "J'ai deux chats.".into(),
+        },
+        SentencePair {
+            src: "I have 2 cats.".into(),
+            tgt: "J'ai 2 chats.".into(),
+        },
+        SentencePair {
+            src: "A well-known fact.".into(),
+            tgt: "Un fait connu.".into(),
+        },
+        SentencePair {
+            src: "Hi.".into(),
+            tgt: "Salut.".into(),
+        },
+        SentencePair {
+            src: "The cat is sleeping on the sofa.".into(),
+            tgt: "Le chat dort sur le canapé, et le chien aussi, comme toujours chaque après midi."
+                .into(),
+        },
+        SentencePair {
+            src: "私は猫が好き。".into(),
+            tgt: "I like\u{3000}cats a lot.".into(),
+        },
+    ];
+    let (kept, rep) = filter_pairs(m, &raw, "en", "fr").unwrap();
+    assert_eq!(kept.len(), 1, "{rep:?}");
+    assert_eq!(
+        (rep.bad_chars, rep.word_count, rep.length_gap),
+        (3, 1, 1),
+        "digits, a hyphen and U+3000"
+    );
+    let (_, rep) = filter_pairs(m, &raw[5..], "ja", "en").unwrap();
+    assert_eq!(rep.bad_chars, 1);
+    // The shipped data: ≥ 150 pairs for every required direction, all loadable.
+    let data = mechinterp::translation::report::shipped_data_dir();
+    for d in [
+        "en-fr", "en-de", "en-es", "en-ja", "en-ar", "en-zh", "zh-fr", "zh-de",
+    ] {
+        let (s, t) = d.split_once('-').unwrap();
+        assert!(
+            mechinterp::translation::load_pairs(&data, s, t)
+                .unwrap()
+                .len()
+                >= 150,
+            "{d}"
+        );
+    }
+    // The Tatoeba files (`src_tgt.tsv`) load too.
+    let tatoeba = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/tatoeba");
+    assert_eq!(
+        mechinterp::translation::load_pairs(&tatoeba, "zh", "fr")
+            .unwrap()
+            .len(),
+        300
+    );
+}
+
+#[test]
+fn statistics_behave() {
+    // BH by hand: p = [0.01, 0.04, 0.03, 0.5] → sorted 0.01, 0.03, 0.04, 0.5;
+    // adjusted 0.04, 0.0533, 0.0533, 0.5.
+    let q = benjamini_hochberg(&[0.01, 0.04, 0.03, 0.5]);
+    let want = [0.04, 0.053_333, 0.053_333, 0.5];
+    for (a, b) in q.iter().zip(want) {
+        assert!((a - b).abs() < 1e-5, "{q:?}");
+    }
+    // Head 0 separates clearly, head 1 is the same in both groups.
+    let t: Vec<Vec<f32>> = (0..30)
+        .map(|i| vec![0.5 + 0.01 * (i % 5) as f32, 0.2 + 0.01 * (i % 3) as f32])
+        .collect();
+    let r: Vec<Vec<f32>> = (0..30)
+        .map(|i| vec![0.1 + 0.01 * (i % 4) as f32, 0.2 + 0.01 * (i % 3) as f32])
+        .collect();
+    let s = head_stats(&t, &r, 500, 2000, 0.95, 1);
+    assert!((s.p[0] - 1.0 / 2001.0).abs() < 1e-6, "{:?}", s.p);
+    assert!(s.p[1] > 0.3, "{:?}", s.p);
+    assert!(s.ci_low[0] <= s.diff[0] && s.diff[0] <= s.ci_high[0] && s.ci_low[0] > 0.3);
+    assert!(s.q[0] < 0.05 && s.q[1] > 0.05);
+    // Same seed, same numbers.
+    assert_eq!(
+        head_stats(&t, &r, 100, 100, 0.9, 3).ci_low,
+        head_stats(&t, &r, 100, 100, 0.9, 3).ci_low
+    );
+}
+
+#[test]
+fn library_scores_match_the_pattern_by_hand() {
+    let m = gemma();
+    let pairs = vec![
+        SentencePair {
+            src: "I like green apples.".into(),
+            tgt: "J'aime les pommes vertes.".into(),
+        },
+        SentencePair {
+            src: "The cat is sleeping on the sofa.".into(),
+            tgt: "Le chat dort sur le canapé.".into(),
+        },
+    ];
+    let opts = ScoreOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let table = translation_scores(m, &pairs, "en", "fr", &opts).unwrap();
+    assert_eq!(table.shape(), vec![18, 4]);
+    // Head (9, 3) by hand from the cached pattern of each prompt.
+    let fr = mechinterp::metrics::single_token(m, " FR").unwrap();
+    let mut by_hand = 0f32;
+    for p in &pairs {
+        let text = mechinterp::translation::prompt("en", "fr", p);
+        let toks = m.to_tokens(&text).unwrap();
+        let ids = toks.i(0).unwrap().to_vec1::<u32>().unwrap();
+        let t = locate_target(&ids, fr, 3).unwrap();
+        let (_, cache) = m.run_with_cache(&toks).unwrap();
+        let pat = cache
+            .pattern(9)
+            .unwrap()
+            .i((0, 3))
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        by_hand += score_pattern(&pat, t, 1) / 2.0;
+    }
+    let got = table.get(&[9, 3]).unwrap();
+    assert!((got - by_hand).abs() < 1e-5, "{got} vs {by_hand}");
+}
+
+#[test]
+fn end_to_end_on_the_default_model() {
+    let m = gemma();
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = RunOptions::new(
+        mechinterp::translation::report::shipped_data_dir(),
+        out.path(),
+    );
+    opts.directions = vec![("en".into(), "fr".into()), ("ja".into(), "en".into())];
+    opts.limit = Some(12);
+    opts.n_perm = 500;
+    opts.n_boot = 200;
+    opts.score.quiet = true;
+    opts.causal = Some(CausalOptions {
+        pairs: 3,
+        random_draws: 3,
+        path_pairs: 1,
+        quiet: true,
+        ..Default::default()
+    });
+    let (results, report) = run(m, &opts).unwrap();
+    assert_eq!(results.len(), 2);
+    let md = std::fs::read_to_string(&report).unwrap();
+    for needle in [
+        "## EN → FR",
+        "## JA → EN",
+        "en-fr/heatmap.svg",
+        "Causal check",
+        "Path patching",
+        "Overlap across directions",
+    ] {
+        assert!(md.contains(needle), "report lacks {needle:?}");
+    }
+    for d in ["en-fr", "ja-en"] {
+        let dir = out.path().join(d);
+        let svg = std::fs::read_to_string(dir.join("heatmap.svg")).unwrap();
+        assert!(svg.contains("Translation") && svg.contains("Random") && svg.contains("Diff"));
+        assert_eq!(svg.matches("class=\"cell\"").count(), 3 * 72);
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("scores.json")).unwrap())
+                .unwrap();
+        let flat = |k: &str| -> Vec<f64> {
+            j[k].as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+                .collect()
+        };
+        for k in ["translation", "random"] {
+            assert!(flat(k).iter().all(|&x| (0.0..=1.0).contains(&x)), "{d} {k}");
+        }
+        let (diff, lo, hi) = (flat("diff"), flat("ci_low"), flat("ci_high"));
+        assert_eq!(diff.len(), 72);
+        for i in 0..72 {
+            assert!(
+                (-1.0..=1.0).contains(&diff[i])
+                    && lo[i] <= diff[i] + 1e-6
+                    && diff[i] <= hi[i] + 1e-6,
+                "{d} head {i}"
+            );
+        }
+        assert!(flat("p")
+            .iter()
+            .chain(flat("q").iter())
+            .all(|&x| x > 0.0 && x <= 1.0));
+        assert!(j["heads"]["fdr"].is_array() && j["heads"]["thresholds"]["0.04"].is_array());
+        assert!(j["aligned"]["spearman_vs_diagonal"].as_f64().unwrap().abs() <= 1.0);
+        let c = &j["causal"];
+        assert!(c["baseline"].as_f64().unwrap() < 0.0);
+        assert_eq!(c["effects"].as_array().unwrap().len(), 2);
+        assert!(c["effects"][0]["found"].as_f64().unwrap().is_finite());
+        assert!(
+            j["path_patching"]["spearman_vs_attention"]
+                .as_f64()
+                .unwrap()
+                .abs()
+                <= 1.0
+        );
+    }
+}
