@@ -59,6 +59,18 @@ impl ActivationCache {
         self.get(&HookPoint::Pattern(layer).name())
     }
 
+    /// One head's attention pattern of the first prompt, [query_pos, key_pos].
+    pub fn head_pattern(&self, layer: usize, head: usize) -> Result<Tensor> {
+        let p = self.pattern(layer)?;
+        let n = p.dim(1)?;
+        if head >= n {
+            return Err(Error::Invalid(format!(
+                "head {head} does not exist: layer {layer} has {n} heads"
+            )));
+        }
+        Ok(p.get(0)?.get(head)?)
+    }
+
     /// Whether the cache holds this name.
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)

@@ -422,6 +422,18 @@ pub struct Hooks {
     pub(crate) map: HashMap<HookPoint, Vec<BoxedHook>>,
 }
 
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<String> = self
+            .map
+            .iter()
+            .map(|(p, v)| format!("{p} ×{}", v.len()))
+            .collect();
+        names.sort();
+        f.debug_struct("Hooks").field("points", &names).finish()
+    }
+}
+
 impl Hooks {
     /// An empty set.
     pub fn new() -> Self {
@@ -473,9 +485,16 @@ pub(crate) struct Run<'a> {
     cache: ActivationCache,
     n_heads: usize,
     n_kv_heads: usize,
+    check_finite: bool,
 }
 
 impl<'a> Run<'a> {
+    /// Makes every hook point fail on NaN or infinite values (−∞ in attention scores is the
+    /// mask and allowed), naming the first hook point where they appear.
+    pub(crate) fn check_finite(&mut self, on: bool) {
+        self.check_finite = on;
+    }
+
     pub(crate) fn new(n_heads: usize, n_kv_heads: usize) -> Self {
         Run {
             hooks: HashMap::new(),
@@ -483,6 +502,7 @@ impl<'a> Run<'a> {
             cache: ActivationCache::default(),
             n_heads,
             n_kv_heads,
+            check_finite: false,
         }
     }
 
@@ -529,6 +549,32 @@ impl<'a> Run<'a> {
                 } else {
                     y
                 };
+            }
+        }
+        if self.check_finite {
+            let f = x.to_dtype(candle_core::DType::F32)?;
+            let nan = f
+                .ne(&f)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            let abs = f.abs()?;
+            let inf = abs
+                .eq(f32::INFINITY as f64)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            let masked_ok = matches!(p, HookPoint::AttnScores(_));
+            let pos_inf = f
+                .eq(f32::INFINITY as f64)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            if nan > 0.0 || (!masked_ok && inf > 0.0) || pos_inf > 0.0 {
+                return Err(Error::Invalid(format!(
+                    "non-finite values at `{p}`: {nan} NaN and {inf} infinite entries (shape {:?}); this is the first hook point where they appear",
+                    x.dims()
+                )));
             }
         }
         if let Some(f) = self.cache_filter {

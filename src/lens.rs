@@ -23,8 +23,8 @@ use crate::model::HookedTransformer;
 use crate::table::{Axis, Table};
 
 /// The accumulated residual stream of one prompt at every layer, ready to unembed.
-pub struct LogitLens<'m> {
-    model: &'m HookedTransformer,
+pub struct LogitLens {
+    model: HookedTransformer,
     /// Final-normed residuals [n_layers + 1, s, d] (f32).
     normed: Tensor,
     /// `0_pre`, …, `{L-1}_pre`, `final_post`.
@@ -33,9 +33,9 @@ pub struct LogitLens<'m> {
     pub str_tokens: Vec<String>,
 }
 
-impl<'m> LogitLens<'m> {
+impl LogitLens {
     /// Runs `text` and prepares the lens.
-    pub fn new(model: &'m HookedTransformer, text: &str) -> Result<Self> {
+    pub fn new(model: &HookedTransformer, text: &str) -> Result<Self> {
         let toks = model.to_tokens(text)?;
         let strs = model.to_str_tokens(text)?;
         Self::from_tokens(model, &toks, strs)
@@ -43,7 +43,7 @@ impl<'m> LogitLens<'m> {
 
     /// Runs token ids [1, s] and prepares the lens.
     pub fn from_tokens(
-        model: &'m HookedTransformer,
+        model: &HookedTransformer,
         tokens: &Tensor,
         str_tokens: Vec<String>,
     ) -> Result<Self> {
@@ -68,7 +68,7 @@ impl<'m> LogitLens<'m> {
         let mut layer_labels: Vec<String> = (0..cfg.n_layers).map(|l| format!("{l}_pre")).collect();
         layer_labels.push("final_post".into());
         Ok(LogitLens {
-            model,
+            model: model.clone(),
             normed,
             layer_labels,
             str_tokens,

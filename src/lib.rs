@@ -6,6 +6,7 @@
 //! carry the kv heads. Notebooks start with `use mechinterp::prelude::*;`.
 
 pub mod ablation;
+pub mod bench;
 pub mod cache;
 pub mod error;
 pub mod fetch;

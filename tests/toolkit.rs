@@ -26,7 +26,7 @@ fn toks(ids: &[u32]) -> Tensor {
 const CLEAN: [u32; 8] = [2, 260, 261, 262, 270, 263, 264, 265];
 const CORRUPT: [u32; 8] = [2, 260, 266, 262, 271, 263, 264, 265];
 
-fn tiny_patcher(m: &HookedTransformer) -> Patcher<'_> {
+fn tiny_patcher(m: &HookedTransformer) -> Patcher {
     Patcher::from_tokens(m, &toks(&CLEAN), &toks(&CORRUPT), LogitDiff::new(272, 273))
         .unwrap()
         .batch_size(5)

@@ -205,6 +205,17 @@ enum Cmd {
         #[arg(long)]
         quiet: bool,
     },
+    /// Benchmark the default model: forward, cache, patching, attribution, translation scores.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Repeats per operation (after one warm-up).
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Write the numbers as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Show how a text is tokenized.
     Tokenize {
         /// The text.
@@ -500,6 +511,22 @@ fn real_main() -> Result<()> {
                 report.display(),
                 t0.elapsed().as_secs_f64()
             )?;
+        }
+        Cmd::Bench {
+            model,
+            repeats,
+            json,
+        } => {
+            let m = model.load()?;
+            let pairs = mechinterp::translation::load_pairs(
+                mechinterp::translation::report::shipped_data_dir(),
+                "en",
+                "fr",
+            )?;
+            let (timings, peak) = mechinterp::bench::run(&m, repeats, &pairs)?;
+            let (table, j) = mechinterp::bench::report(&timings, peak);
+            write!(out, "{table}")?;
+            write_json(&json, &j)?;
         }
         Cmd::Tokenize { text, model } => {
             let m = model.load()?;

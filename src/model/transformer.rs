@@ -70,13 +70,16 @@ pub struct Weights {
     pub blocks: Vec<BlockWeights>,
 }
 
-/// A transformer whose every activation can be read and replaced by name.
+/// A transformer whose every activation can be read and replaced by name. Cloning is cheap:
+/// weights and tokenizer are shared.
 #[derive(Debug, Clone)]
 pub struct HookedTransformer {
     cfg: Config,
     w: Weights,
-    tokenizer: Option<Tokenizer>,
+    // Shared so that clones (patchers, lenses) are cheap: the vocabulary is large.
+    tokenizer: Option<std::sync::Arc<Tokenizer>>,
     device: Device,
+    check_finite: bool,
 }
 
 /// Where a forward pass starts.
@@ -152,8 +155,9 @@ impl HookedTransformer {
         let m = HookedTransformer {
             cfg,
             w,
-            tokenizer,
+            tokenizer: tokenizer.map(std::sync::Arc::new),
             device,
+            check_finite: false,
         };
         m.check_weights()?;
         Ok(m)
@@ -214,6 +218,14 @@ impl HookedTransformer {
         Ok(())
     }
 
+    /// A copy (cheap: weights are shared) that checks every activation for NaN and infinity
+    /// and fails at the first hook point where they appear, naming it.
+    pub fn with_check_finite(&self, on: bool) -> Self {
+        let mut m = self.clone();
+        m.check_finite = on;
+        m
+    }
+
     /// The model's configuration (n_layers, n_heads, n_kv_heads, d_model, d_head, d_mlp, d_vocab…).
     pub fn cfg(&self) -> &Config {
         &self.cfg
@@ -231,7 +243,7 @@ impl HookedTransformer {
 
     /// The tokenizer, or an error saying the model was built without one.
     pub fn tokenizer(&self) -> Result<&Tokenizer> {
-        self.tokenizer.as_ref().ok_or_else(|| {
+        self.tokenizer.as_deref().ok_or_else(|| {
             Error::Invalid("this model has no tokenizer; pass token ids instead of text".into())
         })
     }
@@ -318,6 +330,27 @@ impl HookedTransformer {
         Ok(ids.iter().map(|&id| t.token_str(id)).collect())
     }
 
+    /// The k most likely next tokens after the last position of the first row of `logits`,
+    /// with probabilities.
+    pub fn top_next_tokens(&self, logits: &Tensor, k: usize) -> Result<Vec<(String, f32)>> {
+        let (_, s, _) = logits.dims3()?;
+        let last = logits.get(0)?.get(s - 1)?.to_dtype(DType::F32)?;
+        let probs = candle_nn::ops::softmax(&last, D::Minus1)?.to_vec1::<f32>()?;
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
+        let tok = self.tokenizer()?;
+        Ok(idx
+            .into_iter()
+            .take(k)
+            .map(|i| (tok.token_str(i as u32), probs[i]))
+            .collect())
+    }
+
+    /// The id of a string that must be exactly one token, e.g. `model.token_id(" Paris")?`.
+    pub fn token_id(&self, s: &str) -> Result<u32> {
+        crate::metrics::single_token(self, s)
+    }
+
     /// Decodes ids to text, dropping special tokens.
     pub fn to_string(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer()?.decode(ids, true)
@@ -348,6 +381,13 @@ impl HookedTransformer {
             return Err(Error::Shape(
                 "tokens have no positions (shape [b, 0])".into(),
             ));
+        }
+        if t.dim(1)? > self.cfg.max_position {
+            return Err(Error::Invalid(format!(
+                "the prompt has {} tokens but the model's context is {}; shorten it or split it",
+                t.dim(1)?,
+                self.cfg.max_position
+            )));
         }
         let max = t.flatten_all()?.max(0)?.to_scalar::<u32>()?;
         if max as usize >= self.cfg.d_vocab {
@@ -475,6 +515,9 @@ impl HookedTransformer {
         logits: Logits,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
+        if self.check_finite {
+            run.check_finite(true);
+        }
         let (first, mut resid) = match start {
             Start::Tokens(tokens) => {
                 let tokens = self.check_tokens(tokens)?;

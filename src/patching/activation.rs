@@ -107,7 +107,7 @@ struct Entry {
     head: Option<usize>,
 }
 
-impl Patcher<'_> {
+impl Patcher {
     /// Patches every entry of `target` in `direction`, one patched run per entry.
     pub fn activation(&self, target: PatchTarget, direction: Direction) -> Result<PatchResult> {
         let cfg = self.model.cfg();

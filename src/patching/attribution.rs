@@ -121,7 +121,7 @@ impl Agreement {
     }
 }
 
-impl Patcher<'_> {
+impl Patcher {
     /// Attribution patching: one forward and backward pass on the base run (the corrupted run
     /// for denoising, the clean run for noising) estimates every head, residual position and
     /// attn / mlp output at once.

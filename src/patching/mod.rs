@@ -108,9 +108,10 @@ pub(crate) struct Side {
     pub(crate) value: f32,
 }
 
-/// Runs a clean and a corrupted prompt once and answers patching questions about them.
-pub struct Patcher<'m> {
-    pub(crate) model: &'m HookedTransformer,
+/// Runs a clean and a corrupted prompt once and answers patching questions about them. It
+/// holds a (cheap, shared) clone of the model, so it can live in its own notebook cell.
+pub struct Patcher {
+    pub(crate) model: HookedTransformer,
     pub(crate) clean: Side,
     pub(crate) corrupt: Side,
     pub(crate) metric: Arc<dyn Metric>,
@@ -118,6 +119,18 @@ pub struct Patcher<'m> {
     pub(crate) batch: usize,
     pub(crate) quiet: bool,
     pub(crate) str_tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for Patcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Patcher")
+            .field("metric", &self.metric.name())
+            .field("position", &self.pos)
+            .field("clean_value", &self.clean.value)
+            .field("corrupted_value", &self.corrupt.value)
+            .field("tokens", &self.str_tokens)
+            .finish()
+    }
 }
 
 /// Hook names the patcher caches: everything a technique here patches or reads.
@@ -136,10 +149,10 @@ fn wanted(name: &str) -> bool {
     .any(|s| name.ends_with(s))
 }
 
-impl<'m> Patcher<'m> {
+impl Patcher {
     /// Runs both prompts (texts). They must tokenize to the same length.
     pub fn new(
-        model: &'m HookedTransformer,
+        model: &HookedTransformer,
         clean: &str,
         corrupt: &str,
         metric: impl Metric + 'static,
@@ -151,7 +164,7 @@ impl<'m> Patcher<'m> {
 
     /// Runs both prompts (token ids [1, s]); they must have the same length.
     pub fn from_tokens(
-        model: &'m HookedTransformer,
+        model: &HookedTransformer,
         clean: &Tensor,
         corrupt: &Tensor,
         metric: impl Metric + 'static,
@@ -187,7 +200,7 @@ impl<'m> Patcher<'m> {
             .ids_to_str_tokens(&ids)
             .unwrap_or_else(|_| ids.iter().map(|i| i.to_string()).collect());
         Ok(Patcher {
-            model,
+            model: model.clone(),
             clean: Side {
                 value: value(&cl)?,
                 tokens: c,
@@ -210,7 +223,7 @@ impl<'m> Patcher<'m> {
     /// must hold resid_pre, attn_out, mlp_out, q, k, v, pattern and z of every layer. The
     /// metric values come from forwarding the tokens.
     pub fn from_caches(
-        model: &'m HookedTransformer,
+        model: &HookedTransformer,
         clean: (&Tensor, ActivationCache),
         corrupt: (&Tensor, ActivationCache),
         metric: impl Metric + 'static,

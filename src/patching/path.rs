@@ -59,7 +59,7 @@ pub enum Receivers {
     Heads(Vec<Receiver>),
 }
 
-impl Patcher<'_> {
+impl Patcher {
     /// The metric when `senders` (layer, head) are patched along paths to `receivers`.
     pub fn path(
         &self,

@@ -134,7 +134,7 @@ impl Dla {
     }
 }
 
-impl LogitLens<'_> {
+impl LogitLens {
     /// A [layer × position] heatmap of the top token's probability, the token on hover.
     pub fn heatmap(&self) -> Result<Heatmap> {
         let s = self.n_positions();

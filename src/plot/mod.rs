@@ -84,8 +84,8 @@ impl Figure {
     }
 }
 
-/// Prints a rendering error where the picture would have been.
-pub(crate) fn display_result(r: Result<Figure>) {
+/// Shows a rendered figure inline, or the rendering error where the picture would have been.
+pub fn display_result(r: Result<Figure>) {
     match r {
         Ok(f) => f.evcxr_display(),
         Err(e) => println!("(could not draw: {e})"),

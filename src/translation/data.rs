@@ -21,6 +21,11 @@ pub fn load_tsv(path: impl AsRef<Path>) -> Result<Vec<SentencePair>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    parse_tsv(&text, path)
+}
+
+/// Parses `source<TAB>target` lines; `path` only names the origin in errors.
+pub fn parse_tsv(text: &str, path: &Path) -> Result<Vec<SentencePair>> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
@@ -44,6 +49,12 @@ pub fn load_tsv(path: impl AsRef<Path>) -> Result<Vec<SentencePair>> {
             src: s.into(),
             tgt: t.into(),
         });
+    }
+    if out.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{} holds no sentence pairs (expected `source<TAB>target` lines)",
+            path.display()
+        )));
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ pub mod score;
 pub mod stats;
 
 pub use causal::{ablation_check, path_ranking, CausalOptions, CausalResult, PathRanking};
-pub use data::{filter_pairs, load_pairs, load_tsv, random_pairing, SentencePair};
+pub use data::{filter_pairs, load_pairs, load_tsv, parse_tsv, random_pairing, SentencePair};
 pub use report::{run, run_direction, DirectionResult, RunOptions};
 pub use score::{
     diagonal_score, locate_target, prompt, score_heads, score_pattern, translation_scores,

@@ -137,9 +137,17 @@ pub fn attend(
     let tok = model.tokenizer()?;
     let cfg = model.cfg();
     let tag_ids = tok.encode(&format!(" {}", tgt_lang.to_uppercase()), false)?;
-    let tag = *tag_ids
-        .first()
-        .ok_or_else(|| Error::Invalid(format!("the tag {tgt_lang:?} tokenizes to nothing")))?;
+    let tag = match tag_ids.as_slice() {
+        [id] => *id,
+        _ => {
+            return Err(Error::Invalid(format!(
+                "the language tag {:?} is {} tokens {:?}; the score needs a tag that is one token (use a two-letter code such as FR)",
+                format!(" {}", tgt_lang.to_uppercase()),
+                tag_ids.len(),
+                tag_ids.iter().map(|&i| tok.token_str(i)).collect::<Vec<_>>()
+            )))
+        }
+    };
     let src_head = tok
         .encode(&format!("{}:", src_lang.to_uppercase()), tok.add_bos)?
         .len();
@@ -271,6 +279,21 @@ pub struct HeadScores {
 }
 
 impl HeadScores {
+    /// The Translation | Random | Diff figure, one shared colour scale.
+    pub fn panels(&self, title: &str) -> Result<crate::plot::Panels> {
+        Ok(crate::plot::Panels::new(vec![
+            self.translation.heatmap()?.title("Translation"),
+            self.random.heatmap()?.title("Random"),
+            self.diff.heatmap()?.title("Diff"),
+        ])
+        .title(title))
+    }
+
+    /// Shows the three panels inline in an evcxr notebook cell.
+    pub fn evcxr_display(&self) {
+        crate::plot::display_result(self.panels(&self.diff.title).and_then(|p| p.render()));
+    }
+
     /// Heads whose difference exceeds `threshold`, as (layer, head, difference), largest first.
     pub fn heads_above(&self, threshold: f32) -> Vec<(usize, usize, f32)> {
         let h = self.diff.axes[1].len();

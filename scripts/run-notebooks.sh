@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Executes the tutorial notebooks with the "Rust (mechinterp)" kernel and fails on any compile
+# error, error or panic. First it checks that a panicking cell does fail the run.
+#   scripts/run-notebooks.sh           execute into a scratch folder (CI)
+#   scripts/run-notebooks.sh --update  execute in place, for committing with outputs
+set -euo pipefail
+project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cache="${MECHINTERP_CACHE:-$HOME/.cache/mechinterp}"
+venv="$cache/venv"
+export JUPYTER_PATH="$venv/share/jupyter"
+export MECHINTERP_NOTEBOOK_STRICT=1
+update=0
+[ "${1:-}" = "--update" ] && update=1
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+run() {
+  "$venv/bin/jupyter" nbconvert --to notebook --execute \
+    --ExecutePreprocessor.kernel_name=mechinterp \
+    --ExecutePreprocessor.timeout=3600 \
+    --ExecutePreprocessor.startup_timeout=1800 "$@"
+}
+cd "$project"
+start=$(date +%s)
+for bad in tests/notebooks/*.ipynb; do
+  if run --output-dir "$scratch" "$bad" >"$scratch/log" 2>&1; then
+    echo "FAIL: $bad should have failed the run (a panic or error went unnoticed)"; exit 1
+  fi
+  echo "ok: $bad fails the run, as it must"
+done
+passed=0
+for nb in notebooks/*.ipynb; do
+  t0=$(date +%s)
+  if [ "$update" = 1 ]; then
+    run --inplace "$nb" >"$scratch/log" 2>&1 || { cat "$scratch/log"; echo "FAIL: $nb"; exit 1; }
+    python3 "$project/scripts/clean_notebook.py" "$nb"
+  else
+    run --output-dir "$scratch" "$nb" >"$scratch/log" 2>&1 || { cat "$scratch/log"; echo "FAIL: $nb"; exit 1; }
+  fi
+  passed=$((passed + 1))
+  echo "ok: $nb ($(( $(date +%s) - t0 )) s)"
+done
+echo "notebooks took $(( $(date +%s) - start )) s"
+echo "notebooks: $passed passed, 0 failed"

@@ -1,0 +1,278 @@
+//! Benchmarks with honest FLOP counts: the plain forward, caching, patching, attribution and
+//! translation scoring on the default model, against this machine's matmul peak measured with
+//! the same kernel. Numbers, not assertions: run `mechinterp bench`.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::hooks::{HookContext, Intervention};
+use crate::metrics::LogitDiff;
+use crate::model::{Config, HookedTransformer};
+use crate::patching::{Direction, PatchTarget, Patcher};
+use crate::translation::{score_heads, ScoreOptions, SentencePair};
+
+/// One timed operation.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// JSON key, e.g. `forward`.
+    pub name: String,
+    /// Seconds of each repeat.
+    pub seconds: Vec<f64>,
+    /// Tokens processed per repeat.
+    pub tokens: f64,
+    /// FLOPs per repeat (as counted by [`forward_flops`] and friends).
+    pub flops: f64,
+    /// Free-text note.
+    pub note: String,
+}
+
+impl Timing {
+    /// Median seconds.
+    pub fn median(&self) -> f64 {
+        let mut v = self.seconds.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        if n == 0 {
+            f64::NAN
+        } else if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        }
+    }
+
+    fn min(&self) -> f64 {
+        self.seconds.iter().cloned().fold(f64::INFINITY, f64::min)
+    }
+
+    fn max(&self) -> f64 {
+        self.seconds.iter().cloned().fold(0.0, f64::max)
+    }
+
+    /// The JSON object for this operation.
+    pub fn to_json(&self) -> Value {
+        let m = self.median();
+        json!({
+            "median_s": m, "min_s": self.min(), "max_s": self.max(),
+            "tokens_per_s": self.tokens / m, "gflops": self.flops / m / 1e9,
+            "repeats": self.seconds.len(), "note": self.note,
+        })
+    }
+}
+
+fn time<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<Vec<f64>> {
+    f()?; // warm-up
+    let mut v = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        f()?;
+        v.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(v)
+}
+
+/// FLOPs of the blocks from layer `from` on, for `rows` sequences of `s` tokens.
+pub fn block_flops(cfg: &Config, s: usize, rows: usize, from: usize) -> f64 {
+    let (d, n, k, h, m) = (
+        cfg.d_model as f64,
+        cfg.n_heads as f64,
+        cfg.n_kv_heads as f64,
+        cfg.d_head as f64,
+        cfg.d_mlp as f64,
+    );
+    let s = s as f64;
+    let proj = 2.0 * d * (n * h + 2.0 * k * h) + 2.0 * n * h * d;
+    let attn = 2.0 * 2.0 * n * h * s; // scores and weighted values, full s × s
+    let mlp = 3.0 * 2.0 * d * m;
+    (cfg.n_layers - from.min(cfg.n_layers)) as f64 * rows as f64 * s * (proj + attn + mlp)
+}
+
+/// FLOPs of a forward pass with logits at `logit_positions` positions per row.
+pub fn forward_flops(cfg: &Config, s: usize, rows: usize, logit_positions: usize) -> f64 {
+    block_flops(cfg, s, rows, 0)
+        + rows as f64 * logit_positions as f64 * 2.0 * cfg.d_model as f64 * cfg.d_vocab as f64
+}
+
+/// This machine's sgemm rate (GFLOP/s) with candle's matmul, on the model's largest shapes.
+pub fn sgemm_peak(repeats: usize) -> Result<f64> {
+    let dev = Device::Cpu;
+    let a = Tensor::randn(0f32, 1.0, (512, 640), &dev)?;
+    let b = Tensor::randn(0f32, 1.0, (640, 2048), &dev)?;
+    let c = Tensor::randn(0f32, 1.0, (2048, 640), &dev)?;
+    let t = time(repeats, || {
+        Ok((a.matmul(&b)?.matmul(&c)?).sum_all()?.to_scalar::<f32>()?)
+    })?;
+    let flops = 2.0 * 512.0 * 640.0 * 2048.0 * 2.0;
+    let best = t.iter().cloned().fold(f64::INFINITY, f64::min);
+    Ok(flops / best / 1e9)
+}
+
+/// The benchmark's prompt pair (40 tokens each on the default model's tokenizer).
+pub const CLEAN: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, John gave a warm drink to";
+/// The corrupted prompt.
+pub const CORRUPT: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, Mary gave a warm drink to";
+
+/// Runs every benchmark; `pairs` are the sentence pairs for translation scoring (100 used).
+pub fn run(
+    model: &HookedTransformer,
+    repeats: usize,
+    pairs: &[SentencePair],
+) -> Result<(Vec<Timing>, f64)> {
+    let cfg = model.cfg().clone();
+    let toks = model.to_tokens(CLEAN)?;
+    let s = toks.dim(1)?;
+    let mut out = Vec::new();
+    let peak = sgemm_peak(repeats.max(5))?;
+
+    let secs = time(repeats, || model.forward(&toks))?;
+    out.push(Timing {
+        name: "forward".into(),
+        seconds: secs,
+        tokens: s as f64,
+        flops: forward_flops(&cfg, s, 1, s),
+        note: format!("{s} tokens, logits at every position"),
+    });
+
+    let secs = time(repeats, || model.run_with_cache(&toks))?;
+    out.push(Timing {
+        name: "run_with_cache".into(),
+        seconds: secs,
+        tokens: s as f64,
+        flops: forward_flops(&cfg, s, 1, s),
+        note: "every hook point, hook_result included".into(),
+    });
+
+    let z = Intervention::ZeroHead(1);
+    let hook = move |x: &Tensor, ctx: &HookContext| z.apply(x, ctx);
+    let secs = time(repeats, || {
+        model.run_with_hooks(&toks, &[("blocks.9.attn.hook_z", &hook)])
+    })?;
+    out.push(Timing {
+        name: "patched_forward".into(),
+        seconds: secs,
+        tokens: s as f64,
+        flops: forward_flops(&cfg, s, 1, s),
+        note: "one hook_z replacement, full forward".into(),
+    });
+
+    let metric = LogitDiff::from_strs(model, " Mary", " John")?;
+    let p = Patcher::new(model, CLEAN, CORRUPT, metric)?.quiet(true);
+    let secs = time(repeats.clamp(1, 3), || {
+        p.activation(PatchTarget::HeadOut, Direction::Denoise)
+    })?;
+    let sweep_flops: f64 = (0..cfg.n_layers)
+        .map(|l| {
+            block_flops(&cfg, s, cfg.n_heads, l)
+                + cfg.n_heads as f64 * 2.0 * (cfg.d_model * cfg.d_vocab) as f64
+        })
+        .sum();
+    out.push(Timing {
+        name: "head_patching_sweep".into(),
+        seconds: secs,
+        tokens: (cfg.n_layers * cfg.n_heads * s) as f64,
+        flops: sweep_flops,
+        note: format!(
+            "{} heads, denoising, batched by layer, from the cached residual, last-position logits",
+            cfg.n_layers * cfg.n_heads
+        ),
+    });
+
+    // The same sweep done the naive way, for the before/after ratio: one full forward per head
+    // with logits at every position.
+    let clean_cache = model
+        .run_with_cache_filtered(&model.to_tokens(CLEAN)?, |n: &str| {
+            n.ends_with("attn.hook_z")
+        })?
+        .1;
+    let corrupt = model.to_tokens(CORRUPT)?;
+    let secs = time(1, || {
+        for l in 0..cfg.n_layers {
+            let src = clean_cache.get(&crate::hooks::HookPoint::Z(l).name())?;
+            for h in 0..cfg.n_heads {
+                let src = src.clone();
+                let hook = move |x: &Tensor, _: &HookContext| {
+                    let mask =
+                        crate::patching::mask(&[1, 1, x.dim(2)?, 1], x.device(), |i| i[2] == h)?;
+                    crate::patching::splice(x, &mask, &src)
+                };
+                model.run_with_hooks(
+                    &corrupt,
+                    &[(crate::hooks::HookPoint::Z(l).name().as_str(), hook)],
+                )?;
+            }
+        }
+        Ok(())
+    })?;
+    out.push(Timing {
+        name: "head_patching_sweep_naive".into(),
+        seconds: secs,
+        tokens: (cfg.n_layers * cfg.n_heads * s) as f64,
+        flops: (cfg.n_layers * cfg.n_heads) as f64 * forward_flops(&cfg, s, 1, s),
+        note: "the same sweep as 72 separate full forwards with all logits (the before)".into(),
+    });
+
+    let secs = time(repeats, || p.attribution(Direction::Denoise))?;
+    out.push(Timing {
+        name: "attribution_patching".into(),
+        seconds: secs,
+        tokens: s as f64,
+        flops: 3.0 * forward_flops(&cfg, s, 1, 1),
+        note: "one forward + backward on the corrupted run".into(),
+    });
+
+    let pairs: Vec<SentencePair> = pairs.iter().take(100).cloned().collect();
+    let opts = ScoreOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let ntok: usize = pairs
+        .iter()
+        .map(|p| {
+            model
+                .to_tokens(&crate::translation::prompt("en", "fr", p))
+                .map(|t| t.dim(1).unwrap_or(0))
+        })
+        .sum::<Result<usize>>()?;
+    let secs = time(repeats.clamp(1, 3), || {
+        score_heads(model, &pairs, "en", "fr", &opts)
+    })?;
+    let avg = ntok / pairs.len().max(1);
+    out.push(Timing {
+        name: "translation_scores".into(),
+        seconds: secs,
+        tokens: 2.0 * ntok as f64,
+        flops: 2.0 * block_flops(&cfg, avg, pairs.len(), 0),
+        note: format!(
+            "{} pairs: translation and random prompts, patterns only (no logits)",
+            pairs.len()
+        ),
+    });
+    let _ = DType::F32;
+    Ok((out, peak))
+}
+
+/// The report: a table and JSON.
+pub fn report(timings: &[Timing], peak: f64) -> (String, Value) {
+    let mut s = format!("sgemm peak (candle matmul, this machine): {peak:.1} GFLOP/s\n\n{:<22} {:>9} {:>9} {:>9} {:>11} {:>9} {:>7}\n", "operation", "median s", "min s", "max s", "tokens/s", "GFLOP/s", "% peak");
+    let mut j = serde_json::Map::new();
+    for t in timings {
+        let m = t.median();
+        let g = t.flops / m / 1e9;
+        s.push_str(&format!(
+            "{:<22} {:>9.3} {:>9.3} {:>9.3} {:>11.0} {:>9.1} {:>6.0}%\n",
+            t.name,
+            m,
+            t.min(),
+            t.max(),
+            t.tokens / m,
+            g,
+            100.0 * g / peak
+        ));
+        j.insert(t.name.clone(), t.to_json());
+    }
+    j.insert("sgemm_peak_gflops".into(), json!(peak));
+    (s, Value::Object(j))
+}
