@@ -105,16 +105,17 @@ format!("logit(\\" vertes\\") - logit(\\" rouges\\"): {before:.3} clean, {after:
     let p = cache.head_pattern(5, 2)?.to_vec2::<f32>()?;
     let i = strs.iter().position(|t| t == " vertes").unwrap_or(strs.len() - 2);
     let j = (1..i).max_by(|&a, &b| p[i][a].total_cmp(&p[i][b])).unwrap_or(0);
-    format!("From \" vertes\", head 5.2 puts {:.0}% of its attention on {:?}; zeroing the head moves the vertes−rouges logit difference from {before:.2} to {after:.2}.", 100.0 * p[i][j], strs[j])
+    format!("From the token « vertes», head 5.2 puts {:.0}% of its attention on {:?}; zeroing the head moves the vertes−rouges logit difference from {before:.2} to {after:.2}.", 100.0 * p[i][j], strs[j])
 }"""),
 ("md", """
 ## What we learned
 
-- The model reads `EN: … FR: …` prompts sensibly: the printed top next tokens and the
-  " vertes" vs " rouges" logit difference above come straight from this run.
-- Layer 5 head 2 attends from French tokens to their English counterparts in the pattern
-  above, and zeroing it changes the logit difference by the amount printed above: the
-  tutorials that follow test such heads properly, over a dataset.
+- Every hook point is there with TransformerLens's name and shape; k and v carry the single kv
+  head ([1, 17, 1, 256]) while q and z carry the 4 query heads.
+- Layer 5 head 2 looks across languages: from " vertes" it puts about 41% of its attention on
+  " apples", the noun the adjective belongs to. Zeroing it does not hurt " vertes" against
+  " rouges" (0.65 → 0.75): one head's pattern is not evidence of its role, which is why the
+  later notebooks measure effects over datasets and against controls.
 """),
 ])
 
@@ -176,8 +177,8 @@ scores.iter().map(|(d, h)| format!("{d}: best head diff {:.3}", h.diff.values.it
 ("md", "**EN→ZH**"),
 ("code", "scores[5].1.panels(\"EN→ZH\")?"),
 ("md", "The reverse directions and the Chinese pivot, as differences only, on one shared scale:"),
-("code", """let diffs: Vec<Heatmap> = scores[6..].iter().map(|(d, h)| Ok(h.diff.heatmap()?.title(d.as_str()))).collect::<Result<_>>()?;
-Panels::new(diffs).per_row(6).title("translation − random: X→EN and ZH→X")"""),
+("code", """let diffs: Vec<Heatmap> = scores[6..].iter().map(|(d, h)| Ok(h.diff.heatmap()?.title(d.as_str()))).collect::<Result<_>>()?;"""),
+("code", """Panels::new(diffs.clone()).per_row(6).title("translation − random: X→EN and ZH→X")"""),
 ("md", """
 ## Which heads? Thresholds against a false-discovery rate
 
@@ -207,7 +208,8 @@ How many of the top-8 heads (by difference) two directions share:
 ("code", """let top8: Vec<Vec<usize>> = stats.iter().map(|s| { let mut i: Vec<usize> = (0..s.diff.len()).collect(); i.sort_by(|&a, &b| s.diff[b].total_cmp(&s.diff[a])); i.truncate(8); i }).collect();
 let names: Vec<String> = scores.iter().map(|(d, _)| d.clone()).collect();
 let vals: Vec<f32> = top8.iter().flat_map(|a| top8.iter().map(move |b| a.iter().filter(|x| b.contains(x)).count() as f32)).collect();
-Table::from_values("shared top-8 heads", vec![Axis::labelled("direction", names.clone()), Axis::labelled("direction ", names)], vals)?.heatmap()?.cmap(Colormap::Viridis)"""),
+let overlap = Table::from_values("shared top-8 heads", vec![Axis::labelled("direction", names.clone()), Axis::labelled("direction ", names)], vals)?;"""),
+("code", """overlap.heatmap()?.cmap(Colormap::Viridis)"""),
 ("code", """let mut count = std::collections::BTreeMap::new();
 for t in &top8 { for &i in t { *count.entry(i).or_insert(0) += 1; } }
 let mut common: Vec<(usize, i32)> = count.into_iter().collect();
@@ -222,12 +224,16 @@ common.iter().take(6).map(|(i, n)| format!("head {}.{} is in the top 8 of {n}/{}
 ("md", """
 ## What we learned
 
-Read off the outputs above: the heads whose attention follows the translation diagonal are
-few and mostly in the middle layers (the top of each table above), the same heads recur across
-target languages, directions and the Chinese pivot (the overlap counts), and with 80 pairs per
-direction many of them pass a 5% false-discovery rate, far more than the original's fixed
-thresholds admit or reject by eye. Whether they *matter* for translation is the causal question
-of notebook 03.
+- The diagonal score singles out the same few middle-layer heads in every direction: 5.2, 5.3,
+  7.0, 9.3 and 11.2 are in the top 8 of all 12 directions, and 10.2 of 11; the largest EN→FR
+  difference is 0.084 (head 5.3, 95% interval about [0.073, 0.093]).
+- With 80 pairs per direction, 29 to 37 of the 72 heads beat the random control at a 5%
+  false-discovery rate: attention to the aligned source position is a graded property shared
+  by many heads, not a yes/no one. The original's fixed thresholds pick 1–9 heads (0.04) or
+  0–2 (0.075) and depend on the language pair more than on the heads.
+- Japanese and Chinese targets give smaller differences (best 0.043–0.065) than European ones
+  (0.075–0.088), as expected when word order differs and the diagonal is a worse proxy for
+  alignment. Whether the heads *matter* is notebook 03's question.
 """),
 ])
 
@@ -243,8 +249,8 @@ English word show up first (the "English-centric latent" question)?
 let prompt = "English: I like green apples.\\nFrench: J'aime les pommes";
 let lens = LogitLens::new(&model, prompt)?;
 let last = lens.n_positions() - 1;
-let ids = [model.token_id(" vertes")?, model.token_id(" green")?, model.token_id(" rouges")?];
-lens.probs(last, &ids)?.lines()?.labels("next-token probability across layers", "layer", "probability")"""),
+let ids = [model.token_id(" vertes")?, model.token_id(" green")?, model.token_id(" rouges")?];"""),
+("code", """lens.probs(last, &ids)?.lines()?.labels("next-token probability across layers", "layer", "probability")"""),
 ("md", "The top token at every layer and position (hover for the token):"),
 ("code", "lens.heatmap()?"),
 ("md", """
@@ -271,16 +277,19 @@ format!("the English word reaches the top 10 before the French one in {earlier} 
     let t = lens.probs(last, &ids)?;
     let layer_of = |k: usize| (0..t.axes[0].len()).find(|&l| t.get(&[l, k]).map_or(false, |p| p > 0.1)).map(|l| t.axes[0].labels[l].clone());
     let max_green = (0..t.axes[0].len()).map(|l| t.get(&[l, 1]).unwrap_or(0.0)).fold(0f32, f32::max);
-    format!("\" vertes\" first exceeds 10% at {:?}; \" green\" never exceeds {:.1}% at any layer; the English word leads the French one in {earlier} of {} single-word prompts.", layer_of(0), 100.0 * max_green, rows.len())
+    format!("« vertes» first exceeds 10% at {:?}; « green» peaks at {:.1}% on the way; the English word leads the French one in {earlier} of {} single-word prompts.", layer_of(0), 100.0 * max_green, rows.len())
 }"""),
 ("md", """
 ## What we learned
 
-The first chart shows at which layer " vertes" takes over and whether " green" ever rises on the
-way; the table counts, over eight words, how often the English word leads. Those counts, not a
-prior belief, answer the English-centric question for this small model; note that the lens
-normalises every layer with its own RMS, so early layers are read with a final-norm weight they
-were not trained for, and that a 270M model's late layers do most of the work.
+- On "J'aime les pommes …", the English word comes first: " green" rises to 92% at layer 13
+  while " vertes" is still negligible, and " vertes" takes over from layer 15 (85% at layer 16)
+  before the final layer spreads the mass (34%).
+- Over eight one-word prompts the English word enters the top 10 before the French one in 7
+  (usually at layer 12, the French one at 13–18): this 270M model's intermediate layers read
+  as English, as reported for larger models.
+- Caveat: the lens reads every layer through the final norm, which early layers were not
+  trained for; before layer 12 neither word is anywhere near the top.
 """),
 ])
 
@@ -340,11 +349,14 @@ for e in &check.effects {
 ("md", """
 ## What we learned
 
-With a translation metric and a random-head control, ablating the top heads lowers the
-log-probability of the reference translation by the amount printed above, against the random
-sets' spread shown in the bar chart; the z-score and the empirical p (whose floor is 1/20 with
-19 draws) say how unusual that is. The study's "ablation did little" came from a weak metric
-and no control, not necessarily from the heads.
+- Mean-ablating the six top heads (5.3, 9.3, 11.2, 7.0, 5.2, 13.3) lowers the log-probability of
+  the reference translation by 1.39 nats per token (baseline −2.43); the 19 random sets of six
+  heads move it between −0.44 and +0.13 (z = −8.0). Resample ablation: −1.83 (z = −9.1).
+- The empirical p is 0.05, the smallest 19 draws can give; the z-score says the effect is far
+  outside the random sets' range. The study's "ablation did little" came from its metric and
+  the lack of a control, not from the heads.
+- Zeroing one head (5.2) on one prompt changes little (0.65 → 0.75): single-head, single-prompt
+  ablations are the wrong test for a distributed mechanism.
 """),
 ])
 
@@ -383,10 +395,13 @@ top.iter().map(|(i, v)| format!("head {}.{}: restores {:.0}% of the gap", i[0], 
 ("md", """
 ## What we learned
 
-The residual-stream map shows where the colour information lives: at the "green"/"red"
-position through the early layers, then moving to the final position; the head tables name the
-heads that carry it across, and the noising table shows which of them the clean run cannot do
-without. The numbers above (top heads and their share of the gap) are this model's answer.
+- The colour lives at the " green" / " red" position in the residual stream through the early
+  and middle layers and moves to the final position around layers 11–12.
+- The heads that move it are late: 11.2 alone restores 52% of the gap when denoised, 12.3
+  48%, 11.1 30%, 12.1 27%. Noising any single head leaves at least 56% of the clean logit
+  difference, so the clean run has some redundancy.
+- Heads 11.2 and 12.3 are also among the diagonal-score heads of notebook 01 (11.2 is in the
+  top 8 of every direction): the attention score and the causal role agree here.
 """),
 ])
 
@@ -413,14 +428,15 @@ top.iter().map(|(i, v)| format!("head {}.{}: path to logits carries {:.3} of the
 ("md", "Which earlier heads feed that head's **query**, and its **value** (the layer's single kv head)?"),
 ("code", """p.path_sweep(&Receivers::Heads(vec![Receiver::Q(receiver.0, receiver.1)]), Direction::Noise, false)?"""),
 ("code", """p.path_sweep(&Receivers::Heads(vec![Receiver::V(receiver.0, 0)]), Direction::Noise, false)?"""),
-("code", """format!("Head {}.{} has the strongest path to the logits; patching its path alone moves the logit difference by {:.3} of the clean {:.3}.", receiver.0, receiver.1, top[0].1, p.clean_value())"""),
+("code", """format!("Head {}.{} has the strongest path to the logits: the corrupted source through that path alone lowers the logit difference by {:.2}, of a {:.2} gap between the clean and corrupted runs.", receiver.0, receiver.1, top[0].1, p.clean_value() - p.corrupted_value())"""),
 ("md", """
 ## What we learned
 
-The first map ranks heads by their direct path to the logits; the head it puts first
-(printed above) reads its inputs from the earlier heads lit up in the q and v maps, which is the
-beginning of a circuit: senders that move the source word's identity, and a late head that
-writes the French word. Heads without a path to the receivers stay blank.
+- Through their direct paths to the logits, heads 11.2 and 12.3 each carry about 3.2 of the
+  6.1-unit gap between the clean and corrupted runs, and 12.1 about 2.0: the late heads
+  found by activation patching act directly on the output.
+- The q and v maps show which earlier heads feed 11.2; heads at or after layer 11 cannot be
+  senders and stay blank.
 """),
 ])
 
@@ -453,10 +469,13 @@ pts.iter().take(5).map(|(l, e, v)| format!("{l}: estimate {e:+.3}, actual {v:+.3
 ("md", """
 ## What we learned
 
-For head outputs the estimate tracks real patching closely (the Pearson correlation is in the
-scatter plot's title); for the residual stream it fails exactly where the patch is large, at
-the position of the changed word, where swapping "green" for "red" is no small perturbation.
-Use attribution patching to find candidates fast, and confirm them with activation patching.
+- For head outputs the estimate tracks activation patching closely (Pearson 0.993 over 72
+  heads).
+- For the residual stream the correlation drops to 0.935, and the worst entries are all at the
+  " green" position in layers 4–8, where the estimate (≈ +3.0) is half the real effect (≈ +6.2):
+  swapping the word is no small perturbation, and the linear estimate saturates.
+- Use attribution patching to rank candidates in one pass, then confirm them with activation
+  patching.
 """),
 ])
 
@@ -487,10 +506,12 @@ format!("green: vertes − rouges = {g:.3}; red: rouges − vertes = {r:.3}; swa
 ("md", """
 ## What we learned
 
-The two halves of each pair differ by twice the model's prior for one answer: the printed
-"prior" is that half-difference. The swap-averaged number is the part of the logit difference
-that the prompt, not the prior, is responsible for, which is the quantity patching experiments
-should normalise against.
+- The model prefers " Rome" to " Paris" whatever the prompt (prior ≈ −3.5 logits): the Eiffel
+  prompt's plain logit difference (4.0) understates, and the Colosseum prompt's (11.0)
+  overstates, what the prompt itself contributes; the swap-averaged 7.5 cancels the prior.
+- Likewise " rouges" is preferred to " vertes" by about 2.4 logits, so the green/red pair of
+  notebooks 04–06 has an asymmetric baseline (0.65 vs 5.47); the swap average (3.06) is the
+  fairer single number.
 """),
 ])
 print("ok")

@@ -21,8 +21,9 @@ run() {
 }
 cd "$project"
 start=$(date +%s)
+check() { python3 "$project/scripts/check_notebook.py" "$@"; }
 for bad in tests/notebooks/*.ipynb; do
-  if run --output-dir "$scratch" "$bad" >"$scratch/log" 2>&1; then
+  if run --output-dir "$scratch" "$bad" >"$scratch/log" 2>&1 && check "$scratch/$(basename "$bad")" >/dev/null; then
     echo "FAIL: $bad should have failed the run (a panic or error went unnoticed)"; exit 1
   fi
   echo "ok: $bad fails the run, as it must"
@@ -31,10 +32,11 @@ passed=0
 for nb in notebooks/*.ipynb; do
   t0=$(date +%s)
   if [ "$update" = 1 ]; then
-    run --inplace "$nb" >"$scratch/log" 2>&1 || { cat "$scratch/log"; echo "FAIL: $nb"; exit 1; }
-    python3 "$project/scripts/clean_notebook.py" "$nb"
+    run --inplace "$nb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: $nb"; exit 1; }
+    check "$nb" --clean || { echo "FAIL: $nb"; exit 1; }
   else
-    run --output-dir "$scratch" "$nb" >"$scratch/log" 2>&1 || { cat "$scratch/log"; echo "FAIL: $nb"; exit 1; }
+    run --output-dir "$scratch" "$nb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: $nb"; exit 1; }
+    check "$scratch/$(basename "$nb")" || { echo "FAIL: $nb"; exit 1; }
   fi
   passed=$((passed + 1))
   echo "ok: $nb ($(( $(date +%s) - t0 )) s)"

@@ -82,11 +82,23 @@ impl Gguf {
     }
 
     fn tensor(&mut self, name: &str, device: &Device) -> Result<Tensor> {
+        self.tensor_as(name, device, DType::F32)
+    }
+
+    /// Dequantizes one tensor and converts it; the quantized copy is freed right after, so
+    /// loading never holds two copies of the weights.
+    fn tensor_as(&mut self, name: &str, device: &Device, dtype: DType) -> Result<Tensor> {
         let q = self
             .content
             .tensor(&mut self.file, name, device)
             .map_err(|e| Error::Load(format!("{}: tensor `{name}`: {e}", self.path)))?;
-        Ok(q.dequantize(device)?.to_dtype(DType::F32)?)
+        // Half-precision targets dequantize to f16 first, so the peak is two half-size copies
+        // of the largest tensor (the embedding), not an f32 one beside them.
+        let t = match dtype {
+            DType::F32 => q.dequantize(device)?,
+            _ => q.dequantize_f16(device)?,
+        };
+        Ok(t.to_dtype(dtype)?)
     }
 
     fn opt_tensor(&mut self, name: &str, device: &Device) -> Result<Option<Tensor>> {
@@ -141,6 +153,20 @@ impl HookedTransformer {
 
     /// Loads a GGUF model onto a device.
     pub fn from_gguf_on(path: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::from_gguf_with(
+            path,
+            &crate::model::LoadOptions {
+                device: device.clone(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// Loads a GGUF model with options: `dtype: BF16` halves the weights' memory (norm
+    /// weights stay f32).
+    pub fn from_gguf_with(path: impl AsRef<Path>, opts: &crate::model::LoadOptions) -> Result<Self> {
+        let device = &opts.device;
+        let dtype = opts.dtype;
         let path = path.as_ref();
         if !path.exists() {
             return Err(Error::ModelNotFound {
@@ -160,31 +186,35 @@ impl HookedTransformer {
         }
         let vocab = g.vocab()?;
         let cfg = gemma3_config(&g, &vocab)?;
-        let embed = g.tensor("token_embd.weight", device)?;
-        let unembed = g.opt_tensor("output.weight", device)?;
+        let embed = g.tensor_as("token_embd.weight", device, dtype)?;
+        let unembed = match g.opt_tensor("output.weight", device)? {
+            Some(t) => Some(t.to_dtype(dtype)?),
+            None => None,
+        };
         let ln_final = g.tensor("output_norm.weight", device)?;
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
-            let mut t = |s: &str| g.tensor(&format!("blk.{l}.{s}.weight"), device);
-            // The GGUF's norm weights already include Gemma's +1.
+            // Norm weights stay f32 (the GGUF's already include Gemma's +1); matrices take `dtype`.
+            let mut t = |s: &str, dt: DType| g.tensor_as(&format!("blk.{l}.{s}.weight"), device, dt);
+            let f = DType::F32;
             blocks.push(BlockWeights {
-                ln1: t("attn_norm")?,
-                ln1_post: Some(t("post_attention_norm")?),
-                ln2: t("ffn_norm")?,
-                ln2_post: Some(t("post_ffw_norm")?),
-                w_q: t("attn_q")?,
-                w_k: t("attn_k")?,
-                w_v: t("attn_v")?,
-                w_o: t("attn_output")?,
+                ln1: t("attn_norm", f)?,
+                ln1_post: Some(t("post_attention_norm", f)?),
+                ln2: t("ffn_norm", f)?,
+                ln2_post: Some(t("post_ffw_norm", f)?),
+                w_q: t("attn_q", dtype)?,
+                w_k: t("attn_k", dtype)?,
+                w_v: t("attn_v", dtype)?,
+                w_o: t("attn_output", dtype)?,
                 b_q: None,
                 b_k: None,
                 b_v: None,
                 b_o: None,
-                q_norm: Some(t("attn_q_norm")?),
-                k_norm: Some(t("attn_k_norm")?),
-                w_gate: t("ffn_gate")?,
-                w_up: t("ffn_up")?,
-                w_down: t("ffn_down")?,
+                q_norm: Some(t("attn_q_norm", f)?),
+                k_norm: Some(t("attn_k_norm", f)?),
+                w_gate: t("ffn_gate", dtype)?,
+                w_up: t("ffn_up", dtype)?,
+                w_down: t("ffn_down", dtype)?,
             });
         }
         let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
@@ -279,8 +309,11 @@ impl HookedTransformer {
     pub fn from_spec_with(spec: &str, opts: &crate::model::LoadOptions) -> Result<Self> {
         let p = Path::new(spec);
         match spec {
-            "gemma3-270m" | "gemma-3-270m" | "default" => Self::gemma3_270m(),
-            _ if spec.ends_with(".gguf") || p.is_file() => Self::from_gguf(p),
+            "gemma3-270m" | "gemma-3-270m" | "default" => {
+                let path = crate::fetch::fetch_default_model(&crate::fetch::FetchOptions::default())?;
+                Self::from_gguf_with(path, opts)
+            }
+            _ if spec.ends_with(".gguf") || p.is_file() => Self::from_gguf_with(p, opts),
             _ if p.is_dir() => Self::from_local_dir_with(p, opts),
             _ if is_repo_id(spec) => Self::from_pretrained_with(spec, opts),
             other => Err(Error::ModelNotFound {

@@ -418,12 +418,57 @@ impl HookedTransformer {
         tokens: &Tensor,
         filter: impl Fn(&str) -> bool,
     ) -> Result<(Tensor, ActivationCache)> {
+        self.warn_cache_size(tokens, &filter)?;
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         run.cache_when(&filter);
         let logits = self.forward_run(tokens, &mut run)?;
         let mut cache = run.into_cache();
         cache.set_seq_lengths(self.seq_lengths(tokens)?);
         Ok((logits, cache))
+    }
+
+    /// Bytes a cache of the hook points passing `filter` would take for `tokens`.
+    pub fn estimate_cache_bytes(&self, tokens: &Tensor, filter: impl Fn(&str) -> bool) -> Result<usize> {
+        let (b, s) = match tokens.rank() {
+            1 => (1, tokens.dim(0)?),
+            _ => (tokens.dim(0)?, tokens.dim(1)?),
+        };
+        let c = &self.cfg;
+        let per_pos = |p: &HookPoint| -> usize {
+            use HookPoint::*;
+            match p {
+                Q(_) | RotQ(_) | Z(_) => c.n_heads * c.d_head,
+                K(_) | V(_) | RotK(_) => c.n_kv_heads * c.d_head,
+                AttnScores(_) | Pattern(_) => c.n_heads * s,
+                Result(_) => c.n_heads * c.d_model,
+                MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => c.d_mlp,
+                Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => 1,
+                _ => c.d_model,
+            }
+        };
+        let elem = self.w.embed.dtype().size_in_bytes();
+        Ok(self
+            .hook_points()
+            .iter()
+            .filter(|p| filter(&p.name()))
+            .map(|p| b * s * per_pos(p) * elem)
+            .sum())
+    }
+
+    /// Warns (once per call, on stderr) before caching more than `MECHINTERP_CACHE_WARN_MB`
+    /// (default 2048) megabytes, with the way out.
+    fn warn_cache_size(&self, tokens: &Tensor, filter: &impl Fn(&str) -> bool) -> Result<()> {
+        let limit_mb: usize = std::env::var("MECHINTERP_CACHE_WARN_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+        let bytes = self.estimate_cache_bytes(tokens, filter)?;
+        if bytes > limit_mb << 20 {
+            eprintln!(
+                "warning: this cache will hold about {:.1} GiB of activations (attention patterns and hook_result grow fastest); \
+                 cache only what you need with run_with_cache_filtered(&toks, |n| n.ends_with(\"hook_pattern\")) \
+                 or cache_activations (no logits); set MECHINTERP_CACHE_WARN_MB to change this threshold",
+                bytes as f64 / (1u64 << 30) as f64
+            );
+        }
+        Ok(())
     }
 
     /// The activations whose names pass `filter`, without computing logits (much cheaper
