@@ -164,7 +164,10 @@ impl HookedTransformer {
 
     /// Loads a GGUF model with options: `dtype: BF16` halves the weights' memory (norm
     /// weights stay f32).
-    pub fn from_gguf_with(path: impl AsRef<Path>, opts: &crate::model::LoadOptions) -> Result<Self> {
+    pub fn from_gguf_with(
+        path: impl AsRef<Path>,
+        opts: &crate::model::LoadOptions,
+    ) -> Result<Self> {
         let device = &opts.device;
         let dtype = opts.dtype;
         let path = path.as_ref();
@@ -195,7 +198,8 @@ impl HookedTransformer {
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             // Norm weights stay f32 (the GGUF's already include Gemma's +1); matrices take `dtype`.
-            let mut t = |s: &str, dt: DType| g.tensor_as(&format!("blk.{l}.{s}.weight"), device, dt);
+            let mut t =
+                |s: &str, dt: DType| g.tensor_as(&format!("blk.{l}.{s}.weight"), device, dt);
             let f = DType::F32;
             blocks.push(BlockWeights {
                 ln1: t("attn_norm", f)?,

@@ -428,7 +428,11 @@ impl HookedTransformer {
     }
 
     /// Bytes a cache of the hook points passing `filter` would take for `tokens`.
-    pub fn estimate_cache_bytes(&self, tokens: &Tensor, filter: impl Fn(&str) -> bool) -> Result<usize> {
+    pub fn estimate_cache_bytes(
+        &self,
+        tokens: &Tensor,
+        filter: impl Fn(&str) -> bool,
+    ) -> Result<usize> {
         let (b, s) = match tokens.rank() {
             1 => (1, tokens.dim(0)?),
             _ => (tokens.dim(0)?, tokens.dim(1)?),
@@ -458,7 +462,10 @@ impl HookedTransformer {
     /// Warns (once per call, on stderr) before caching more than `MECHINTERP_CACHE_WARN_MB`
     /// (default 2048) megabytes, with the way out.
     fn warn_cache_size(&self, tokens: &Tensor, filter: &impl Fn(&str) -> bool) -> Result<()> {
-        let limit_mb: usize = std::env::var("MECHINTERP_CACHE_WARN_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(2048);
+        let limit_mb: usize = std::env::var("MECHINTERP_CACHE_WARN_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2048);
         let bytes = self.estimate_cache_bytes(tokens, filter)?;
         if bytes > limit_mb << 20 {
             eprintln!(
