@@ -1,5 +1,6 @@
 //! The GGUF-vocabulary tokenizer (on a small vocabulary with byte fallback, user-defined and
-//! control tokens) never panics and decodes what it encodes back to the same text.
+//! control tokens) never panics and decodes what it encodes back to the same text (except a
+//! literal '▁', which is the vocabulary's own space).
 #![no_main]
 use std::sync::OnceLock;
 
@@ -63,6 +64,11 @@ fuzz_target!(|data: &[u8]| {
             .encode(s, true)
             .expect("encode never fails on valid UTF-8");
         assert_eq!(ids.first(), Some(&2));
-        assert_eq!(t.decode(&ids, true).expect("decode"), s);
+        let back = t.decode(&ids, true).expect("decode");
+        // A literal '▁' (U+2581) is SentencePiece's space and decodes as one, in llama.cpp too
+        // (found by this fuzzer); every other text round-trips.
+        if !s.contains('\u{2581}') {
+            assert_eq!(back, s);
+        }
     }
 });
