@@ -393,40 +393,22 @@ pub fn aligned_scores(
     let cfg = model.cfg();
     let nh = cfg.n_layers * cfg.n_heads;
     // Top-k heads by diagonal difference computed on each half.
-    let half_top = |parity: usize| -> Vec<usize> {
-        let mut d = vec![0f32; nh];
+    let half_mean = |rows: &[Vec<f32>], parity: usize| -> Vec<f32> {
+        let mut sum = vec![0f32; nh];
         let mut n = 0f32;
-        for (i, row) in hs
-            .per_pair_translation
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == parity)
-        {
-            let _ = i;
-            for (a, x) in d.iter_mut().zip(row) {
+        for row in rows.iter().skip(parity).step_by(2) {
+            for (a, x) in sum.iter_mut().zip(row) {
                 *a += x;
             }
             n += 1.0;
         }
-        let mut r = vec![0f32; nh];
-        let mut m = 0f32;
-        for (i, row) in hs
-            .per_pair_random
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 2 == parity)
-        {
-            let _ = i;
-            for (a, x) in r.iter_mut().zip(row) {
-                *a += x;
-            }
-            m += 1.0;
-        }
+        sum.iter().map(|x| x / n.max(1.0)).collect()
+    };
+    let half_top = |parity: usize| -> Vec<usize> {
+        let d = half_mean(&hs.per_pair_translation, parity);
+        let r = half_mean(&hs.per_pair_random, parity);
         let mut idx: Vec<usize> = (0..nh).collect();
-        idx.sort_by(|&a, &b| {
-            (d[b] / n.max(1.0) - r[b] / m.max(1.0))
-                .total_cmp(&(d[a] / n.max(1.0) - r[a] / m.max(1.0)))
-        });
+        idx.sort_by(|&a, &b| (d[b] - r[b]).total_cmp(&(d[a] - r[a])));
         idx.truncate(k.max(1));
         idx
     };
