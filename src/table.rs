@@ -146,6 +146,26 @@ impl Table {
         }
     }
 
+    /// Element-wise `self − other` under a new title; the shapes must match.
+    pub fn minus(&self, other: &Table, title: impl Into<String>) -> Result<Table> {
+        if self.shape() != other.shape() {
+            return Err(Error::Shape(format!(
+                "cannot subtract a table of shape {:?} from one of shape {:?}",
+                other.shape(),
+                self.shape()
+            )));
+        }
+        Table::from_values(
+            title,
+            self.axes.clone(),
+            self.values
+                .iter()
+                .zip(&other.values)
+                .map(|(a, b)| a - b)
+                .collect(),
+        )
+    }
+
     /// The (index, value) of the k largest finite values, largest first.
     pub fn top_k(&self, k: usize) -> Vec<(Vec<usize>, f32)> {
         let mut v: Vec<(usize, f32)> = self

@@ -267,24 +267,7 @@ fn write_direction(
         r.tgt.to_uppercase(),
         r.n_pairs
     );
-    let panels = Panels::new(vec![
-        r.scores
-            .translation
-            .heatmap()?
-            .title("Translation")
-            .cmap(crate::plot::Colormap::RdBu),
-        r.scores
-            .random
-            .heatmap()?
-            .title("Random")
-            .cmap(crate::plot::Colormap::RdBu),
-        r.scores
-            .diff
-            .heatmap()?
-            .title("Diff")
-            .cmap(crate::plot::Colormap::RdBu),
-    ])
-    .title(title);
+    let panels = r.scores.panels(&title)?;
     panels.render()?.save_svg(dir.join("heatmap.svg"))?;
     if let Some(p) = &r.path {
         p.importance
@@ -540,16 +523,11 @@ pub fn shipped_data_dir() -> PathBuf {
 impl DirectionResult {
     /// The Translation | Random | Diff figure.
     pub fn panels(&self) -> Result<Panels> {
-        Ok(Panels::new(vec![
-            self.scores.translation.heatmap()?.title("Translation"),
-            self.scores.random.heatmap()?.title("Random"),
-            self.scores.diff.heatmap()?.title("Diff"),
-        ])
-        .title(format!(
+        self.scores.panels(&format!(
             "{}→{}",
             self.src.to_uppercase(),
             self.tgt.to_uppercase()
-        )))
+        ))
     }
 
     /// Shows the three panels inline in an evcxr notebook cell.

@@ -336,16 +336,7 @@ pub fn score_heads(
         &format!("translation {src}→{tgt}"),
     )?;
     let random_t = mean_table(model, &per_pair_random, &format!("random {src}→{tgt}"))?;
-    let diff = Table::from_values(
-        format!("translation − random {src}→{tgt}"),
-        translation.axes.clone(),
-        translation
-            .values
-            .iter()
-            .zip(&random_t.values)
-            .map(|(a, b)| a - b)
-            .collect(),
-    )?;
+    let diff = translation.minus(&random_t, format!("translation − random {src}→{tgt}"))?;
     Ok(HeadScores {
         translation,
         random: random_t,
@@ -476,16 +467,7 @@ pub fn aligned_scores(
     };
     let translation = mean_table(model, &keep(tr), "aligned translation")?;
     let random = mean_table(model, &keep(rr), "aligned random")?;
-    let diff = Table::from_values(
-        "aligned translation − random",
-        translation.axes.clone(),
-        translation
-            .values
-            .iter()
-            .zip(&random.values)
-            .map(|(a, b)| a - b)
-            .collect(),
-    )?;
+    let diff = translation.minus(&random, "aligned translation − random")?;
     let spearman_vs_diagonal = spearman(&diff.values, &hs.diff.values);
     Ok(AlignedScores {
         translation,
