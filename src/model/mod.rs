@@ -4,6 +4,7 @@ pub mod arch;
 pub mod config;
 pub mod gguf;
 pub mod hub;
+pub mod ops;
 pub mod transformer;
 
 pub use config::{Activation, Config, LayerConfig, RopeScaling};

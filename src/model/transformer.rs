@@ -15,6 +15,7 @@ use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks, Run};
 use crate::model::config::{Activation, Config, RopeScaling};
+use crate::model::ops;
 use crate::tokenizer::Tokenizer;
 
 /// Weights of one transformer block, PyTorch layout (out, in).
@@ -78,6 +79,9 @@ pub struct HookedTransformer {
     w: Weights,
     // Shared so that clones (patchers, lenses) are cheap: the vocabulary is large.
     tokenizer: Option<std::sync::Arc<Tokenizer>>,
+    // Per layer, [W_q; W_k; W_v] in one matrix: one projection instead of three. The blocks'
+    // w_q, w_k and w_v are views into it, so the weights are not held twice.
+    qkv: Vec<Tensor>,
     device: Device,
     check_finite: bool,
 }
@@ -152,14 +156,26 @@ impl HookedTransformer {
     pub fn new(cfg: Config, w: Weights, tokenizer: Option<Tokenizer>) -> Result<Self> {
         cfg.validate()?;
         let device = w.embed.device().clone();
-        let m = HookedTransformer {
+        let mut m = HookedTransformer {
             cfg,
             w,
             tokenizer: tokenizer.map(std::sync::Arc::new),
+            qkv: Vec::new(),
             device,
             check_finite: false,
         };
         m.check_weights()?;
+        let (nh, kh) = (
+            m.cfg.n_heads * m.cfg.d_head,
+            m.cfg.n_kv_heads * m.cfg.d_head,
+        );
+        for b in m.w.blocks.iter_mut() {
+            let fused = Tensor::cat(&[&b.w_q, &b.w_k, &b.w_v], 0)?;
+            b.w_q = fused.narrow(0, 0, nh)?;
+            b.w_k = fused.narrow(0, nh, kh)?;
+            b.w_v = fused.narrow(0, nh + kh, kh)?;
+            m.qkv.push(fused);
+        }
         Ok(m)
     }
 
@@ -637,9 +653,7 @@ impl HookedTransformer {
             }
         };
         let unembed = self.w.unembed.as_ref().unwrap_or(&self.w.embed);
-        let logits = normed
-            .reshape((b * rows, cfg.d_model))?
-            .matmul(&unembed.t()?)?
+        let logits = linear(&normed.reshape((b * rows, cfg.d_model))?, unembed, None)?
             .reshape((b, rows, cfg.d_vocab))?;
         let logits = match cfg.final_softcap {
             Some(c) => ((logits / c)?.tanh()? * c)?,
@@ -667,9 +681,19 @@ impl HookedTransformer {
         run.at(HookPoint::Ln1Scale(l), scale)?;
         let x = run.at(HookPoint::Ln1Normalized(l), x)?;
         let x2 = x.reshape((b * s, d))?;
-        let q = linear(&x2, &w.w_q, w.b_q.as_ref())?.reshape((b, s, n, h))?;
-        let kk = linear(&x2, &w.w_k, w.b_k.as_ref())?.reshape((b, s, k, h))?;
-        let v = linear(&x2, &w.w_v, w.b_v.as_ref())?.reshape((b, s, k, h))?;
+        let qkv = linear(&x2, &self.qkv[l], None)?;
+        let part =
+            |from: usize, len: usize, bias: Option<&Tensor>, heads: usize| -> Result<Tensor> {
+                let y = qkv.narrow(1, from, len)?;
+                let y = match bias {
+                    Some(bias) => y.broadcast_add(bias)?,
+                    None => y,
+                };
+                Ok(y.reshape((b, s, heads, h))?)
+            };
+        let q = part(0, n * h, w.b_q.as_ref(), n)?;
+        let kk = part(n * h, k * h, w.b_k.as_ref(), k)?;
+        let v = part((n + k) * h, k * h, w.b_v.as_ref(), k)?;
         let (q, kk) = match (&w.q_norm, &w.k_norm) {
             (Some(qn), Some(kn)) => (
                 rms_norm(&q, qn, cfg.rms_norm_eps)?.1,
@@ -741,7 +765,7 @@ impl HookedTransformer {
         let up = linear(&x2, &w.w_up, None)?.reshape((b, s, cfg.d_mlp))?;
         let up = run.at(HookPoint::MlpPreLinear(l), up)?;
         let act = match cfg.activation {
-            Activation::GeluTanh => gate.gelu()?,
+            Activation::GeluTanh => ops::gelu_tanh(&gate)?,
             Activation::GeluErf => gate.gelu_erf()?,
             Activation::Silu => gate.silu()?,
         };
@@ -810,13 +834,9 @@ impl HookedTransformer {
     }
 }
 
-/// x [.., in] @ w[out, in]^T (+ b).
+/// x [.., in] @ w[out, in]^T (+ b); the backward skips the weight's gradient.
 fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let y = x.matmul(&w.t()?)?;
-    Ok(match b {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    })
+    Ok(ops::linear(x, w, b)?)
 }
 
 /// RMSNorm over the last dim, computed in f32: returns (rms [.., 1], x / rms * w).
