@@ -276,3 +276,190 @@ pub fn report(timings: &[Timing], peak: f64) -> (String, Value) {
     j.insert("sgemm_peak_gflops".into(), json!(peak));
     (s, Value::Object(j))
 }
+
+/// The Python companion script, embedded so that an installed binary can run it.
+const PYTHON_SCRIPT: &str = include_str!("../scripts/bench_python.py");
+
+/// Options for the same-run Python baselines.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// A Python with torch, transformers and gguf (and optionally transformer_lens).
+    pub python: std::path::PathBuf,
+    /// The GGUF both sides load.
+    pub gguf: std::path::PathBuf,
+    /// Repeats per operation.
+    pub repeats: usize,
+    /// Skip TransformerLens's head sweep (72 forwards, over a minute).
+    pub skip_sweep: bool,
+}
+
+/// Runs `scripts/bench_python.py` (HF transformers and TransformerLens on the same GGUF,
+/// prompts and thread count) and returns its JSON.
+pub fn python_baseline(b: &Baseline) -> Result<Value> {
+    use crate::error::Error;
+    let dir = std::env::temp_dir().join(format!("mechinterp-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let script = dir.join("bench_python.py");
+    let out = dir.join("baseline.json");
+    std::fs::write(&script, PYTHON_SCRIPT)
+        .map_err(|e| Error::io(format!("writing {}", script.display()), e))?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut cmd = std::process::Command::new(&b.python);
+    cmd.arg(&script)
+        .arg("--gguf")
+        .arg(&b.gguf)
+        .args(["--clean", CLEAN, "--corrupt", CORRUPT])
+        .args(["--repeats", &b.repeats.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .arg("--out")
+        .arg(&out)
+        .env("HF_HUB_OFFLINE", "1")
+        // TransformerLens prints to stdout; keep ours for the report.
+        .stdout(std::process::Stdio::from(std::io::stderr()));
+    if b.skip_sweep {
+        cmd.arg("--skip-sweep");
+    }
+    let status = cmd.status().map_err(|e| {
+        Error::Invalid(format!(
+            "could not run {}: {e}; pass a Python that has torch, transformers and gguf",
+            b.python.display()
+        ))
+    });
+    let result = status.and_then(|status| {
+        if !status.success() {
+            return Err(Error::Invalid(format!(
+                "the Python baseline failed ({status}); its messages are above"
+            )));
+        }
+        let text = std::fs::read_to_string(&out)
+            .map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
+        serde_json::from_str::<Value>(&text)
+            .map_err(|e| Error::Invalid(format!("the Python baseline wrote bad JSON: {e}")))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Same-run ratios against the baselines, and how closely the two forwards agree.
+pub fn compare(
+    model: &HookedTransformer,
+    timings: &[Timing],
+    baseline: &Value,
+) -> Result<(String, Value)> {
+    let ours = |k: &str| timings.iter().find(|t| t.name == k).map(Timing::median);
+    let theirs = |k: &str| baseline[k]["median_s"].as_f64();
+    let mut lines = Vec::new();
+    let mut j = serde_json::Map::new();
+    let mut ratio = |key: &str, text: String, r: Option<f64>, target: &str| {
+        if let Some(r) = r {
+            lines.push(format!("{text:<58} {r:>7.2}   {target}"));
+            j.insert(key.into(), json!(r));
+        }
+    };
+    let div = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| a / b);
+    let fwd = ours("forward");
+    ratio(
+        "forward_over_hf",
+        "forward / HF transformers forward".into(),
+        div(fwd, theirs("hf_forward")),
+        "target <= 1",
+    );
+    ratio(
+        "forward_over_tl",
+        "forward / TransformerLens forward".into(),
+        div(fwd, theirs("tl_forward")),
+        "",
+    );
+    ratio(
+        "run_with_cache_over_forward",
+        "run_with_cache / forward".into(),
+        div(ours("run_with_cache"), fwd),
+        "target <= 1.3",
+    );
+    ratio(
+        "run_with_cache_over_tl",
+        "run_with_cache / TransformerLens run_with_cache".into(),
+        div(ours("run_with_cache"), theirs("tl_run_with_cache")),
+        "",
+    );
+    ratio(
+        "tl_sweep_over_sweep",
+        "TransformerLens 72-head sweep / ours (speed-up)".into(),
+        div(
+            theirs("tl_head_patching_sweep"),
+            ours("head_patching_sweep"),
+        ),
+        "target >= 10",
+    );
+    ratio(
+        "attribution_over_forward",
+        "attribution patching / forward".into(),
+        div(ours("attribution_patching"), fwd),
+        "target <= 4",
+    );
+    ratio(
+        "attribution_over_tl",
+        "attribution patching / TransformerLens attribution".into(),
+        div(
+            ours("attribution_patching"),
+            theirs("tl_attribution_patching"),
+        ),
+        "",
+    );
+
+    // Same tokens and same logits, or the comparison is void.
+    let toks = model.to_tokens(CLEAN)?;
+    let ids: Vec<u32> = toks.squeeze(0)?.to_vec1()?;
+    let same_tokens = baseline["clean_ids"].as_array().map(|v| {
+        v.iter()
+            .map(|x| x.as_u64().unwrap_or(u64::MAX))
+            .eq(ids.iter().map(|&i| i as u64))
+    });
+    let logits = model.forward(&toks)?;
+    let last = logits.get(0)?.get(ids.len() - 1)?.to_vec1::<f32>()?;
+    let max_diff = baseline["hf_last_top"].as_array().map(|top| {
+        top.iter()
+            .filter_map(|p| Some((p[0].as_u64()? as usize, p[1].as_f64()?)))
+            .map(|(i, v)| (last.get(i).copied().unwrap_or(f32::NAN) as f64 - v).abs())
+            .fold(0.0, f64::max)
+    });
+    if let Some(same) = same_tokens {
+        lines.push(format!("same token ids as HF's tokenizer: {same}"));
+        j.insert("same_tokens".into(), json!(same));
+    }
+    if let Some(d) = max_diff {
+        lines.push(format!(
+            "max |logit difference| vs HF at the last position (HF's top 10): {d:.2e}"
+        ));
+        j.insert("max_abs_logit_diff_vs_hf".into(), json!(d));
+    }
+    let mut s = format!(
+        "\nSame-run baselines (Python {}, torch {}, transformers {}, TransformerLens {}, {} threads):\n",
+        baseline["versions"]["python"].as_str().unwrap_or("?"),
+        baseline["versions"]["torch"].as_str().unwrap_or("?"),
+        baseline["versions"]["transformers"].as_str().unwrap_or("?"),
+        baseline["versions"]["transformer_lens"].as_str().unwrap_or("not installed"),
+        baseline["threads"]
+    );
+    for k in [
+        "hf_forward",
+        "tl_forward",
+        "tl_run_with_cache",
+        "tl_head_patching_sweep",
+        "tl_attribution_patching",
+    ] {
+        if let Some(m) = theirs(k) {
+            s.push_str(&format!("{k:<26} {m:>9.3} s\n"));
+        }
+    }
+    if let Some(e) = baseline["tl_error"].as_str() {
+        s.push_str(&format!("TransformerLens skipped: {e}\n"));
+    }
+    s.push_str("\nratios (same run):\n");
+    for l in lines {
+        s.push_str(&l);
+        s.push('\n');
+    }
+    Ok((s, Value::Object(j)))
+}

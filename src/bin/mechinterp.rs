@@ -215,6 +215,13 @@ enum Cmd {
         /// Write the numbers as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+        /// Also time HF transformers and TransformerLens in the same run, with this Python
+        /// (it needs torch, transformers and gguf; transformer_lens is optional).
+        #[arg(long)]
+        baseline_python: Option<std::path::PathBuf>,
+        /// Skip TransformerLens's 72-head sweep in the baseline (it takes minutes).
+        #[arg(long)]
+        baseline_skip_sweep: bool,
     },
     /// Show how a text is tokenized.
     Tokenize {
@@ -516,6 +523,8 @@ fn real_main() -> Result<()> {
             model,
             repeats,
             json,
+            baseline_python,
+            baseline_skip_sweep,
         } => {
             let m = model.load()?;
             let pairs = mechinterp::translation::load_pairs(
@@ -524,8 +533,29 @@ fn real_main() -> Result<()> {
                 "fr",
             )?;
             let (timings, peak) = mechinterp::bench::run(&m, repeats, &pairs)?;
-            let (table, j) = mechinterp::bench::report(&timings, peak);
+            let (table, mut j) = mechinterp::bench::report(&timings, peak);
             write!(out, "{table}")?;
+            out.flush()?;
+            if let Some(python) = baseline_python {
+                let gguf = match model.model.as_str() {
+                    "gemma3-270m" => mechinterp::fetch::default_model_path(),
+                    p if p.ends_with(".gguf") => p.into(),
+                    p => anyhow::bail!(
+                        "the Python baseline loads a GGUF file; {p} is not one (use the default model or a .gguf)"
+                    ),
+                };
+                let b = mechinterp::bench::Baseline {
+                    python,
+                    gguf,
+                    repeats,
+                    skip_sweep: baseline_skip_sweep,
+                };
+                let raw = mechinterp::bench::python_baseline(&b)?;
+                let (text, ratios) = mechinterp::bench::compare(&m, &timings, &raw)?;
+                write!(out, "{text}")?;
+                j["baseline"] = raw;
+                j["ratios"] = ratios;
+            }
             write_json(&json, &j)?;
         }
         Cmd::Tokenize { text, model } => {

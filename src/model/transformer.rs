@@ -726,7 +726,9 @@ impl HookedTransformer {
         let attn = if run.wants(HookPoint::Result(l)) {
             // Per-head outputs: result[b,s,i,:] = W_O[:, i*h..(i+1)*h] z[b,s,i,:].
             let zh = z.permute((2, 0, 1, 3))?.reshape((n, b * s, h))?;
-            let wo = w.w_o.reshape((d, n, h))?.permute((1, 2, 0))?.contiguous()?; // [n, h, d]
+            // [n, h, d] as a strided view: gemm takes the strides, a copy of W_O per layer
+            // cost more than the product.
+            let wo = w.w_o.reshape((d, n, h))?.permute((1, 2, 0))?;
             let result = zh
                 .matmul(&wo)?
                 .reshape((n, b, s, d))?
