@@ -223,6 +223,33 @@ pub fn run(
         note: "one forward + backward on the corrupted run".into(),
     });
 
+    // A long prompt, activations only: attention in query blocks that skip the keys they
+    // cannot see (the default) against the full s × s computation (forced by caching patterns).
+    let long_s = 2048.min(cfg.max_position);
+    let long_text = std::iter::repeat_n(CLEAN, long_s / s.max(1) + 2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let long = model.to_tokens(&long_text)?.narrow(1, 0, long_s)?;
+    for (name, full) in [
+        ("long_prompt_blocks", false),
+        ("long_prompt_blocks_full_attention", true),
+    ] {
+        let secs = time(repeats.clamp(1, 2), || {
+            model.cache_activations(&long, |n: &str| full && n.ends_with("hook_pattern"))
+        })?;
+        out.push(Timing {
+            name: name.into(),
+            seconds: secs,
+            tokens: long_s as f64,
+            flops: block_flops(&cfg, long_s, 1, 0),
+            note: if full {
+                format!("{long_s} tokens, no logits, full s × s attention (the before)")
+            } else {
+                format!("{long_s} tokens, no logits, blocked attention (FLOPs counted as full)")
+            },
+        });
+    }
+
     let pairs: Vec<SentencePair> = pairs.iter().take(100).cloned().collect();
     let opts = ScoreOptions {
         quiet: true,
@@ -256,13 +283,13 @@ pub fn run(
 
 /// The report: a table and JSON.
 pub fn report(timings: &[Timing], peak: f64) -> (String, Value) {
-    let mut s = format!("sgemm peak (candle matmul, this machine): {peak:.1} GFLOP/s\n\n{:<22} {:>9} {:>9} {:>9} {:>11} {:>9} {:>7}\n", "operation", "median s", "min s", "max s", "tokens/s", "GFLOP/s", "% peak");
+    let mut s = format!("sgemm peak (candle matmul, this machine): {peak:.1} GFLOP/s\n\n{:<34} {:>9} {:>9} {:>9} {:>11} {:>9} {:>7}\n", "operation", "median s", "min s", "max s", "tokens/s", "GFLOP/s", "% peak");
     let mut j = serde_json::Map::new();
     for t in timings {
         let m = t.median();
         let g = t.flops / m / 1e9;
         s.push_str(&format!(
-            "{:<22} {:>9.3} {:>9.3} {:>9.3} {:>11.0} {:>9.1} {:>6.0}%\n",
+            "{:<34} {:>9.3} {:>9.3} {:>9.3} {:>11.0} {:>9.1} {:>6.0}%\n",
             t.name,
             m,
             t.min(),
@@ -341,19 +368,20 @@ pub fn python_baseline(b: &Baseline) -> Result<Value> {
     result
 }
 
-/// Same-run ratios against the baselines, and how closely the two forwards agree.
+/// Same-run ratios: ours against each other and, given the Python baselines' JSON, against
+/// HF transformers and TransformerLens, with a check that both sides computed the same thing.
 pub fn compare(
     model: &HookedTransformer,
     timings: &[Timing],
-    baseline: &Value,
+    baseline: Option<&Value>,
 ) -> Result<(String, Value)> {
     let ours = |k: &str| timings.iter().find(|t| t.name == k).map(Timing::median);
-    let theirs = |k: &str| baseline[k]["median_s"].as_f64();
+    let theirs = |k: &str| baseline.and_then(|b| b[k]["median_s"].as_f64());
     let mut lines = Vec::new();
     let mut j = serde_json::Map::new();
     let mut ratio = |key: &str, text: String, r: Option<f64>, target: &str| {
         if let Some(r) = r {
-            lines.push(format!("{text:<58} {r:>7.2}   {target}"));
+            lines.push(format!("{text:<60} {r:>7.2}   {target}"));
             j.insert(key.into(), json!(r));
         }
     };
@@ -384,6 +412,15 @@ pub fn compare(
         "",
     );
     ratio(
+        "naive_sweep_over_sweep",
+        "naive 72-head sweep / ours (speed-up)".into(),
+        div(
+            ours("head_patching_sweep_naive"),
+            ours("head_patching_sweep"),
+        ),
+        "",
+    );
+    ratio(
         "tl_sweep_over_sweep",
         "TransformerLens 72-head sweep / ours (speed-up)".into(),
         div(
@@ -391,6 +428,15 @@ pub fn compare(
             ours("head_patching_sweep"),
         ),
         "target >= 10",
+    );
+    ratio(
+        "long_prompt_full_over_blocked",
+        "2048-token prompt: full attention / blocked (speed-up)".into(),
+        div(
+            ours("long_prompt_blocks_full_attention"),
+            ours("long_prompt_blocks"),
+        ),
+        "",
     );
     ratio(
         "attribution_over_forward",
@@ -408,6 +454,15 @@ pub fn compare(
         "",
     );
 
+    let mut s = String::new();
+    let Some(baseline) = baseline else {
+        s.push_str("\nratios (same run):\n");
+        for l in lines {
+            s.push_str(&l);
+            s.push('\n');
+        }
+        return Ok((s, Value::Object(j)));
+    };
     // Same tokens and same logits, or the comparison is void.
     let toks = model.to_tokens(CLEAN)?;
     let ids: Vec<u32> = toks.squeeze(0)?.to_vec1()?;
@@ -434,14 +489,14 @@ pub fn compare(
         ));
         j.insert("max_abs_logit_diff_vs_hf".into(), json!(d));
     }
-    let mut s = format!(
+    s.push_str(&format!(
         "\nSame-run baselines (Python {}, torch {}, transformers {}, TransformerLens {}, {} threads):\n",
         baseline["versions"]["python"].as_str().unwrap_or("?"),
         baseline["versions"]["torch"].as_str().unwrap_or("?"),
         baseline["versions"]["transformers"].as_str().unwrap_or("?"),
         baseline["versions"]["transformer_lens"].as_str().unwrap_or("not installed"),
         baseline["threads"]
-    );
+    ));
     for k in [
         "hf_forward",
         "tl_forward",

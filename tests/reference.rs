@@ -142,3 +142,40 @@ fn tiny_model_differs_from_reference_when_the_window_is_wrong() {
     let d = max_abs_diff(&ours, theirs.last().unwrap());
     assert!(d > 1e-3, "a wrong window went unnoticed (Δ = {d})");
 }
+
+#[test]
+fn long_prompts_run_blocked_attention_with_the_same_numbers() {
+    // Past BLOCKED_ATTENTION_FROM (256) positions, attention runs in query blocks that skip
+    // invisible keys, unless something reads the pattern. Both paths and the reference must agree.
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_tiny_gguf(dir.path(), &Tiny::default(), 11);
+    let m = HookedTransformer::from_gguf(&path).unwrap();
+    let mut cfg = m.cfg().clone();
+    cfg.max_position = 1024; // the tiny file says 128
+    let m = HookedTransformer::new(cfg, m.weights().clone(), None).unwrap();
+    let ids: Vec<u32> = std::iter::once(2)
+        .chain((0..299u32).map(|i| 258 + (i * 7 + i / 3) % 19))
+        .collect();
+    let toks = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let blocked = m.forward(&toks).unwrap();
+    let (full, cache) = m
+        .run_with_cache_filtered(&toks, |n: &str| n.ends_with("hook_pattern"))
+        .unwrap();
+    assert_eq!(cache.pattern(0).unwrap().dims(), &[1, 4, 300, 300]);
+    let d = max_abs_diff(&blocked, &full);
+    println!("blocked vs full attention over 300 positions: max |Δlogit| = {d:.2e}");
+    assert!(d <= 1e-5, "blocked attention differs by {d}");
+
+    let mut r = reference_model(&m, RefMode::Decode);
+    let theirs = reference_decode_all(&mut r, &ids);
+    let worst = theirs
+        .iter()
+        .enumerate()
+        .map(|(s, t)| max_abs_diff(&blocked.i((0, s)).unwrap(), t))
+        .fold(0f32, f32::max);
+    println!("blocked attention vs candle-transformers over 300 positions: {worst:.2e}");
+    assert!(worst <= 1e-4, "worst {worst}");
+}

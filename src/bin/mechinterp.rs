@@ -536,7 +536,7 @@ fn real_main() -> Result<()> {
             let (table, mut j) = mechinterp::bench::report(&timings, peak);
             write!(out, "{table}")?;
             out.flush()?;
-            if let Some(python) = baseline_python {
+            let raw = if let Some(python) = baseline_python {
                 let gguf = match model.model.as_str() {
                     "gemma3-270m" => mechinterp::fetch::default_model_path(),
                     p if p.ends_with(".gguf") => p.into(),
@@ -550,12 +550,16 @@ fn real_main() -> Result<()> {
                     repeats,
                     skip_sweep: baseline_skip_sweep,
                 };
-                let raw = mechinterp::bench::python_baseline(&b)?;
-                let (text, ratios) = mechinterp::bench::compare(&m, &timings, &raw)?;
-                write!(out, "{text}")?;
+                Some(mechinterp::bench::python_baseline(&b)?)
+            } else {
+                None
+            };
+            let (text, ratios) = mechinterp::bench::compare(&m, &timings, raw.as_ref())?;
+            write!(out, "{text}")?;
+            if let Some(raw) = raw {
                 j["baseline"] = raw;
-                j["ratios"] = ratios;
             }
+            j["ratios"] = ratios;
             write_json(&json, &j)?;
         }
         Cmd::Tokenize { text, model } => {

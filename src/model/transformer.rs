@@ -145,11 +145,20 @@ struct Rope {
     sin: Tensor,
 }
 
-/// Additive attention masks (0 or -inf), [s, s], one per distinct window.
+/// Additive attention masks (0 or -inf), [s, s], one per distinct window; built only for
+/// prompts short enough to run attention unblocked.
 struct Mask {
     window: Option<usize>,
-    mask: Tensor,
+    mask: Option<Tensor>,
 }
+
+/// From this many positions on, attention runs in blocks of queries when nothing reads the
+/// scores or the pattern: no s × s tensor is built, and each block only multiplies the keys it
+/// can see (causal, and within the sliding window), which for Gemma 3's 512-token windows on a
+/// 4k-token prompt skips most of the attention work.
+pub(crate) const BLOCKED_ATTENTION_FROM: usize = 256;
+/// Queries per block.
+const QUERY_BLOCK: usize = 128;
 
 impl HookedTransformer {
     /// Assembles a model from a config, weights and (optionally) a tokenizer, checking shapes.
@@ -629,7 +638,7 @@ impl HookedTransformer {
                 .iter()
                 .find(|m| m.window == lc.sliding_window)
                 .ok_or_else(|| Error::Load(format!("no mask for layer {l}")))?;
-            resid = self.block(l, blk, resid, rope, &mask.mask, run)?;
+            resid = self.block(l, blk, resid, rope, mask, run)?;
         }
 
         let (scale, normed) = rms_norm(&resid, &self.w.ln_final, cfg.rms_norm_eps)?;
@@ -668,7 +677,7 @@ impl HookedTransformer {
         w: &BlockWeights,
         resid_pre: Tensor,
         rope: &Rope,
-        mask: &Tensor,
+        mask: &Mask,
         run: &mut Run,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
@@ -711,16 +720,25 @@ impl HookedTransformer {
         let qh = q.transpose(1, 2)?.contiguous()?;
         let kh = repeat_kv(&kk.transpose(1, 2)?, n / k)?;
         let vh = repeat_kv(&v.transpose(1, 2)?, n / k)?;
-        let scores = (qh.matmul(&kh.t()?.contiguous()?)? * cfg.attn_scale)?;
-        let scores = match cfg.attn_softcap {
-            Some(c) => ((scores / c)?.tanh()? * c)?,
-            None => scores,
+        let seen = run.wants(HookPoint::AttnScores(l)) || run.wants(HookPoint::Pattern(l));
+        let z = if s >= BLOCKED_ATTENTION_FROM && !seen {
+            self.blocked_attention(&qh, &kh, &vh, mask.window)?
+        } else {
+            let full;
+            let m = match &mask.mask {
+                Some(m) => m,
+                None => {
+                    full = mask_block(0, s, 0, s, mask.window, &self.device)?;
+                    &full
+                }
+            };
+            let scores = self.attention_scores(&qh, &kh, m)?;
+            let scores = run.at(HookPoint::AttnScores(l), scores)?;
+            let pattern = softmax_f32(&scores)?;
+            let pattern = run.at(HookPoint::Pattern(l), pattern)?;
+            pattern.matmul(&vh)?
         };
-        let scores = scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?;
-        let scores = run.at(HookPoint::AttnScores(l), scores)?;
-        let pattern = softmax_f32(&scores)?;
-        let pattern = run.at(HookPoint::Pattern(l), pattern)?;
-        let z = pattern.matmul(&vh)?.transpose(1, 2)?.contiguous()?; // [b, s, n, h]
+        let z = z.transpose(1, 2)?.contiguous()?; // [b, s, n, h]
         let z = run.at(HookPoint::Z(l), z)?;
         let attn = linear(&z.reshape((b * s, n * h))?, &w.w_o, None)?.reshape((b, s, d))?;
         let attn = if run.wants(HookPoint::Result(l)) {
@@ -782,6 +800,41 @@ impl HookedTransformer {
         run.at(HookPoint::ResidPost(l), (&resid_mid + &mlp_out)?)
     }
 
+    /// Scaled, soft-capped and masked attention scores of queries [b, n, q, h] against keys
+    /// [b, n, k, h], with an additive mask [q, k].
+    fn attention_scores(&self, q: &Tensor, k: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * self.cfg.attn_scale)?;
+        let scores = match self.cfg.attn_softcap {
+            Some(c) => ((scores / c)?.tanh()? * c)?,
+            None => scores,
+        };
+        Ok(scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?)
+    }
+
+    /// softmax(scores) · V one block of queries at a time, each against only the keys it can
+    /// see; the same numbers as the full computation, without the s × s tensors.
+    fn blocked_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        window: Option<usize>,
+    ) -> Result<Tensor> {
+        let s = q.dim(2)?;
+        let mut out = Vec::with_capacity(s.div_ceil(QUERY_BLOCK));
+        for q0 in (0..s).step_by(QUERY_BLOCK) {
+            let nq = QUERY_BLOCK.min(s - q0);
+            // Query i sees keys j with j <= i and i - j < window.
+            let k0 = window.map_or(0, |w| q0.saturating_sub(w.saturating_sub(1)));
+            let nk = q0 + nq - k0;
+            let mask = mask_block(q0, nq, k0, nk, window, &self.device)?;
+            let scores =
+                self.attention_scores(&q.narrow(2, q0, nq)?, &k.narrow(2, k0, nk)?, &mask)?;
+            out.push(softmax_f32(&scores)?.matmul(&v.narrow(2, k0, nk)?.contiguous()?)?);
+        }
+        Ok(Tensor::cat(&out, 2)?)
+    }
+
     /// RoPE tables and masks for `s` positions, one per distinct base / window.
     fn position_tables(&self, s: usize) -> Result<(Vec<Rope>, Vec<Mask>)> {
         let mut ropes: Vec<Rope> = Vec::new();
@@ -814,26 +867,43 @@ impl HookedTransformer {
                 });
             }
             if !masks.iter().any(|m| m.window == lc.sliding_window) {
-                let m: Vec<f32> = (0..s)
-                    .flat_map(|i| {
-                        (0..s).map(move |j| {
-                            let visible = j <= i && lc.sliding_window.is_none_or(|w| i - j < w);
-                            if visible {
-                                0.0
-                            } else {
-                                f32::NEG_INFINITY
-                            }
-                        })
-                    })
-                    .collect();
+                let full = s < BLOCKED_ATTENTION_FROM;
                 masks.push(Mask {
                     window: lc.sliding_window,
-                    mask: Tensor::from_vec(m, (s, s), &self.device)?,
+                    mask: if full {
+                        Some(mask_block(0, s, 0, s, lc.sliding_window, &self.device)?)
+                    } else {
+                        None
+                    },
                 });
             }
         }
         Ok((ropes, masks))
     }
+}
+
+/// The additive causal (and sliding-window) mask for queries q0..q0+nq against keys
+/// k0..k0+nk: 0 where visible, -inf elsewhere.
+fn mask_block(
+    q0: usize,
+    nq: usize,
+    k0: usize,
+    nk: usize,
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let m: Vec<f32> = (q0..q0 + nq)
+        .flat_map(|i| {
+            (k0..k0 + nk).map(move |j| {
+                if j <= i && window.is_none_or(|w| i - j < w) {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(m, (nq, nk), device)?)
 }
 
 /// x [.., in] @ w[out, in]^T (+ b); the backward skips the weight's gradient.
