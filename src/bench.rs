@@ -226,7 +226,8 @@ pub fn run(
     // A long prompt, activations only: attention in query blocks that skip the keys they
     // cannot see (the default) against the full s × s computation (forced by caching patterns).
     let long_s = 2048.min(cfg.max_position);
-    let long_text = std::iter::repeat_n(CLEAN, long_s / s.max(1) + 2)
+    // BOS appears once, so each copy adds s - 1 tokens (and a little slack for the joins).
+    let long_text = std::iter::repeat_n(CLEAN, long_s / s.saturating_sub(1).max(1) + 4)
         .collect::<Vec<_>>()
         .join(" ");
     let long = model.to_tokens(&long_text)?.narrow(1, 0, long_s)?;
