@@ -624,3 +624,62 @@ fn default_model_toolkit() {
         "{e}"
     );
 }
+
+#[test]
+fn wavefront_sweeps_match_brute_force_for_every_entry() {
+    // Activation sweeps run several layers' patches in one pass, each layer's rows joining the
+    // batch at their own layer. Whatever the grouping (all layers in one wave by default, two
+    // layers per wave, a layer split over waves), every entry must equal its own patched run.
+    let (_d, m) = tiny();
+    let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * (1.0 + b.abs());
+    let want: Vec<Vec<f32>> = (0..6)
+        .map(|l| {
+            (0..4)
+                .map(|h| {
+                    by_hand(&m, &CORRUPT, &CLEAN, HookPoint::Z(l), move |x| {
+                        mask_where(x, |i| i[2] == h)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    let want_resid: Vec<Vec<f32>> = (0..6)
+        .map(|l| {
+            (0..8)
+                .map(|p| {
+                    by_hand(&m, &CORRUPT, &CLEAN, HookPoint::ResidPre(l), move |x| {
+                        mask_where(x, |i| i[1] == p)
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    for batch in [None, Some(9), Some(3)] {
+        let p = Patcher::from_tokens(&m, &toks(&CLEAN), &toks(&CORRUPT), LogitDiff::new(272, 273))
+            .unwrap()
+            .quiet(true);
+        let p = match batch {
+            Some(b) => p.batch_size(b),
+            None => p,
+        };
+        let t = p
+            .activation(PatchTarget::HeadOut, Direction::Denoise)
+            .unwrap();
+        let r = p
+            .activation(PatchTarget::ResidPre, Direction::Denoise)
+            .unwrap();
+        for (l, (heads, positions)) in want.iter().zip(&want_resid).enumerate() {
+            for (h, &w) in heads.iter().enumerate() {
+                let got = t.table.get(&[l, h]).unwrap();
+                assert!(close(got, w), "batch {batch:?}, L{l}H{h}: {got} vs {w}");
+            }
+            for (q, &w) in positions.iter().enumerate() {
+                let got = r.table.get(&[l, q]).unwrap();
+                assert!(
+                    close(got, w),
+                    "batch {batch:?}, resid L{l} pos {q}: {got} vs {w}"
+                );
+            }
+        }
+    }
+}

@@ -97,6 +97,10 @@ pub(crate) enum Start<'t> {
         /// `blocks.{layer}.hook_resid_pre`.
         resid: Tensor,
     },
+    /// A wavefront: residual streams [b_i, s, d] entering layers l_0 < l_1 < …; rows
+    /// entering l_i join the batch (at its end) when the pass reaches l_i. One pass then
+    /// serves patches at many layers, each running only the layers after its own.
+    Waves(Vec<(usize, Tensor)>),
 }
 
 /// Which logits a forward pass computes.
@@ -595,6 +599,7 @@ impl HookedTransformer {
         if self.check_finite {
             run.check_finite(true);
         }
+        let mut pending: Vec<(usize, Tensor)> = Vec::new();
         let (first, mut resid) = match start {
             Start::Tokens(tokens) => {
                 let tokens = self.check_tokens(tokens)?;
@@ -624,8 +629,27 @@ impl HookedTransformer {
                 }
                 (layer, resid)
             }
+            Start::Waves(mut waves) => {
+                let ok = !waves.is_empty()
+                    && waves.windows(2).all(|w| w[0].0 < w[1].0)
+                    && waves.iter().all(|(l, r)| {
+                        *l < cfg.n_layers
+                            && r.rank() == 3
+                            && r.dims()[1..] == waves[0].1.dims()[1..]
+                            && r.dim(2).is_ok_and(|d| d == cfg.d_model)
+                    });
+                if !ok {
+                    return Err(Error::Shape(
+                        "waves must enter increasing layers with residuals of one [_, s, d_model] shape"
+                            .into(),
+                    ));
+                }
+                pending = waves.split_off(1);
+                let (layer, resid) = waves.remove(0);
+                (layer, resid)
+            }
         };
-        let (b, s, _) = resid.dims3()?;
+        let (_, s, _) = resid.dims3()?;
 
         let (ropes, masks) = self.position_tables(s)?;
         for (l, blk) in self.w.blocks.iter().enumerate().skip(first) {
@@ -638,8 +662,13 @@ impl HookedTransformer {
                 .iter()
                 .find(|m| m.window == lc.sliding_window)
                 .ok_or_else(|| Error::Load(format!("no mask for layer {l}")))?;
+            if pending.first().is_some_and(|(pl, _)| *pl == l) {
+                let (_, joining) = pending.remove(0);
+                resid = Tensor::cat(&[&resid, &joining], 0)?;
+            }
             resid = self.block(l, blk, resid, rope, mask, run)?;
         }
+        let b = resid.dim(0)?;
 
         let (scale, normed) = rms_norm(&resid, &self.w.ln_final, cfg.rms_norm_eps)?;
         run.at(HookPoint::LnFinalScale, scale)?;

@@ -5,11 +5,12 @@
 //! changes every query head that shares it (n_heads / n_kv_heads of them). q, z and pattern
 //! have one entry per query head and never touch the others.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
-use super::{mask, splice, Direction, HookFnRef, PatchResult, Patcher};
+use super::{mask, splice, Direction, HookFnRef, PatchResult, Patcher, Side};
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint};
+use crate::hooks::{HookContext, HookPoint, Run};
+use crate::model::transformer::{Logits, Start};
 use crate::progress::Progress;
 use crate::table::{Axis, Table};
 
@@ -174,28 +175,103 @@ impl Patcher {
             n_layers * per_layer.len(),
             self.quiet,
         );
+        // Waves: the entries of consecutive layers share one pass, each layer's rows joining
+        // the batch at their own layer (see `Start::Waves`), so the blocks run on bigger
+        // batches and the unembedding is read once per wave instead of once per layer.
+        let max_rows = self
+            .batch
+            .unwrap_or_else(|| (WAVE_TOKENS / s.max(1)).max(16));
+        let mut waves: Vec<Vec<(usize, &[Entry])>> = Vec::new();
+        let mut rows = 0;
         for l in 0..n_layers {
-            let point = target.point(l);
-            let src = source.cache.get(&point.name())?;
-            let dims = src.dims().to_vec();
-            for chunk in per_layer.chunks(self.batch) {
-                let b = chunk.len();
-                // Mask over [b, ...activation dims], with 1s only along the dims an entry selects.
-                let m = entry_mask(target, &dims, chunk, self.model.device())?;
-                let src = src.clone();
-                let hook = move |x: &Tensor, _: &HookContext| splice(x, &m, &src);
-                let hooks: [(HookPoint, &HookFnRef<'_>); 1] = [(point, &hook)];
-                let vals = self.run_batch(base, l, b, &hooks)?;
-                for (e, v) in chunk.iter().zip(vals) {
+            for chunk in per_layer.chunks(max_rows) {
+                match waves.last_mut() {
+                    Some(w)
+                        if rows + chunk.len() <= max_rows
+                            && w.last().is_some_and(|&(pl, _)| pl < l) =>
+                    {
+                        w.push((l, chunk));
+                        rows += chunk.len();
+                    }
+                    _ => {
+                        waves.push(vec![(l, chunk)]);
+                        rows = chunk.len();
+                    }
+                }
+            }
+        }
+        for wave in &waves {
+            let mut vals = self.run_wave(base, source, target, wave)?.into_iter();
+            for &(l, chunk) in wave {
+                for e in chunk {
                     let mut idx = vec![l];
                     idx.extend_from_slice(&e.idx);
+                    let v = vals
+                        .next()
+                        .ok_or_else(|| Error::Shape("a wave returned too few values".into()))?;
                     table.set(&idx, v)?;
                 }
-                progress.inc(b);
+                progress.inc(chunk.len());
             }
         }
         progress.finish();
         Ok(self.result(target.name(), direction, table))
+    }
+}
+
+/// Token rows (batch rows × positions) one wave of patched runs may hold at once.
+const WAVE_TOKENS: usize = 4096;
+
+impl Patcher {
+    /// One pass for a wave of (layer, entries): each layer's rows start from the base run's
+    /// residual at that layer and get its patch; returns the metric per row, in wave order.
+    fn run_wave(
+        &self,
+        base: &Side,
+        source: &Side,
+        target: PatchTarget,
+        wave: &[(usize, &[Entry])],
+    ) -> Result<Vec<f32>> {
+        let dev = self.model.device();
+        let mut joining = Vec::with_capacity(wave.len());
+        let mut hooks: Vec<(HookPoint, Box<HookFnRef<'_>>)> = Vec::with_capacity(wave.len());
+        let mut before = 0;
+        for &(l, chunk) in wave {
+            let b = chunk.len();
+            let resid = base.cache.get(&HookPoint::ResidPre(l).name())?;
+            let (_, s, d) = resid.dims3()?;
+            joining.push((l, resid.broadcast_as((b, s, d))?.contiguous()?));
+            let point = target.point(l);
+            let src = source.cache.get(&point.name())?;
+            // Rows that joined at earlier layers are left alone: their mask rows are 0.
+            let m = entry_mask(target, src.dims(), chunk, dev)?;
+            let m = if before > 0 {
+                let mut zd = m.dims().to_vec();
+                zd[0] = before;
+                Tensor::cat(&[&Tensor::zeros(zd, DType::U8, dev)?, &m], 0)?
+            } else {
+                m
+            };
+            hooks.push((
+                point,
+                Box::new(move |x: &Tensor, _: &HookContext| splice(x, &m, &src)),
+            ));
+            before += b;
+        }
+        let cfg = self.model.cfg();
+        let mut run = Run::new(cfg.n_heads, cfg.n_kv_heads);
+        for (p, f) in &hooks {
+            run.hook(*p, f.as_ref());
+        }
+        let pos = vec![self.pos; before];
+        let logits = self
+            .model
+            .forward_inner(Start::Waves(joining), &mut run, Logits::At(&pos))?;
+        Ok(self
+            .metric
+            .compute(&logits.squeeze(1)?)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?)
     }
 }
 

@@ -116,7 +116,8 @@ pub struct Patcher {
     pub(crate) corrupt: Side,
     pub(crate) metric: Arc<dyn Metric>,
     pub(crate) pos: usize,
-    pub(crate) batch: usize,
+    /// Rows per batched forward; `None` sizes activation sweeps by prompt length.
+    pub(crate) batch: Option<usize>,
     pub(crate) quiet: bool,
     pub(crate) str_tokens: Vec<String>,
 }
@@ -213,7 +214,7 @@ impl Patcher {
             },
             metric,
             pos,
-            batch: 16,
+            batch: None,
             quiet: false,
             str_tokens,
         })
@@ -255,9 +256,10 @@ impl Patcher {
         Ok(self)
     }
 
-    /// Patched runs per batched forward (default 16).
+    /// Patched runs per batched forward. By default activation sweeps hold up to 4096 token
+    /// rows per forward (at least 16 runs) and path patching 16 runs.
     pub fn batch_size(mut self, b: usize) -> Self {
-        self.batch = b.max(1);
+        self.batch = Some(b.max(1));
         self
     }
 

@@ -109,7 +109,7 @@ impl Patcher {
                 .filter(|s| s.0 == l)
                 .map(|s| vec![*s])
                 .collect();
-            for chunk in row.chunks(self.batch) {
+            for chunk in row.chunks(self.batch.unwrap_or(16)) {
                 let vals = self.path_batch(chunk, receivers, direction, freeze_mlps)?;
                 for (s, v) in chunk.iter().zip(vals) {
                     table.set(&[s[0].0, s[0].1], v)?;
