@@ -22,6 +22,21 @@ run() {
 cd "$project"
 start=$(date +%s)
 check() { python3 "$project/scripts/check_notebook.py" "$@"; }
+# Warm-up: the first cell after mechinterp changed makes evcxr rebuild it (minutes), and
+# evcxr can then deliver that cell's stderr after the cell has finished, where nbconvert no
+# longer collects it: a `?` error would go unseen. Build first, outside the checked runs.
+python3 - "$scratch/warmup.ipynb" <<'PY'
+import json, sys
+cell = {"cell_type": "code", "execution_count": None, "id": "w", "metadata": {}, "outputs": [],
+        "source": ['println!("kernel ready: {}", HookPoint::Embed);']}
+nb = {"cells": [cell], "metadata": {"kernelspec": {"display_name": "Rust (mechinterp)",
+      "language": "rust", "name": "mechinterp"}}, "nbformat": 4, "nbformat_minor": 5}
+json.dump(nb, open(sys.argv[1], "w"))
+PY
+t0=$(date +%s)
+run --output-dir "$scratch/out" "$scratch/warmup.ipynb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: the kernel could not start or build mechinterp"; exit 1; }
+grep -q "kernel ready" "$scratch/out/warmup.ipynb" || { echo "FAIL: the warm-up cell printed nothing"; exit 1; }
+echo "ok: kernel ready ($(( $(date +%s) - t0 )) s)"
 for bad in tests/notebooks/*.ipynb; do
   if run --output-dir "$scratch" "$bad" >"$scratch/log" 2>&1 && check "$scratch/$(basename "$bad")" >/dev/null; then
     echo "FAIL: $bad should have failed the run (a panic or error went unnoticed)"; exit 1

@@ -27,7 +27,7 @@ struct ModelArgs {
     /// safetensors, or a Hugging Face repo id (e.g. Qwen/Qwen2.5-3B).
     #[arg(long, default_value = "gemma3-270m")]
     model: String,
-    /// Weights and activations dtype for safetensors models: f32 or bf16.
+    /// Weights and activations dtype: f32, or bf16 / f16 (half the memory, slower on a CPU).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     dtype: String,
 }
