@@ -50,9 +50,16 @@ def main():
     ap.add_argument("--skip-sweep", action="store_true", help="skip the slow TL head sweep")
     a = ap.parse_args()
 
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    try:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as e:
+        sys.exit(
+            f"error: {sys.executable} cannot import the baseline's libraries ({e}); give "
+            "--baseline-python a Python with them: python3 -m venv VENV && "
+            'VENV/bin/pip install torch transformers gguf "transformer_lens>=3,<4"'
+        )
 
     torch.set_num_threads(a.threads)
     out = {

@@ -321,6 +321,30 @@ pub struct Baseline {
     pub skip_sweep: bool,
 }
 
+/// Fails fast, before minutes of benchmarks, when `python` cannot run the baseline.
+pub fn check_baseline_python(python: &std::path::Path) -> Result<()> {
+    use crate::error::Error;
+    let out = std::process::Command::new(python)
+        .args(["-c", "import torch, transformers, gguf"])
+        .output()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "could not run {}: {e}; pass the path of a Python executable",
+                python.display()
+            ))
+        })?;
+    if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
+        let why = why.lines().last().unwrap_or("").trim();
+        return Err(Error::Invalid(format!(
+            "{} cannot import torch, transformers and gguf ({why}); create one with: \
+             python3 -m venv VENV && VENV/bin/pip install torch transformers gguf \"transformer_lens>=3,<4\"",
+            python.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `scripts/bench_python.py` (HF transformers and TransformerLens on the same GGUF,
 /// prompts and thread count) and returns its JSON.
 pub fn python_baseline(b: &Baseline) -> Result<Value> {

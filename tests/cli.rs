@@ -248,3 +248,38 @@ fn patch_attribute_and_logit_lens_write_json() {
         "{err}"
     );
 }
+
+#[test]
+fn bench_refuses_a_python_without_torch_before_benchmarking() {
+    // A wrong --baseline-python must fail with the fix before minutes of benchmarks run.
+    for (python, want) in [
+        ("/nonexistent/python", "could not run"),
+        ("python3", "cannot import torch"),
+    ] {
+        let out = bin()
+            .args([
+                "bench",
+                "--model",
+                "/nonexistent/model.gguf",
+                "--baseline-python",
+            ])
+            .arg(python)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if python == "python3"
+            && Command::new("python3")
+                .args(["-c", "import torch, transformers, gguf"])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            continue; // this machine's python3 can run the baseline: nothing to refuse
+        }
+        assert!(!out.status.success(), "{python}: {stdout}");
+        assert!(stderr.contains(want), "{python}: {stderr}");
+        assert!(stderr.contains("pip install torch") || stderr.contains("Python executable"));
+        assert!(!stdout.contains("sgemm"), "benchmarks ran first: {stdout}");
+    }
+}

@@ -526,6 +526,9 @@ fn real_main() -> Result<()> {
             baseline_python,
             baseline_skip_sweep,
         } => {
+            if let Some(python) = &baseline_python {
+                mechinterp::bench::check_baseline_python(python)?;
+            }
             let m = model.load()?;
             let pairs = mechinterp::translation::load_pairs(
                 mechinterp::translation::report::shipped_data_dir(),
