@@ -1,6 +1,6 @@
-//! Kernels the forward pass needs that candle's autograd handles badly: a projection whose
-//! backward skips the weight gradient, and a vectorisable GELU (tanh approximation) with its
-//! own backward.
+//! Kernels the forward pass needs that candle handles badly: a projection whose backward
+//! skips the weight gradient (and that multiplies bf16 weights a slab at a time), and a
+//! vectorisable GELU (tanh approximation) with its own backward.
 //!
 //! candle's matmul backward always computes the gradient of both operands, so a backward
 //! through the 262 144 × 640 unembedding allocates, zeroes and fills a 671 MB weight gradient
