@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
 use crate::error::Result;
@@ -127,36 +127,36 @@ pub fn run(
     let mut out = Vec::new();
     let peak = sgemm_peak(repeats.max(5))?;
 
+    // One forward over the prompt with logits at every position, however it is run.
+    let whole_prompt = |name: &str, seconds: Vec<f64>, note: String| Timing {
+        name: name.into(),
+        seconds,
+        tokens: s as f64,
+        flops: forward_flops(&cfg, s, 1, s),
+        note,
+    };
     let secs = time(repeats, || model.forward(&toks))?;
-    out.push(Timing {
-        name: "forward".into(),
-        seconds: secs,
-        tokens: s as f64,
-        flops: forward_flops(&cfg, s, 1, s),
-        note: format!("{s} tokens, logits at every position"),
-    });
-
+    out.push(whole_prompt(
+        "forward",
+        secs,
+        format!("{s} tokens, logits at every position"),
+    ));
     let secs = time(repeats, || model.run_with_cache(&toks))?;
-    out.push(Timing {
-        name: "run_with_cache".into(),
-        seconds: secs,
-        tokens: s as f64,
-        flops: forward_flops(&cfg, s, 1, s),
-        note: "every hook point, hook_result included".into(),
-    });
-
+    out.push(whole_prompt(
+        "run_with_cache",
+        secs,
+        "every hook point, hook_result included".into(),
+    ));
     let z = Intervention::ZeroHead(1);
     let hook = move |x: &Tensor, ctx: &HookContext| z.apply(x, ctx);
     let secs = time(repeats, || {
         model.run_with_hooks(&toks, &[("blocks.9.attn.hook_z", &hook)])
     })?;
-    out.push(Timing {
-        name: "patched_forward".into(),
-        seconds: secs,
-        tokens: s as f64,
-        flops: forward_flops(&cfg, s, 1, s),
-        note: "one hook_z replacement, full forward".into(),
-    });
+    out.push(whole_prompt(
+        "patched_forward",
+        secs,
+        "one hook_z replacement, full forward".into(),
+    ));
 
     let metric = LogitDiff::from_strs(model, " Mary", " John")?;
     let p = Patcher::new(model, CLEAN, CORRUPT, metric)?.quiet(true);
@@ -175,22 +175,16 @@ pub fn run(
         tokens: (cfg.n_layers * cfg.n_heads * s) as f64,
         flops: sweep_flops,
         note: format!(
-            "{} heads, denoising, batched by layer, from the cached residual, last-position logits",
+            "{} heads, denoising, in waves from the cached residuals, last-position logits",
             cfg.n_layers * cfg.n_heads
         ),
     });
 
     // The same sweep done the naive way, for the before/after ratio: one full forward per head
-    // with logits at every position.
-    let clean_cache = model
-        .run_with_cache_filtered(&model.to_tokens(CLEAN)?, |n: &str| {
-            n.ends_with("attn.hook_z")
-        })?
-        .1;
-    let corrupt = model.to_tokens(CORRUPT)?;
+    // with logits at every position, from the patcher's own clean cache.
     let secs = time(1, || {
         for l in 0..cfg.n_layers {
-            let src = clean_cache.get(&crate::hooks::HookPoint::Z(l).name())?;
+            let src = p.clean.cache.get(&crate::hooks::HookPoint::Z(l).name())?;
             for h in 0..cfg.n_heads {
                 let src = src.clone();
                 let hook = move |x: &Tensor, _: &HookContext| {
@@ -199,7 +193,7 @@ pub fn run(
                     crate::patching::splice(x, &mask, &src)
                 };
                 model.run_with_hooks(
-                    &corrupt,
+                    &p.corrupt.tokens,
                     &[(crate::hooks::HookPoint::Z(l).name().as_str(), hook)],
                 )?;
             }
@@ -278,7 +272,6 @@ pub fn run(
             pairs.len()
         ),
     });
-    let _ = DType::F32;
     Ok((out, peak))
 }
 

@@ -1,11 +1,10 @@
-//! Loading a GGUF file: config from the metadata, every tensor dequantized to f32, and the
-//! tokenizer rebuilt from the vocabulary.
+//! Loading a GGUF file: config from the metadata, every tensor dequantized (to f32, or to
+//! bf16 / f16 a slab of rows at a time), and the tokenizer rebuilt from the vocabulary.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
-
-use std::borrow::Cow;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{QStorage, QTensor};
@@ -101,9 +100,9 @@ impl Gguf {
         }
     }
 
-    fn opt_tensor(&mut self, name: &str, device: &Device) -> Result<Option<Tensor>> {
+    fn opt_tensor(&mut self, name: &str, device: &Device, dtype: DType) -> Result<Option<Tensor>> {
         if self.content.tensor_infos.contains_key(name) {
-            Ok(Some(self.tensor(name, device)?))
+            Ok(Some(self.tensor_as(name, device, dtype)?))
         } else {
             Ok(None)
         }
@@ -190,10 +189,7 @@ impl HookedTransformer {
         let vocab = g.vocab()?;
         let cfg = gemma3_config(&g, &vocab)?;
         let embed = g.tensor_as("token_embd.weight", device, dtype)?;
-        let unembed = match g.opt_tensor("output.weight", device)? {
-            Some(t) => Some(t.to_dtype(dtype)?),
-            None => None,
-        };
+        let unembed = g.opt_tensor("output.weight", device, dtype)?;
         let ln_final = g.tensor("output_norm.weight", device)?;
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {

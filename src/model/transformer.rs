@@ -9,6 +9,8 @@
 //! per-head `hook_result` is before them, so for Gemma the heads' results do not sum to
 //! `hook_attn_out`.
 
+use std::cell::OnceCell;
+
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::cache::ActivationCache;
@@ -149,11 +151,70 @@ struct Rope {
     sin: Tensor,
 }
 
-/// Additive attention masks (0 or -inf), [s, s], one per distinct window; built only for
-/// prompts short enough to run attention unblocked.
+/// The additive attention masks (0 or -inf) of one window for `s` positions, built on first
+/// use and shared by every layer with that window: the full [s, s] mask, and the masks of
+/// blocked attention's query blocks.
 struct Mask {
     window: Option<usize>,
-    mask: Option<Tensor>,
+    s: usize,
+    device: Device,
+    full: OnceCell<Tensor>,
+    blocks: OnceCell<Vec<QueryBlock>>,
+}
+
+/// Queries q0..q0+nq of blocked attention, the keys k0..k0+nk they can see, and their mask.
+struct QueryBlock {
+    q0: usize,
+    nq: usize,
+    k0: usize,
+    nk: usize,
+    mask: Tensor,
+}
+
+impl Mask {
+    fn new(window: Option<usize>, s: usize, device: &Device) -> Self {
+        Mask {
+            window,
+            s,
+            device: device.clone(),
+            full: OnceCell::new(),
+            blocks: OnceCell::new(),
+        }
+    }
+
+    /// The [s, s] mask.
+    fn full(&self) -> Result<&Tensor> {
+        if let Some(m) = self.full.get() {
+            return Ok(m);
+        }
+        let m = mask_block(0, self.s, 0, self.s, self.window, &self.device)?;
+        Ok(self.full.get_or_init(|| m))
+    }
+
+    /// The query blocks, each with only the keys it can see (causal, inside the window).
+    fn blocks(&self) -> Result<&[QueryBlock]> {
+        if let Some(b) = self.blocks.get() {
+            return Ok(b);
+        }
+        let mut blocks = Vec::with_capacity(self.s.div_ceil(QUERY_BLOCK));
+        for q0 in (0..self.s).step_by(QUERY_BLOCK) {
+            let nq = QUERY_BLOCK.min(self.s - q0);
+            // Query i sees keys j with j <= i and i - j < window.
+            let k0 = self
+                .window
+                .map_or(0, |w| q0.saturating_sub(w.saturating_sub(1)));
+            let nk = q0 + nq - k0;
+            let mask = mask_block(q0, nq, k0, nk, self.window, &self.device)?;
+            blocks.push(QueryBlock {
+                q0,
+                nq,
+                k0,
+                nk,
+                mask,
+            });
+        }
+        Ok(self.blocks.get_or_init(|| blocks))
+    }
 }
 
 /// From this many positions on, attention runs in blocks of queries when nothing reads the
@@ -751,17 +812,9 @@ impl HookedTransformer {
         let vh = repeat_kv(&v.transpose(1, 2)?, n / k)?;
         let seen = run.wants(HookPoint::AttnScores(l)) || run.wants(HookPoint::Pattern(l));
         let z = if s >= BLOCKED_ATTENTION_FROM && !seen {
-            self.blocked_attention(&qh, &kh, &vh, mask.window)?
+            self.blocked_attention(&qh, &kh, &vh, mask)?
         } else {
-            let full;
-            let m = match &mask.mask {
-                Some(m) => m,
-                None => {
-                    full = mask_block(0, s, 0, s, mask.window, &self.device)?;
-                    &full
-                }
-            };
-            let scores = self.attention_scores(&qh, &kh, m)?;
+            let scores = self.attention_scores(&qh, &kh, mask.full()?)?;
             let scores = run.at(HookPoint::AttnScores(l), scores)?;
             let pattern = softmax_f32(&scores)?;
             let pattern = run.at(HookPoint::Pattern(l), pattern)?;
@@ -842,29 +895,22 @@ impl HookedTransformer {
 
     /// softmax(scores) · V one block of queries at a time, each against only the keys it can
     /// see; the same numbers as the full computation, without the s × s tensors.
-    fn blocked_attention(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        window: Option<usize>,
-    ) -> Result<Tensor> {
-        let s = q.dim(2)?;
-        let mut out = Vec::with_capacity(s.div_ceil(QUERY_BLOCK));
-        for q0 in (0..s).step_by(QUERY_BLOCK) {
-            let nq = QUERY_BLOCK.min(s - q0);
-            // Query i sees keys j with j <= i and i - j < window.
-            let k0 = window.map_or(0, |w| q0.saturating_sub(w.saturating_sub(1)));
-            let nk = q0 + nq - k0;
-            let mask = mask_block(q0, nq, k0, nk, window, &self.device)?;
-            let scores =
-                self.attention_scores(&q.narrow(2, q0, nq)?, &k.narrow(2, k0, nk)?, &mask)?;
-            out.push(softmax_f32(&scores)?.matmul(&v.narrow(2, k0, nk)?.contiguous()?)?);
+    fn blocked_attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Tensor> {
+        let blocks = mask.blocks()?;
+        let mut out = Vec::with_capacity(blocks.len());
+        for b in blocks {
+            let scores = self.attention_scores(
+                &q.narrow(2, b.q0, b.nq)?,
+                &k.narrow(2, b.k0, b.nk)?,
+                &b.mask,
+            )?;
+            out.push(softmax_f32(&scores)?.matmul(&v.narrow(2, b.k0, b.nk)?.contiguous()?)?);
         }
         Ok(Tensor::cat(&out, 2)?)
     }
 
-    /// RoPE tables and masks for `s` positions, one per distinct base / window.
+    /// RoPE tables for `s` positions, one per distinct base, and the (lazily built) masks, one
+    /// per distinct window.
     fn position_tables(&self, s: usize) -> Result<(Vec<Rope>, Vec<Mask>)> {
         let mut ropes: Vec<Rope> = Vec::new();
         let mut masks: Vec<Mask> = Vec::new();
@@ -896,15 +942,7 @@ impl HookedTransformer {
                 });
             }
             if !masks.iter().any(|m| m.window == lc.sliding_window) {
-                let full = s < BLOCKED_ATTENTION_FROM;
-                masks.push(Mask {
-                    window: lc.sliding_window,
-                    mask: if full {
-                        Some(mask_block(0, s, 0, s, lc.sliding_window, &self.device)?)
-                    } else {
-                        None
-                    },
-                });
+                masks.push(Mask::new(lc.sliding_window, s, &self.device));
             }
         }
         Ok((ropes, masks))

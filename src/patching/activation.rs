@@ -9,8 +9,8 @@ use candle_core::{DType, Tensor};
 
 use super::{mask, splice, Direction, HookFnRef, PatchResult, Patcher, Side};
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint, Run};
-use crate::model::transformer::{Logits, Start};
+use crate::hooks::{HookContext, HookPoint};
+use crate::model::transformer::Start;
 use crate::progress::Progress;
 use crate::table::{Axis, Table};
 
@@ -238,9 +238,7 @@ impl Patcher {
         let mut before = 0;
         for &(l, chunk) in wave {
             let b = chunk.len();
-            let resid = base.cache.get(&HookPoint::ResidPre(l).name())?;
-            let (_, s, d) = resid.dims3()?;
-            joining.push((l, resid.broadcast_as((b, s, d))?.contiguous()?));
+            joining.push((l, base.resid_rows(l, b)?));
             let point = target.point(l);
             let src = source.cache.get(&point.name())?;
             // Rows that joined at earlier layers are left alone: their mask rows are 0.
@@ -258,20 +256,9 @@ impl Patcher {
             ));
             before += b;
         }
-        let cfg = self.model.cfg();
-        let mut run = Run::new(cfg.n_heads, cfg.n_kv_heads);
-        for (p, f) in &hooks {
-            run.hook(*p, f.as_ref());
-        }
-        let pos = vec![self.pos; before];
-        let logits = self
-            .model
-            .forward_inner(Start::Waves(joining), &mut run, Logits::At(&pos))?;
-        Ok(self
-            .metric
-            .compute(&logits.squeeze(1)?)?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()?)
+        let refs: Vec<(HookPoint, &HookFnRef<'_>)> =
+            hooks.iter().map(|(p, f)| (*p, f.as_ref())).collect();
+        self.run_rows(Start::Waves(joining), before, &refs)
     }
 }
 

@@ -363,23 +363,40 @@ impl Patcher {
         b: usize,
         hooks: &[(HookPoint, &HookFnRef<'_>)],
     ) -> Result<Vec<f32>> {
-        let resid = base.cache.get(&HookPoint::ResidPre(layer).name())?;
-        let (_, s, d) = resid.dims3()?;
-        let resid = resid.broadcast_as((b, s, d))?.contiguous()?;
+        let resid = base.resid_rows(layer, b)?;
+        self.run_rows(Start::Resid { layer, resid }, b, hooks)
+    }
+
+    /// One batched forward of `rows` rows from `start` with `hooks`: the metric per row.
+    pub(crate) fn run_rows(
+        &self,
+        start: Start,
+        rows: usize,
+        hooks: &[(HookPoint, &HookFnRef<'_>)],
+    ) -> Result<Vec<f32>> {
         let cfg = self.model.cfg();
         let mut run = Run::new(cfg.n_heads, cfg.n_kv_heads);
         for (p, f) in hooks {
             run.hook(*p, *f);
         }
-        let pos = vec![self.pos; b];
-        let logits =
-            self.model
-                .forward_inner(Start::Resid { layer, resid }, &mut run, Logits::At(&pos))?;
+        let pos = vec![self.pos; rows];
+        let logits = self
+            .model
+            .forward_inner(start, &mut run, Logits::At(&pos))?;
         Ok(self
             .metric
             .compute(&logits.squeeze(1)?)?
             .to_dtype(DType::F32)?
             .to_vec1::<f32>()?)
+    }
+}
+
+impl Side {
+    /// `b` copies of this run's residual stream entering `layer`, [b, s, d].
+    pub(crate) fn resid_rows(&self, layer: usize, b: usize) -> Result<Tensor> {
+        let resid = self.cache.get(&HookPoint::ResidPre(layer).name())?;
+        let (_, s, d) = resid.dims3()?;
+        Ok(resid.broadcast_as((b, s, d))?.contiguous()?)
     }
 }
 

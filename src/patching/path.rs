@@ -239,9 +239,7 @@ impl Patcher {
         hooks: &[(HookPoint, &HookFnRef<'_>)],
         points: &[HookPoint],
     ) -> Result<Vec<Tensor>> {
-        let resid = base.cache.get(&HookPoint::ResidPre(layer).name())?;
-        let (_, s, d) = resid.dims3()?;
-        let resid = resid.broadcast_as((b, s, d))?.contiguous()?;
+        let resid = base.resid_rows(layer, b)?;
         let cfg = self.model.cfg();
         let mut run = crate::hooks::Run::new(cfg.n_heads, cfg.n_kv_heads);
         for (p, f) in hooks {
