@@ -252,6 +252,20 @@ fn patch_attribute_and_logit_lens_write_json() {
 #[test]
 fn bench_refuses_a_python_without_torch_before_benchmarking() {
     // A wrong --baseline-python must fail with the fix before minutes of benchmarks run.
+    let out = bin()
+        .args([
+            "bench",
+            "--model",
+            "Qwen/Qwen2.5-0.5B",
+            "--baseline-python",
+            "python3",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("loads a GGUF file"), "{stderr}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("sgemm"));
     for (python, want) in [
         ("/nonexistent/python", "could not run"),
         ("python3", "cannot import torch"),

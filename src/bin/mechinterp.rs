@@ -526,9 +526,26 @@ fn real_main() -> Result<()> {
             baseline_python,
             baseline_skip_sweep,
         } => {
-            if let Some(python) = &baseline_python {
-                mechinterp::bench::check_baseline_python(python)?;
-            }
+            // Everything the baseline needs is checked before minutes of benchmarks.
+            let baseline = match baseline_python {
+                Some(python) => {
+                    let gguf = match model.model.as_str() {
+                        "gemma3-270m" => mechinterp::fetch::default_model_path(),
+                        p if p.ends_with(".gguf") => p.into(),
+                        p => anyhow::bail!(
+                            "the Python baseline loads a GGUF file; {p} is not one (use the default model or a .gguf)"
+                        ),
+                    };
+                    mechinterp::bench::check_baseline_python(&python)?;
+                    Some(mechinterp::bench::Baseline {
+                        python,
+                        gguf,
+                        repeats,
+                        skip_sweep: baseline_skip_sweep,
+                    })
+                }
+                None => None,
+            };
             let m = model.load()?;
             let pairs = mechinterp::translation::load_pairs(
                 mechinterp::translation::report::shipped_data_dir(),
@@ -539,23 +556,9 @@ fn real_main() -> Result<()> {
             let (table, mut j) = mechinterp::bench::report(&timings, peak);
             write!(out, "{table}")?;
             out.flush()?;
-            let raw = if let Some(python) = baseline_python {
-                let gguf = match model.model.as_str() {
-                    "gemma3-270m" => mechinterp::fetch::default_model_path(),
-                    p if p.ends_with(".gguf") => p.into(),
-                    p => anyhow::bail!(
-                        "the Python baseline loads a GGUF file; {p} is not one (use the default model or a .gguf)"
-                    ),
-                };
-                let b = mechinterp::bench::Baseline {
-                    python,
-                    gguf,
-                    repeats,
-                    skip_sweep: baseline_skip_sweep,
-                };
-                Some(mechinterp::bench::python_baseline(&b)?)
-            } else {
-                None
+            let raw = match &baseline {
+                Some(b) => Some(mechinterp::bench::python_baseline(b)?),
+                None => None,
             };
             let (text, ratios) = mechinterp::bench::compare(&m, &timings, raw.as_ref())?;
             write!(out, "{text}")?;
