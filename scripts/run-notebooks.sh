@@ -22,9 +22,11 @@ run() {
 cd "$project"
 start=$(date +%s)
 check() { python3 "$project/scripts/check_notebook.py" "$@"; }
-# Warm-up: the first cell after mechinterp changed makes evcxr rebuild it (minutes), and
-# evcxr can then deliver that cell's stderr after the cell has finished, where nbconvert no
-# longer collects it: a `?` error would go unseen. Build first, outside the checked runs.
+# Warm-up: the first cell after mechinterp changed makes evcxr rebuild it (minutes). Build
+# first, outside the checked runs: evcxr (issue #353) can deliver a cell's stderr, where a `?`
+# error goes, after the cell has finished and nbconvert has stopped listening, and a loaded
+# machine makes that likelier. The must-fail error notebook therefore also uses the variable
+# the failed cell never stored, so it fails to compile when the message is lost.
 python3 - "$scratch/warmup.ipynb" <<'PY'
 import json, sys
 cell = {"cell_type": "code", "execution_count": None, "id": "w", "metadata": {}, "outputs": [],
