@@ -9,7 +9,7 @@ use candle_core::{DType, IndexOp, Tensor};
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks};
-use crate::model::HookedTransformer;
+use crate::model::{HookedTransformer, Logits};
 
 /// What to ablate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub fn ablate(
     tokens: &Tensor,
     components: &[Component],
     how: Ablation,
-) -> Result<Tensor> {
+) -> Result<Logits> {
     ablation_hooks(model, tokens, components, how).and_then(|h| model.run_with_hook_set(tokens, &h))
 }
 

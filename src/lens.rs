@@ -19,6 +19,8 @@ use candle_core::{DType, IndexOp, Tensor, D};
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
+use crate::model::logits::row_positions;
+use crate::model::transformer::select_positions;
 use crate::model::HookedTransformer;
 use crate::table::{Axis, Table};
 
@@ -48,6 +50,12 @@ impl LogitLens {
         str_tokens: Vec<String>,
     ) -> Result<Self> {
         let cfg = model.cfg();
+        if tokens.rank() == 2 && tokens.dim(0)? != 1 {
+            return Err(Error::Invalid(format!(
+                "the logit lens reads one prompt, [1, s]; got a batch of {} (make one lens per prompt)",
+                tokens.dim(0)?
+            )));
+        }
         let (_, cache) = model.run_with_cache_filtered(tokens, |n: &str| {
             n.ends_with("hook_resid_pre") || n.ends_with("hook_resid_post")
         })?;
@@ -260,18 +268,24 @@ pub fn direct_logit_attribution(
         (unembed.i(correct as usize)? - unembed.i(incorrect as usize)?)?.to_dtype(DType::F32)?;
     // Direction in the residual stream: u ⊙ w_final / rms_final (per row), at pos.
     let scale = cache.get("ln_final.hook_scale")?.to_dtype(DType::F32)?; // [b, s, 1]
-    let s = scale.dim(1)?;
-    let p = pos.unwrap_or(s - 1);
-    if p >= s {
-        return Err(Error::Invalid(format!(
-            "position {p} is out of range for {s} positions"
-        )));
-    }
+    let (b, s, _) = scale.dims3()?;
+    // Each row at `pos`, or its own last real token; padding is refused.
+    let lengths = match cache.seq_lengths() {
+        l if l.len() == b => l.to_vec(),
+        _ => vec![s; b],
+    };
+    let rows = row_positions(&lengths, s, pos)?;
+    let p = rows[0];
+    let label = match pos {
+        Some(p) => format!("position {p}"),
+        None if rows.iter().all(|&r| r == p) => format!("position {p}"),
+        None => "each prompt's last token".to_string(),
+    };
     let dir = (u * w.ln_final.to_dtype(DType::F32)?)?; // [d]
-    let inv = scale.i((.., p))?.recip()?; // [b, 1]
+    let inv = select_positions(&scale, &rows)?.squeeze(1)?.recip()?; // [b, 1]
     let project = |x: &Tensor| -> Result<f32> {
-        // x: [b, s, d] -> mean over b of (x[:, p] · dir) / rms.
-        let at = x.to_dtype(DType::F32)?.i((.., p))?; // [b, d]
+        // x: [b, s, d] -> mean over b of (x[b, row b's position] · dir) / rms.
+        let at = select_positions(&x.to_dtype(DType::F32)?, &rows)?.squeeze(1)?; // [b, d]
         let dot = at.broadcast_mul(&dir)?.sum_keepdim(1)?; // [b, 1]
         Ok(dot.mul(&inv)?.mean_all()?.to_scalar::<f32>()?)
     };
@@ -287,12 +301,12 @@ pub fn direct_logit_attribution(
     };
     let what = format!("{} - {}", name(correct), name(incorrect));
     let components = Table::from_values(
-        format!("direct logit attribution ({what}) at position {p}"),
+        format!("direct logit attribution ({what}) at {label}"),
         vec![Axis::labelled("component", labels)],
         vals,
     )?;
     let mut heads = Table::new(
-        format!("direct logit attribution per head ({what}) at position {p}"),
+        format!("direct logit attribution per head ({what}) at {label}"),
         vec![
             Axis::numbered("layer", cfg.n_layers),
             Axis::numbered("head", cfg.n_heads),

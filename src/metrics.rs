@@ -4,7 +4,8 @@
 use candle_core::{DType, IndexOp, Tensor, D};
 
 use crate::error::{Error, Result};
-use crate::model::HookedTransformer;
+use crate::model::logits::at_positions;
+use crate::model::{HookedTransformer, LogitsView};
 
 /// A scalar per batch row, computed from the logits at the metric's position.
 ///
@@ -83,21 +84,16 @@ pub fn single_token(model: &HookedTransformer, s: &str) -> Result<u32> {
     }
 }
 
-/// Logits [b, s, v] (or [b, 1, v]) at `pos` (`None`: the last position), as [b, v].
-pub fn logits_at(logits: &Tensor, pos: Option<usize>) -> Result<Tensor> {
-    let (_, s, _) = logits.dims3()?;
-    let p = pos.unwrap_or(s - 1);
-    if p >= s {
-        return Err(Error::Invalid(format!(
-            "position {p} is out of range for {s} positions"
-        )));
-    }
-    Ok(logits.i((.., p))?)
+/// Logits [b, s, v] at `pos`, as [b, v]. `None` is each row's own last real token, which
+/// [`crate::model::Logits`] from a padded batch know; a position that is padding in some row is refused.
+pub fn logits_at(logits: &(impl LogitsView + ?Sized), pos: Option<usize>) -> Result<Tensor> {
+    at_positions(logits.logits_tensor(), logits.row_lengths(), pos)
 }
 
-/// Mean over the batch of logit[correct] − logit[incorrect] at `pos` (`None`: last position).
+/// Mean over the batch of logit[correct] − logit[incorrect] at `pos` (`None`: each row's
+/// last real token).
 pub fn logit_diff(
-    logits: &Tensor,
+    logits: &(impl LogitsView + ?Sized),
     correct: u32,
     incorrect: u32,
     pos: Option<usize>,
@@ -114,8 +110,8 @@ pub fn logit_diff(
 /// ("Eiffel Tower → Paris vs Rome" and "Colosseum → Rome vs Paris"). A model's prior for x
 /// over y adds to one term and subtracts from the other, so it cancels.
 pub fn swap_averaged_logit_diff(
-    logits_a: &Tensor,
-    logits_b: &Tensor,
+    logits_a: &(impl LogitsView + ?Sized),
+    logits_b: &(impl LogitsView + ?Sized),
     x: u32,
     y: u32,
     pos: Option<usize>,
@@ -153,7 +149,7 @@ pub fn continuation_logprob(
     continuation: &str,
 ) -> Result<ContinuationLogProb> {
     let tok = model.tokenizer()?;
-    let mut ids = tok.encode(prompt, tok.add_bos)?;
+    let mut ids = model.encode(prompt)?;
     let cont = tok.encode(continuation, false)?;
     if cont.is_empty() {
         return Err(Error::Invalid("the continuation is empty".into()));

@@ -1,5 +1,6 @@
-//! Tokenizers: the default model's, rebuilt from the GGUF vocabulary as a BPE whose merges come
-//! from the scores (they are negative merge ranks), and hub models' `tokenizer.json`.
+//! Tokenizers: from GGUF metadata (llama.cpp's two kinds: `llama`, a SentencePiece vocabulary
+//! rebuilt as a BPE whose merges come from the scores, and `gpt2`, a byte-level BPE with its
+//! merges and the pre-tokenizer named by `tokenizer.ggml.pre`), and hub models' `tokenizer.json`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,8 +9,15 @@ use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::prepend::Prepend;
 use tokenizers::normalizers::replace::Replace;
-use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper};
+use tokenizers::normalizers::Sequence as NormalizerSequence;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence as PreSequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::SplitDelimiterBehavior;
+use tokenizers::{AddedToken, DecoderWrapper, NormalizerWrapper, PreTokenizerWrapper};
 
 use crate::error::{Error, Result};
 
@@ -31,7 +39,8 @@ pub struct Tokenizer {
     pub eos_token_id: Option<u32>,
     /// Padding id used by batched tokenization.
     pub pad_token_id: u32,
-    /// Whether `encode` prepends BOS by default.
+    /// Whether the file's own rule (HF's post-processor, GGUF's `add_bos_token`) prepends BOS.
+    /// The model prepends it whatever this says unless told not to (TransformerLens's default).
     pub add_bos: bool,
 }
 
@@ -46,9 +55,38 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-/// The tokenizer section of a GGUF file (llama.cpp's SentencePiece-style "llama" vocabulary).
+/// llama.cpp's pre-tokenizer regexes (src/llama-vocab.cpp), by `tokenizer.ggml.pre` name.
+const LLAMA3_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_RE: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT2_RE: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+
+/// The `tokenizer.ggml.pre` names we implement, with the regexes llama.cpp applies in turn.
+const PRE_TOKENIZERS: &[(&[&str], &[&str])] = &[
+    (
+        &["llama3", "llama-v3", "llama-bpe", "falcon3", "pixtral"],
+        &[LLAMA3_RE],
+    ),
+    (&["qwen2", "deepseek-r1-qwen", "stablelm2"], &[QWEN2_RE]),
+    (&["smollm", "codeshell", "exaone"], &[r"\p{N}", GPT2_RE]),
+    (
+        &[
+            "gpt-2", "gpt2", "phi-2", "jina-es", "jina-de", "olmo", "mpt",
+        ],
+        &[GPT2_RE],
+    ),
+];
+
+/// The tokenizer section of a GGUF file.
 #[derive(Debug, Clone, Default)]
 pub struct GgufVocab {
+    /// `tokenizer.ggml.model`: `llama` (SentencePiece) or `gpt2` (byte-level BPE).
+    pub model: String,
+    /// `tokenizer.ggml.pre`: the pre-tokenizer of a `gpt2` vocabulary.
+    pub pre: String,
+    /// Merges of a `gpt2` vocabulary, "left right" by rank.
+    pub merges: Vec<String>,
+    /// Whether a SentencePiece vocabulary prepends a space to the text (llama.cpp's default).
+    pub add_space_prefix: bool,
     /// Token strings, by id.
     pub tokens: Vec<String>,
     /// Scores, by id (negative merge ranks for normal tokens).
@@ -68,10 +106,21 @@ pub struct GgufVocab {
 }
 
 impl Tokenizer {
-    /// Builds the tokenizer llama.cpp uses for a SentencePiece vocabulary stored in a GGUF:
-    /// spaces become '▁'; user-defined tokens (runs of spaces and newlines, HTML tags) are
-    /// matched in the raw text first; the rest is BPE-merged by score with byte fallback.
+    /// Builds the tokenizer llama.cpp uses for the vocabulary of a GGUF file.
     pub fn from_gguf_vocab(v: &GgufVocab) -> Result<Self> {
+        match v.model.as_str() {
+            "llama" | "" => Self::from_spm_vocab(v),
+            "gpt2" => Self::from_bpe_vocab(v),
+            other => Err(Error::Tokenizer(format!(
+                "GGUF tokenizer kind `{other}` (tokenizer.ggml.model) is not supported; supported: llama (SentencePiece), gpt2 (byte-level BPE)"
+            ))),
+        }
+    }
+
+    /// A SentencePiece vocabulary: spaces become '▁' (with one prepended when
+    /// `add_space_prefix`); user-defined tokens (runs of spaces and newlines, HTML tags) are
+    /// matched in the raw text first; the rest is BPE-merged by score with byte fallback.
+    fn from_spm_vocab(v: &GgufVocab) -> Result<Self> {
         let n = v.tokens.len();
         if v.scores.len() != n || v.types.len() != n {
             return Err(Error::Tokenizer(format!(
@@ -125,7 +174,15 @@ impl Tokenizer {
         }
         let bpe = builder.build()?;
         let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_normalizer(Some(NormalizerWrapper::Replace(Replace::new(" ", SPACE)?)));
+        let replace = NormalizerWrapper::Replace(Replace::new(" ", SPACE)?);
+        inner.with_normalizer(Some(if v.add_space_prefix {
+            NormalizerWrapper::Sequence(NormalizerSequence::new(vec![
+                NormalizerWrapper::Prepend(Prepend::new(SPACE.into())),
+                replace,
+            ]))
+        } else {
+            replace
+        }));
         inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
             DecoderWrapper::Replace(Replace::new(SPACE, " ")?),
             DecoderWrapper::ByteFallback(ByteFallback::new()),
@@ -153,8 +210,88 @@ impl Tokenizer {
         })
     }
 
-    /// Loads a hub `tokenizer.json`. BOS handling comes from the caller (the model config),
-    /// and any post-processor in the file is ignored so that BOS is added exactly once.
+    /// A byte-level BPE vocabulary (Llama 3, Qwen, SmolLM, GPT-2): the text is split by the
+    /// regexes of `tokenizer.ggml.pre`, mapped to GPT-2's byte alphabet, and merged by rank.
+    /// Control tokens are matched as text, as llama.cpp does unless asked to parse them.
+    fn from_bpe_vocab(v: &GgufVocab) -> Result<Self> {
+        let n = v.tokens.len();
+        if v.types.len() != n {
+            return Err(Error::Tokenizer(format!(
+                "GGUF vocabulary has {n} tokens and {} types",
+                v.types.len()
+            )));
+        }
+        let Some((_, regexes)) = PRE_TOKENIZERS
+            .iter()
+            .find(|(names, _)| names.contains(&v.pre.as_str()))
+        else {
+            let known: Vec<&str> = PRE_TOKENIZERS
+                .iter()
+                .flat_map(|(n, _)| n.iter().copied())
+                .collect();
+            return Err(Error::Tokenizer(format!(
+                "GGUF pre-tokenizer `{}` (tokenizer.ggml.pre) is not supported; supported: {}",
+                v.pre,
+                known.join(", ")
+            )));
+        };
+        let vocab: tokenizers::models::bpe::Vocab = v
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let merges = v
+            .merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::Tokenizer(format!("GGUF merge {m:?} is not two tokens")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build()?;
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
+        for re in regexes.iter() {
+            pre.push(if *re == r"\p{N}" {
+                PreTokenizerWrapper::Digits(Digits::new(true))
+            } else {
+                PreTokenizerWrapper::Split(Split::new(
+                    SplitPattern::Regex(re.to_string()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )?)
+            });
+        }
+        pre.push(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, false, false,
+        )));
+        inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSequence::new(pre))));
+        inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+        let user: Vec<AddedToken> = (0..n)
+            .filter(|&i| v.types[i] == TYPE_USER_DEFINED)
+            .map(|i| AddedToken::from(v.tokens[i].clone(), false).normalized(false))
+            .collect();
+        inner.add_tokens(&user);
+        let control: Vec<AddedToken> = (0..n)
+            .filter(|&i| v.types[i] == TYPE_CONTROL)
+            .map(|i| AddedToken::from(v.tokens[i].clone(), true).normalized(false))
+            .collect();
+        inner.add_special_tokens(&control);
+        inner.set_encode_special_tokens(true);
+        Ok(Tokenizer {
+            inner,
+            bos_token_id: v.bos,
+            eos_token_id: v.eos,
+            pad_token_id: v.pad.or(v.eos).unwrap_or(0),
+            add_bos: v.add_bos,
+        })
+    }
+
+    /// Loads a hub `tokenizer.json`. BOS handling is the caller's (the model prepends it or
+    /// not), so any post-processor in the file is dropped; `bos`, `eos` and `add_bos` (the
+    /// file's own rule) come from [`Tokenizer::hf_bos_rule`] and the model config.
     pub fn from_file(
         path: impl AsRef<Path>,
         bos: Option<u32>,
@@ -175,12 +312,74 @@ impl Tokenizer {
         })
     }
 
-    /// Token ids for `text`, with BOS first when `add_bos` is set and the model has one.
+    /// What a hub tokenizer prepends by its own rule: the token its post-processor puts before
+    /// the text (Llama 3, Gemma), if any; else the `bos_token` of tokenizer_config.json, which
+    /// it then does not add (Qwen has none). Returns (BOS id, whether the file adds it).
+    pub fn hf_bos_rule(
+        tokenizer_json: impl AsRef<Path>,
+        tokenizer_config: Option<&serde_json::Value>,
+    ) -> Result<(Option<u32>, bool)> {
+        let path = tokenizer_json.as_ref();
+        let t = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("reading {}: {e}", path.display())))?;
+        let with = t.encode_fast("a", true)?;
+        let without = t.encode_fast("a", false)?;
+        if with.len() > without.len() && with.get_ids().ends_with(without.get_ids()) {
+            return Ok((with.get_ids().first().copied(), true));
+        }
+        let named = tokenizer_config
+            .and_then(|c| c.get("bos_token"))
+            .and_then(|b| {
+                b.as_str()
+                    .or_else(|| b.get("content").and_then(|c| c.as_str()))
+            })
+            .and_then(|b| t.token_to_id(b));
+        Ok((named, false))
+    }
+
+    /// The id [`Tokenizer::encode`] prepends: BOS, else (as TransformerLens does, e.g. for
+    /// Qwen) EOS.
+    pub fn prepended_id(&self) -> Option<u32> {
+        self.bos_token_id.or(self.eos_token_id)
+    }
+
+    /// In words: what `encode(text, true)` prepends and what the file's own rule does.
+    pub fn bos_rule(&self, prepend: bool) -> String {
+        let name = |id: u32| format!("{} (id {id})", self.id_to_token(id).unwrap_or_default());
+        let own = if self.add_bos {
+            "the tokenizer's own rule (HF transformers / llama.cpp) also prepends it"
+        } else {
+            "the tokenizer's own rule (HF transformers / llama.cpp) prepends nothing: use --no-bos / prepend_bos = false for its exact ids"
+        };
+        match (prepend, self.bos_token_id, self.eos_token_id) {
+            (false, _, _) => format!(
+                "no BOS prepended (prepend_bos = false){}",
+                if self.add_bos {
+                    "; the tokenizer's own rule would prepend one"
+                } else {
+                    ", as the tokenizer's own rule does"
+                }
+            ),
+            (true, Some(b), _) => format!(
+                "prepended BOS {}: TransformerLens's default; {own}",
+                name(b)
+            ),
+            (true, None, Some(e)) => format!(
+                "prepended EOS {}: TransformerLens's default where the vocabulary has no BOS; {own}",
+                name(e)
+            ),
+            (true, None, None) => {
+                "nothing prepended: the vocabulary has neither BOS nor EOS".to_string()
+            }
+        }
+    }
+
+    /// Token ids for `text`, with [`Tokenizer::prepended_id`] first when `add_bos` is set.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
         let enc = self.inner.encode_fast(text, false)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if add_bos {
-            if let Some(b) = self.bos_token_id {
+            if let Some(b) = self.prepended_id() {
                 ids.push(b);
             }
         }

@@ -23,13 +23,18 @@ struct Cli {
 /// Which model to load, and how.
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// `gemma3-270m` (the default model), a .gguf file, a folder with config.json and
-    /// safetensors, or a Hugging Face repo id (e.g. Qwen/Qwen2.5-3B).
+    /// `gemma3-270m` (the default model), `ollama:NAME[:TAG]`, a .gguf file (llama.cpp, LM
+    /// Studio), a folder with config.json and safetensors, or a Hugging Face repo id (e.g.
+    /// Qwen/Qwen2.5-3B).
     #[arg(long, default_value = "gemma3-270m")]
     model: String,
     /// Weights and activations dtype: f32, or bf16 / f16 (half the memory, slower on a CPU).
     #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
     dtype: String,
+    /// Do not prepend BOS to texts (TransformerLens's default prepends the tokenizer's BOS, or
+    /// its EOS where it has none); gives HF's ids for tokenizers whose own rule adds nothing.
+    #[arg(long)]
+    no_bos: bool,
 }
 
 impl ModelArgs {
@@ -43,7 +48,7 @@ impl ModelArgs {
             dtype,
             ..Default::default()
         };
-        Ok(HookedTransformer::from_spec_with(&self.model, &opts)?)
+        Ok(HookedTransformer::from_spec_with(&self.model, &opts)?.with_prepend_bos(!self.no_bos))
     }
 }
 
@@ -573,6 +578,7 @@ fn real_main() -> Result<()> {
             let toks = m.to_tokens(&text)?;
             let ids = toks.squeeze(0)?.to_vec1::<u32>()?;
             let strs = m.to_str_tokens(&text)?;
+            writeln!(out, "BOS: {}", m.bos_rule()?)?;
             for (i, (id, s)) in ids.iter().zip(strs).enumerate() {
                 writeln!(out, "{i:>4}  {id:>8}  {s:?}")?;
             }

@@ -1,14 +1,15 @@
-//! Architecture adapters for HF checkpoints: each maps `config.json` onto [`Config`] and the
-//! checkpoint's weight names onto [`Weights`]; none has a forward pass of its own.
+//! Architecture adapters: for each supported family, its names in a Hugging Face checkpoint and
+//! in a GGUF file (config and tensors), and how those tensors differ from what the forward pass
+//! expects. A safetensors folder and a GGUF file are two [`TensorSource`]s for the same code.
 
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::config::{Activation, Config, LayerConfig, RopeScaling};
+use crate::model::config::Config;
 use crate::model::transformer::{BlockWeights, Weights};
 
-/// The `architectures` entries we load.
+/// The `architectures` entries we load from config.json.
 pub const SUPPORTED: &[&str] = &[
     "Gemma2ForCausalLM",
     "Gemma3ForCausalLM",
@@ -17,14 +18,17 @@ pub const SUPPORTED: &[&str] = &[
     "Qwen3ForCausalLM",
 ];
 
-/// A supported HF architecture.
+/// The `general.architecture` values we load from GGUF files.
+pub const SUPPORTED_GGUF: &[&str] = &["gemma2", "gemma3", "llama", "qwen2", "qwen3"];
+
+/// A supported architecture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
     /// Gemma 2: soft-capping, alternating sliding window, (1 + w) norms, post-norms.
     Gemma2,
     /// Gemma 3 (text): Gemma 2 plus q/k norm, 5 local : 1 global layers, two RoPE bases.
     Gemma3,
-    /// Llama (1–3.x): RoPE scaling, optional attention bias.
+    /// Llama (1–3.x, SmolLM, Mistral-style): RoPE scaling, optional attention bias.
     Llama,
     /// Qwen 2 / 2.5: q/k/v biases.
     Qwen2,
@@ -32,10 +36,46 @@ pub enum Arch {
     Qwen3,
 }
 
-/// Where tensors come from (memory-mapped safetensors in practice).
+/// Which naming a tensor source uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Hugging Face safetensors (`model.layers.0.self_attn.q_proj.weight`).
+    Hf,
+    /// llama.cpp's GGUF (`blk.0.attn_q.weight`).
+    Gguf,
+}
+
+/// Where tensors come from: memory-mapped safetensors or a GGUF file.
 pub trait TensorSource {
+    /// The naming this source uses.
+    fn format(&self) -> Format;
     /// The named tensor on `device`, converted to `dtype`; `None` when absent.
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Option<Tensor>>;
+}
+
+/// One weight of the model, named independently of any file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum W {
+    Embed,
+    Unembed,
+    FinalNorm,
+    Ln1,
+    Ln1Post,
+    Ln2,
+    Ln2Post,
+    Q,
+    K,
+    V,
+    O,
+    QBias,
+    KBias,
+    VBias,
+    OBias,
+    QNorm,
+    KNorm,
+    Gate,
+    Up,
+    Down,
 }
 
 impl Arch {
@@ -72,117 +112,107 @@ impl Arch {
         )))
     }
 
-    fn is_gemma(self) -> bool {
+    /// Reads a GGUF's `general.architecture`.
+    pub fn from_gguf(name: &str) -> Result<Arch> {
+        Ok(match name {
+            "gemma2" => Arch::Gemma2,
+            "gemma3" => Arch::Gemma3,
+            "llama" => Arch::Llama,
+            "qwen2" => Arch::Qwen2,
+            "qwen3" => Arch::Qwen3,
+            other => {
+                return Err(Error::Load(format!(
+                    "GGUF architecture `{other}` is not supported; supported: {}",
+                    SUPPORTED_GGUF.join(", ")
+                )))
+            }
+        })
+    }
+
+    /// The short name (also the GGUF metadata prefix).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Gemma2 => "gemma2",
+            Arch::Gemma3 => "gemma3",
+            Arch::Llama => "llama",
+            Arch::Qwen2 => "qwen2",
+            Arch::Qwen3 => "qwen3",
+        }
+    }
+
+    /// Gemma's family traits: (1 + w) norms in HF files, post-norms, scaled embeddings.
+    pub fn is_gemma(self) -> bool {
         matches!(self, Arch::Gemma2 | Arch::Gemma3)
     }
 
-    /// Maps config.json onto the one [`Config`].
-    pub fn config(self, j: &Value) -> Result<Config> {
-        let d_model = req_usize(j, "hidden_size")?;
-        let n_heads = req_usize(j, "num_attention_heads")?;
-        let n_layers = req_usize(j, "num_hidden_layers")?;
-        let d_head = opt_usize(j, "head_dim").unwrap_or(d_model / n_heads.max(1));
-        let gemma = self.is_gemma();
-        let rope_theta =
-            opt_f64(j, "rope_theta").unwrap_or(if self == Arch::Gemma3 { 1e6 } else { 1e4 });
-        let rope_scaling = rope_scaling(j)?;
-        let window = opt_usize(j, "sliding_window");
-        let sliding = sliding_layers(self, j, n_layers, window);
-        let layers = (0..n_layers)
-            .map(|l| {
-                let sliding_window = if sliding[l] { window } else { None };
-                // Gemma 3's local layers use their own base and no scaling.
-                let local = self == Arch::Gemma3 && sliding_window.is_some();
-                LayerConfig {
-                    sliding_window,
-                    rope_theta: if local {
-                        opt_f64(j, "rope_local_base_freq").unwrap_or(1e4)
-                    } else {
-                        rope_theta
-                    },
-                    rope_scaling: if local { None } else { rope_scaling },
-                }
-            })
-            .collect();
-        let act_key = if gemma {
-            "hidden_activation"
-        } else {
-            "hidden_act"
-        };
-        let act = j
-            .get(act_key)
-            .or_else(|| j.get("hidden_act"))
-            .and_then(|v| v.as_str())
-            .unwrap_or(if gemma { "gelu_pytorch_tanh" } else { "silu" });
-        let activation = match act {
-            "silu" | "swish" => Activation::Silu,
-            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
-            // HF's Gemma uses the tanh approximation whatever hidden_act says.
-            "gelu" if gemma => Activation::GeluTanh,
-            "gelu" => Activation::GeluErf,
-            other => {
-                return Err(Error::Load(format!(
-                    "unsupported activation `{other}` in config.json"
-                )))
-            }
-        };
-        if j.get("mlp_bias").and_then(|v| v.as_bool()) == Some(true) {
-            return Err(Error::Load(
-                "config.json sets mlp_bias = true, which is not supported".into(),
-            ));
-        }
-        let attention_bias = j
-            .get("attention_bias")
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let eos = match j.get("eos_token_id") {
-            Some(Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
-            Some(v) => v.as_u64(),
-            None => None,
-        };
-        let bos = opt_usize(j, "bos_token_id").map(|x| x as u64);
-        let pad = opt_usize(j, "pad_token_id")
-            .map(|x| x as u64)
-            .or(eos)
-            .unwrap_or(0);
-        let qpas = opt_f64(j, "query_pre_attn_scalar")
-            .filter(|_| gemma)
-            .unwrap_or(d_head as f64);
-        let cfg = Config {
-            architecture: format!("{self:?}").to_lowercase(),
-            n_layers,
-            n_heads,
-            n_kv_heads: opt_usize(j, "num_key_value_heads").unwrap_or(n_heads),
-            d_model,
-            d_head,
-            d_mlp: req_usize(j, "intermediate_size")?,
-            d_vocab: req_usize(j, "vocab_size")?,
-            rms_norm_eps: opt_f64(j, "rms_norm_eps").unwrap_or(1e-6),
-            attn_scale: 1.0 / qpas.sqrt(),
-            attn_softcap: opt_f64(j, "attn_logit_softcapping").filter(|_| gemma),
-            final_softcap: opt_f64(j, "final_logit_softcapping").filter(|_| gemma),
-            embed_scale: gemma.then(|| (d_model as f64).sqrt()),
-            qk_norm: matches!(self, Arch::Gemma3 | Arch::Qwen3),
-            post_norms: gemma,
-            qkv_bias: self == Arch::Qwen2 || attention_bias,
-            o_bias: self == Arch::Llama && attention_bias,
-            activation,
-            tied_embeddings: j
-                .get("tie_word_embeddings")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(gemma),
-            layers,
-            max_position: opt_usize(j, "max_position_embeddings").unwrap_or(4096),
-            bos_token_id: bos.unwrap_or(0) as u32,
-            eos_token_id: eos.unwrap_or(0) as u32,
-            pad_token_id: pad as u32,
-        };
-        cfg.validate()?;
-        Ok(cfg)
+    /// RMSNorm on q and k per head.
+    pub fn has_qk_norm(self) -> bool {
+        matches!(self, Arch::Gemma3 | Arch::Qwen3)
     }
 
-    /// Loads the weights by their HF names. Matrices come in `dtype`; norms in f32, with
-    /// Gemma's (1 + w) folded in.
+    /// Maps config.json (either transformers dialect) onto the one [`Config`].
+    pub fn config(self, j: &Value) -> Result<Config> {
+        crate::model::hf_config::config(self, j)
+    }
+
+    fn hf_name(self, w: W, l: usize) -> String {
+        let gemma = self.is_gemma();
+        let s = match w {
+            W::Embed => return "model.embed_tokens.weight".into(),
+            W::Unembed => return "lm_head.weight".into(),
+            W::FinalNorm => return "model.norm.weight".into(),
+            W::Ln1 => "input_layernorm.weight",
+            // In Llama-style checkpoints "post_attention_layernorm" is the pre-MLP norm.
+            W::Ln1Post | W::Ln2 if !gemma => "post_attention_layernorm.weight",
+            W::Ln1Post => "post_attention_layernorm.weight",
+            W::Ln2 => "pre_feedforward_layernorm.weight",
+            W::Ln2Post => "post_feedforward_layernorm.weight",
+            W::Q => "self_attn.q_proj.weight",
+            W::K => "self_attn.k_proj.weight",
+            W::V => "self_attn.v_proj.weight",
+            W::O => "self_attn.o_proj.weight",
+            W::QBias => "self_attn.q_proj.bias",
+            W::KBias => "self_attn.k_proj.bias",
+            W::VBias => "self_attn.v_proj.bias",
+            W::OBias => "self_attn.o_proj.bias",
+            W::QNorm => "self_attn.q_norm.weight",
+            W::KNorm => "self_attn.k_norm.weight",
+            W::Gate => "mlp.gate_proj.weight",
+            W::Up => "mlp.up_proj.weight",
+            W::Down => "mlp.down_proj.weight",
+        };
+        format!("model.layers.{l}.{s}")
+    }
+
+    /// llama.cpp's tensor names are the same for every family.
+    fn gguf_name(w: W, l: usize) -> String {
+        let s = match w {
+            W::Embed => return "token_embd.weight".into(),
+            W::Unembed => return "output.weight".into(),
+            W::FinalNorm => return "output_norm.weight".into(),
+            W::Ln1 => "attn_norm.weight",
+            W::Ln1Post => "post_attention_norm.weight",
+            W::Ln2 => "ffn_norm.weight",
+            W::Ln2Post => "post_ffw_norm.weight",
+            W::Q => "attn_q.weight",
+            W::K => "attn_k.weight",
+            W::V => "attn_v.weight",
+            W::O => "attn_output.weight",
+            W::QBias => "attn_q.bias",
+            W::KBias => "attn_k.bias",
+            W::VBias => "attn_v.bias",
+            W::OBias => "attn_output.bias",
+            W::QNorm => "attn_q_norm.weight",
+            W::KNorm => "attn_k_norm.weight",
+            W::Gate => "ffn_gate.weight",
+            W::Up => "ffn_up.weight",
+            W::Down => "ffn_down.weight",
+        };
+        format!("blk.{l}.{s}")
+    }
+
+    /// Loads the weights from either source. Matrices come in `dtype`; norms in f32, with
+    /// Gemma's (1 + w) folded in (GGUF files already carry it).
     pub fn weights(
         self,
         cfg: &Config,
@@ -190,153 +220,112 @@ impl Arch {
         dtype: DType,
         device: &Device,
     ) -> Result<Weights> {
-        let get = |name: &str, dt: DType| -> Result<Tensor> {
-            src.tensor(name, dt, device)?
-                .ok_or_else(|| Error::Load(format!("the checkpoint has no tensor `{name}`")))
+        let format = src.format();
+        let name = |w: W, l: usize| match format {
+            Format::Hf => self.hf_name(w, l),
+            Format::Gguf => Self::gguf_name(w, l),
         };
-        let opt = |name: &str, dt: DType| src.tensor(name, dt, device);
-        let gemma = self.is_gemma();
-        let norm = |name: &str| -> Result<Tensor> {
-            let w = get(name, DType::F32)?;
-            Ok(if gemma { (w + 1.0)? } else { w })
+        let opt = |w: W, l: usize, dt: DType| -> Result<Option<Tensor>> {
+            let t = src.tensor(&name(w, l), dt, device)?;
+            let Some(t) = t else { return Ok(None) };
+            // llama.cpp's converter permutes the q / k rows of the llama family so that its
+            // interleaved RoPE works; undo it (as transformers' GGUF loader does).
+            let t = if format == Format::Gguf && self == Arch::Llama {
+                match w {
+                    W::Q | W::QBias => unpermute(&t, cfg.n_heads)?,
+                    W::K | W::KBias => unpermute(&t, cfg.n_kv_heads)?,
+                    _ => t,
+                }
+            } else {
+                t
+            };
+            Ok(Some(t))
         };
-        let embed = get("model.embed_tokens.weight", dtype)?;
+        let get = |w: W, l: usize, dt: DType| -> Result<Tensor> {
+            opt(w, l, dt)?.ok_or_else(|| {
+                Error::Load(format!("the checkpoint has no tensor `{}`", name(w, l)))
+            })
+        };
+        let norm = |w: W, l: usize| -> Result<Tensor> {
+            let t = get(w, l, DType::F32)?;
+            Ok(if self.is_gemma() && format == Format::Hf {
+                (t + 1.0)?
+            } else {
+                t
+            })
+        };
+        let when = |on: bool, w: W, l: usize| -> Result<Option<Tensor>> {
+            if on {
+                Ok(Some(norm(w, l)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let bias = |on: bool, w: W, l: usize| -> Result<Option<Tensor>> {
+            if on {
+                Ok(Some(get(w, l, dtype)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let embed = get(W::Embed, 0, dtype)?;
         let unembed = if cfg.tied_embeddings {
             None
         } else {
-            Some(get("lm_head.weight", dtype)?)
+            Some(get(W::Unembed, 0, dtype)?)
         };
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
-            let p = |s: &str| format!("model.layers.{l}.{s}");
-            let (ln1_post, ln2, ln2_post) = if gemma {
-                (
-                    Some(norm(&p("post_attention_layernorm.weight"))?),
-                    norm(&p("pre_feedforward_layernorm.weight"))?,
-                    Some(norm(&p("post_feedforward_layernorm.weight"))?),
-                )
-            } else {
-                // In Llama-style checkpoints "post_attention_layernorm" is the pre-MLP norm.
-                (None, norm(&p("post_attention_layernorm.weight"))?, None)
-            };
-            let bias = |s: &str| -> Result<Option<Tensor>> {
-                if cfg.qkv_bias {
-                    Ok(Some(get(&p(&format!("self_attn.{s}_proj.bias")), dtype)?))
-                } else {
-                    Ok(None)
-                }
-            };
             blocks.push(BlockWeights {
-                ln1: norm(&p("input_layernorm.weight"))?,
-                ln1_post,
-                ln2,
-                ln2_post,
-                w_q: get(&p("self_attn.q_proj.weight"), dtype)?,
-                w_k: get(&p("self_attn.k_proj.weight"), dtype)?,
-                w_v: get(&p("self_attn.v_proj.weight"), dtype)?,
-                w_o: get(&p("self_attn.o_proj.weight"), dtype)?,
-                b_q: bias("q")?,
-                b_k: bias("k")?,
-                b_v: bias("v")?,
-                b_o: if cfg.o_bias {
-                    opt(&p("self_attn.o_proj.bias"), dtype)?
-                } else {
-                    None
-                },
-                q_norm: if cfg.qk_norm {
-                    Some(norm(&p("self_attn.q_norm.weight"))?)
-                } else {
-                    None
-                },
-                k_norm: if cfg.qk_norm {
-                    Some(norm(&p("self_attn.k_norm.weight"))?)
-                } else {
-                    None
-                },
-                w_gate: get(&p("mlp.gate_proj.weight"), dtype)?,
-                w_up: get(&p("mlp.up_proj.weight"), dtype)?,
-                w_down: get(&p("mlp.down_proj.weight"), dtype)?,
+                ln1: norm(W::Ln1, l)?,
+                ln1_post: when(cfg.post_norms, W::Ln1Post, l)?,
+                ln2: norm(W::Ln2, l)?,
+                ln2_post: when(cfg.post_norms, W::Ln2Post, l)?,
+                w_q: get(W::Q, l, dtype)?,
+                w_k: get(W::K, l, dtype)?,
+                w_v: get(W::V, l, dtype)?,
+                w_o: get(W::O, l, dtype)?,
+                b_q: bias(cfg.qkv_bias, W::QBias, l)?,
+                b_k: bias(cfg.qkv_bias, W::KBias, l)?,
+                b_v: bias(cfg.qkv_bias, W::VBias, l)?,
+                b_o: bias(cfg.o_bias, W::OBias, l)?,
+                q_norm: when(cfg.qk_norm, W::QNorm, l)?,
+                k_norm: when(cfg.qk_norm, W::KNorm, l)?,
+                w_gate: get(W::Gate, l, dtype)?,
+                w_up: get(W::Up, l, dtype)?,
+                w_down: get(W::Down, l, dtype)?,
             });
         }
         Ok(Weights {
             embed,
             unembed,
-            ln_final: norm("model.norm.weight")?,
+            ln_final: norm(W::FinalNorm, 0)?,
             blocks,
         })
     }
-}
 
-/// Which layers slide: `layer_types` when the config lists them, else each family's rule.
-fn sliding_layers(arch: Arch, j: &Value, n_layers: usize, window: Option<usize>) -> Vec<bool> {
-    if let Some(types) = j.get("layer_types").and_then(|v| v.as_array()) {
-        if types.len() == n_layers {
-            return types
-                .iter()
-                .map(|t| t.as_str() == Some("sliding_attention"))
-                .collect();
-        }
-    }
-    if window.is_none() {
-        return vec![false; n_layers];
-    }
-    match arch {
-        // HF: layer 0 slides, layer 1 is global, and so on.
-        Arch::Gemma2 => (0..n_layers).map(|l| (l + 1) % 2 != 0).collect(),
-        Arch::Gemma3 => {
-            let pattern = opt_usize(j, "sliding_window_pattern").unwrap_or(6).max(1);
-            (0..n_layers).map(|l| (l + 1) % pattern != 0).collect()
-        }
-        Arch::Qwen2 | Arch::Qwen3 => {
-            let on = j
-                .get("use_sliding_window")
-                .and_then(|v| v.as_bool())
-                .unwrap_or(false);
-            let from = opt_usize(j, "max_window_layers").unwrap_or(n_layers);
-            (0..n_layers).map(|l| on && l >= from).collect()
-        }
-        Arch::Llama => vec![false; n_layers],
+    /// The GGUF names of layer 0's q and output-projection biases, whose presence says whether
+    /// a GGUF model has them.
+    pub(crate) fn gguf_bias_names() -> (String, String) {
+        (Self::gguf_name(W::QBias, 0), Self::gguf_name(W::OBias, 0))
     }
 }
 
-fn rope_scaling(j: &Value) -> Result<Option<RopeScaling>> {
-    let Some(rs) = j.get("rope_scaling").filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let kind = rs
-        .get("rope_type")
-        .or_else(|| rs.get("type"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
-    let f = |k: &str| rs.get(k).and_then(|v| v.as_f64());
-    Ok(match kind {
-        "default" => None,
-        "linear" => Some(RopeScaling::Linear {
-            factor: f("factor").unwrap_or(1.0),
-        }),
-        "llama3" => Some(RopeScaling::Llama3 {
-            factor: f("factor").unwrap_or(8.0),
-            low_freq_factor: f("low_freq_factor").unwrap_or(1.0),
-            high_freq_factor: f("high_freq_factor").unwrap_or(4.0),
-            original_max_position_embeddings: f("original_max_position_embeddings")
-                .unwrap_or(8192.0),
-        }),
-        other => {
-            return Err(Error::Load(format!(
-                "rope_scaling type `{other}` is not supported (supported: linear, llama3)"
-            )))
-        }
-    })
-}
-
-fn opt_usize(j: &Value, k: &str) -> Option<usize> {
-    j.get(k).and_then(|v| v.as_u64()).map(|x| x as usize)
-}
-
-fn req_usize(j: &Value, k: &str) -> Result<usize> {
-    opt_usize(j, k).ok_or_else(|| Error::Load(format!("config.json has no integer `{k}`")))
-}
-
-fn opt_f64(j: &Value, k: &str) -> Option<f64> {
-    j.get(k).and_then(|v| v.as_f64())
+/// Inverts llama.cpp's `permute(w, n_head)`: rows (head, pair, half) back to (head, half, pair).
+fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let rows = dims[0];
+    if heads == 0 || !rows.is_multiple_of(2 * heads) {
+        return Err(Error::Load(format!(
+            "cannot undo llama.cpp's q/k permutation: {rows} rows for {heads} heads"
+        )));
+    }
+    let half = rows / heads / 2;
+    let rest: Vec<usize> = dims[1..].to_vec();
+    let mut shape = vec![heads, half, 2];
+    shape.extend(&rest);
+    Ok(t.reshape(shape)?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
 }

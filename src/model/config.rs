@@ -15,7 +15,7 @@ pub enum Activation {
 }
 
 /// How RoPE frequencies are rescaled for long contexts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum RopeScaling {
     /// Every frequency divided by `factor` (HF `rope_type: "linear"`).
     Linear {
@@ -33,13 +33,17 @@ pub enum RopeScaling {
         /// Context length the base model was trained for.
         original_max_position_embeddings: f64,
     },
+    /// Frequency i divided by `factors[i]`: llama.cpp's `rope_freqs` tensor, which its
+    /// converter writes for Llama 3 scaling.
+    Factors(Vec<f64>),
 }
 
 impl RopeScaling {
-    /// Rescales one inverse frequency.
-    pub fn apply(&self, inv_freq: f64) -> f64 {
+    /// Rescales inverse frequency `i` (of d_head / 2).
+    pub fn apply(&self, i: usize, inv_freq: f64) -> f64 {
         match *self {
             RopeScaling::Linear { factor } => inv_freq / factor,
+            RopeScaling::Factors(ref f) => inv_freq / f.get(i).copied().unwrap_or(1.0),
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,

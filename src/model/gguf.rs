@@ -1,7 +1,10 @@
-//! Loading a GGUF file: config from the metadata, every tensor dequantized (to f32, or to
-//! bf16 / f16 a slab of rows at a time), and the tokenizer rebuilt from the vocabulary.
+//! GGUF files (llama.cpp, Ollama, LM Studio): every hyper-parameter from the metadata, read the
+//! way llama.cpp reads it, or refused by name where the metadata cannot tell us; tensors
+//! dequantized (to f32, or to bf16 / f16 a slab of rows at a time) through the architecture
+//! adapter; the tokenizer rebuilt from the vocabulary.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
@@ -11,22 +14,20 @@ use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::config::{Activation, Config};
-use crate::model::transformer::{BlockWeights, HookedTransformer, Weights};
+use crate::model::arch::{Arch, Format, TensorSource};
+use crate::model::config::{Activation, Config, LayerConfig, RopeScaling};
+use crate::model::transformer::HookedTransformer;
 use crate::tokenizer::{GgufVocab, Tokenizer};
 
-/// Gemma 3's fixed conventions that the GGUF metadata does not carry.
-const GEMMA3_SLIDING_PATTERN: usize = 6;
-const GEMMA3_LOCAL_ROPE_BASE: f64 = 10_000.0;
-
-struct Gguf {
+/// An open GGUF file: its metadata and tensor index, and the file to read tensors from.
+pub(crate) struct Gguf {
     content: Content,
-    file: File,
+    file: RefCell<File>,
     path: String,
 }
 
 impl Gguf {
-    fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let mut file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let content = Content::read(&mut file).map_err(|e| {
@@ -37,20 +38,28 @@ impl Gguf {
         })?;
         Ok(Gguf {
             content,
-            file,
+            file: RefCell::new(file),
             path: path.display().to_string(),
         })
     }
 
-    fn meta(&self, key: &str) -> Result<&Value> {
-        self.content
-            .metadata
-            .get(key)
-            .ok_or_else(|| Error::Load(format!("{}: GGUF metadata has no `{key}`", self.path)))
+    fn err(&self, msg: String) -> Error {
+        Error::Load(format!("{}: {msg}", self.path))
     }
 
-    fn usize(&self, key: &str) -> Result<usize> {
-        let v = self.meta(key)?;
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.content.metadata.get(key)
+    }
+
+    fn meta(&self, key: &str) -> Result<&Value> {
+        self.get(key)
+            .ok_or_else(|| self.err(format!("GGUF metadata has no `{key}`")))
+    }
+
+    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
         let n = match v {
             Value::U8(x) => *x as u64,
             Value::U16(x) => *x as u64,
@@ -58,94 +67,419 @@ impl Gguf {
             Value::U64(x) => *x,
             Value::I32(x) if *x >= 0 => *x as u64,
             Value::I64(x) if *x >= 0 => *x as u64,
-            _ => {
-                return Err(Error::Load(format!(
-                    "{}: `{key}` is not a count: {v:?}",
-                    self.path
-                )))
+            Value::Array(_) => {
+                return Err(self.err(format!("`{key}` differs per layer, which is not supported")))
             }
+            _ => return Err(self.err(format!("`{key}` is not a count: {v:?}"))),
         };
-        Ok(n as usize)
+        Ok(Some(n as usize))
     }
 
-    fn f64(&self, key: &str) -> Result<f64> {
-        match self.meta(key)? {
-            Value::F32(x) => Ok(*x as f64),
-            Value::F64(x) => Ok(*x),
-            v => Err(Error::Load(format!(
-                "{}: `{key}` is not a float: {v:?}",
-                self.path
-            ))),
+    fn usize(&self, key: &str) -> Result<usize> {
+        self.opt_usize(key)?
+            .ok_or_else(|| self.err(format!("GGUF metadata has no `{key}`")))
+    }
+
+    fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::F32(x)) => Ok(Some(*x as f64)),
+            Some(Value::F64(x)) => Ok(Some(*x)),
+            Some(v) => Err(self.err(format!("`{key}` is not a float: {v:?}"))),
         }
     }
 
-    fn opt_u32(&self, key: &str) -> Option<u32> {
-        self.content.metadata.get(key).and_then(|v| v.to_u32().ok())
+    fn opt_str(&self, key: &str) -> Option<&str> {
+        self.get(key)
+            .and_then(|v| v.to_string().ok())
+            .map(|s| s.as_str())
     }
 
-    fn tensor(&mut self, name: &str, device: &Device) -> Result<Tensor> {
-        self.tensor_as(name, device, DType::F32)
+    fn opt_bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(|v| v.to_bool().ok())
+    }
+
+    fn opt_u32(&self, key: &str) -> Option<u32> {
+        self.get(key).and_then(|v| v.to_u32().ok())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
     }
 
     /// Dequantizes one tensor and converts it; the quantized copy is freed right after, so
     /// loading never holds two copies of the weights.
-    fn tensor_as(&mut self, name: &str, device: &Device, dtype: DType) -> Result<Tensor> {
+    fn read(&self, name: &str, device: &Device, dtype: DType) -> Result<Tensor> {
+        let mut file = self.file.borrow_mut();
         let q = self
             .content
-            .tensor(&mut self.file, name, device)
-            .map_err(|e| Error::Load(format!("{}: tensor `{name}`: {e}", self.path)))?;
+            .tensor(&mut *file, name, device)
+            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
         match dtype {
             DType::BF16 | DType::F16 if device.is_cpu() => Ok(dequantize_in_slabs(&q, dtype)?),
             _ => Ok(q.dequantize(device)?.to_dtype(dtype)?),
         }
     }
 
-    fn opt_tensor(&mut self, name: &str, device: &Device, dtype: DType) -> Result<Option<Tensor>> {
-        if self.content.tensor_infos.contains_key(name) {
-            Ok(Some(self.tensor_as(name, device, dtype)?))
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn vocab(&self) -> Result<GgufVocab> {
-        let arr = |key: &str| -> Result<&Vec<Value>> {
-            self.meta(key)?
-                .to_vec()
-                .map_err(|e| Error::Load(format!("{}: `{key}`: {e}", self.path)))
-        };
-        let tokens = arr("tokenizer.ggml.tokens")?
+    fn strings(&self, key: &str) -> Result<Vec<String>> {
+        self.array(key)?
             .iter()
             .map(|v| v.to_string().cloned())
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let scores = arr("tokenizer.ggml.scores")?
-            .iter()
-            .map(|v| v.to_f32())
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        let types = arr("tokenizer.ggml.token_type")?
-            .iter()
-            .map(|v| v.to_i32())
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| self.err(format!("`{key}`: {e}")))
+    }
+
+    fn array(&self, key: &str) -> Result<&Vec<Value>> {
+        self.meta(key)?
+            .to_vec()
+            .map_err(|e| self.err(format!("`{key}`: {e}")))
+    }
+
+    /// The tokenizer section, for either `tokenizer.ggml.model` we read.
+    pub(crate) fn vocab(&self) -> Result<GgufVocab> {
+        let model = self.opt_str("tokenizer.ggml.model").unwrap_or("llama");
+        let tokens = self.strings("tokenizer.ggml.tokens")?;
+        let n = tokens.len();
+        let scores = match self.get("tokenizer.ggml.scores") {
+            Some(_) => self
+                .array("tokenizer.ggml.scores")?
+                .iter()
+                .map(|v| v.to_f32())
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+            None => vec![0.0; n],
+        };
+        let types = match self.get("tokenizer.ggml.token_type") {
+            Some(_) => self
+                .array("tokenizer.ggml.token_type")?
+                .iter()
+                .map(|v| v.to_i32())
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+            None => vec![1; n],
+        };
+        let merges = match self.get("tokenizer.ggml.merges") {
+            Some(_) => self.strings("tokenizer.ggml.merges")?,
+            None => Vec::new(),
+        };
+        // llama.cpp's defaults per tokenizer kind when the file does not say.
+        let spm = model == "llama";
         Ok(GgufVocab {
+            model: model.to_string(),
+            pre: self
+                .opt_str("tokenizer.ggml.pre")
+                .unwrap_or("default")
+                .to_string(),
             tokens,
             scores,
             types,
+            merges,
             bos: self.opt_u32("tokenizer.ggml.bos_token_id"),
             eos: self.opt_u32("tokenizer.ggml.eos_token_id"),
             pad: self.opt_u32("tokenizer.ggml.padding_token_id"),
             unk: self.opt_u32("tokenizer.ggml.unknown_token_id"),
-            add_bos: self
-                .content
-                .metadata
-                .get("tokenizer.ggml.add_bos_token")
-                .and_then(|v| v.to_bool().ok())
-                .unwrap_or(true),
+            add_bos: self.opt_bool("tokenizer.ggml.add_bos_token").unwrap_or(spm),
+            add_space_prefix: self
+                .opt_bool("tokenizer.ggml.add_space_prefix")
+                .unwrap_or(spm),
         })
+    }
+
+    /// The architecture named by `general.architecture`.
+    pub(crate) fn arch(&self) -> Result<Arch> {
+        let name = self.meta("general.architecture")?.to_string()?.clone();
+        Arch::from_gguf(&name).map_err(|_| {
+            self.err(format!(
+                "GGUF architecture `{name}` is not supported; supported: {}",
+                crate::model::arch::SUPPORTED_GGUF.join(", ")
+            ))
+        })
+    }
+
+    /// The model's [`Config`], every number from the metadata as llama.cpp reads it.
+    pub(crate) fn config(&self, arch: Arch, vocab: &GgufVocab) -> Result<Config> {
+        let p = arch.name();
+        let k = |s: &str| format!("{p}.{s}");
+        let n_layers = self.usize(&k("block_count"))?;
+        let d_model = self.usize(&k("embedding_length"))?;
+        let n_heads = self.usize(&k("attention.head_count"))?;
+        let n_kv_heads = self
+            .opt_usize(&k("attention.head_count_kv"))?
+            .unwrap_or(n_heads);
+        let d_head = self
+            .opt_usize(&k("attention.key_length"))?
+            .unwrap_or(d_model / n_heads.max(1));
+        if let Some(v) = self.opt_usize(&k("attention.value_length"))? {
+            if v != d_head {
+                return Err(self.err(format!(
+                    "`{}` = {v} differs from the key length {d_head}, which is not supported",
+                    k("attention.value_length")
+                )));
+            }
+        }
+        if let Some(r) = self.opt_usize(&k("rope.dimension_count"))? {
+            if r != d_head {
+                return Err(self.err(format!(
+                    "`{}` = {r}: RoPE on {r} of {d_head} head dimensions is not supported",
+                    k("rope.dimension_count")
+                )));
+            }
+        }
+        if let Some(e) = self.opt_usize(&k("expert_count"))?.filter(|&e| e > 0) {
+            return Err(self.err(format!(
+                "`{}` = {e}: mixture-of-experts models are not supported",
+                k("expert_count")
+            )));
+        }
+        if self.opt_bool(&k("attention.causal")) == Some(false) {
+            return Err(self.err(format!(
+                "`{}` = false: non-causal models are not supported",
+                k("attention.causal")
+            )));
+        }
+        let theta = self.opt_f64(&k("rope.freq_base"))?.unwrap_or(10_000.0);
+        let scaling = self.rope_scaling(arch, &k)?;
+        let (window, swa) = self.sliding(arch, n_layers, &k)?;
+        let swa_theta = match arch {
+            // llama.cpp's Gemma 3 local layers: base 10 000 unless the file says, no scaling.
+            Arch::Gemma3 => self.opt_f64(&k("rope.freq_base_swa"))?.unwrap_or(10_000.0),
+            _ => self.opt_f64(&k("rope.freq_base_swa"))?.unwrap_or(theta),
+        };
+        let layers = swa
+            .iter()
+            .map(|&s| LayerConfig {
+                sliding_window: if s { window } else { None },
+                rope_theta: if s { swa_theta } else { theta },
+                rope_scaling: if s && arch == Arch::Gemma3 {
+                    None
+                } else {
+                    scaling.clone()
+                },
+            })
+            .collect();
+        let gemma = arch.is_gemma();
+        let (attn_softcap, final_softcap) = match arch {
+            // llama.cpp's defaults for Gemma 2 are 50 and 30.
+            Arch::Gemma2 => (
+                Some(self.opt_f64(&k("attn_logit_softcapping"))?.unwrap_or(50.0)),
+                Some(self.opt_f64(&k("final_logit_softcapping"))?.unwrap_or(30.0)),
+            ),
+            Arch::Gemma3 => (None, self.opt_f64(&k("final_logit_softcapping"))?),
+            _ => (None, None),
+        };
+        let (q_bias, o_bias) = Arch::gguf_bias_names();
+        let d_vocab = self
+            .content
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims()[0])
+            .unwrap_or(vocab.tokens.len());
+        let cfg = Config {
+            architecture: p.into(),
+            n_layers,
+            n_heads,
+            n_kv_heads,
+            d_model,
+            d_head,
+            d_mlp: self.usize(&k("feed_forward_length"))?,
+            d_vocab,
+            rms_norm_eps: self
+                .opt_f64(&k("attention.layer_norm_rms_epsilon"))?
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "GGUF metadata has no `{}`",
+                        k("attention.layer_norm_rms_epsilon")
+                    ))
+                })?,
+            attn_scale: self.attn_scale(arch, n_layers, d_model, n_heads, d_head, &k)?,
+            attn_softcap,
+            final_softcap,
+            embed_scale: gemma.then(|| (d_model as f64).sqrt()),
+            qk_norm: arch.has_qk_norm(),
+            post_norms: gemma,
+            qkv_bias: self.has(&q_bias),
+            o_bias: self.has(&o_bias),
+            activation: if gemma {
+                Activation::GeluTanh
+            } else {
+                Activation::Silu
+            },
+            tied_embeddings: !self.has("output.weight"),
+            layers,
+            max_position: self.usize(&k("context_length"))?,
+            bos_token_id: vocab.bos.or(vocab.eos).unwrap_or(0),
+            eos_token_id: vocab.eos.unwrap_or(0),
+            pad_token_id: vocab.pad.or(vocab.eos).unwrap_or(0),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// RoPE scaling: `rope.scaling.type` / `.factor`, or llama.cpp's `rope_freqs` tensor (its
+    /// converter's form of Llama 3 scaling).
+    fn rope_scaling(&self, arch: Arch, k: &dyn Fn(&str) -> String) -> Result<Option<RopeScaling>> {
+        let kind = self.opt_str(&k("rope.scaling.type")).unwrap_or("linear");
+        let factor = match self.opt_f64(&k("rope.scaling.factor"))? {
+            Some(f) => Some(f),
+            None => self.opt_f64(&k("rope.scale_linear"))?,
+        };
+        let mut scaling = match kind {
+            "none" => None,
+            "linear" => factor
+                .filter(|&f| f != 0.0 && f != 1.0)
+                .map(|factor| RopeScaling::Linear { factor }),
+            other => {
+                return Err(self.err(format!(
+                    "`{}` = {other} is not supported (supported: none, linear, and Llama 3's rope_freqs)",
+                    k("rope.scaling.type")
+                )))
+            }
+        };
+        if self.has("rope_freqs.weight") {
+            if arch != Arch::Llama || scaling.is_some() {
+                return Err(self.err(format!(
+                    "a `rope_freqs` tensor on a {} model{} is not supported",
+                    arch.name(),
+                    if scaling.is_some() {
+                        " with linear scaling"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            let f = self.read("rope_freqs.weight", &Device::Cpu, DType::F32)?;
+            let f: Vec<f64> = f
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(f64::from)
+                .collect();
+            scaling = Some(RopeScaling::Factors(f));
+        }
+        Ok(scaling)
+    }
+
+    /// The sliding window and which layers use it, as llama.cpp decides per family.
+    fn sliding(
+        &self,
+        arch: Arch,
+        n_layers: usize,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<(Option<usize>, Vec<bool>)> {
+        let key = k("attention.sliding_window");
+        let window = self.opt_usize(&key)?.filter(|&w| w > 0);
+        let default_pattern = match arch {
+            // Gemma 2 always slides (window 4096 when the file does not say).
+            Arch::Gemma2 => {
+                return Ok((Some(window.unwrap_or(4096)), self.pattern(n_layers, 2, k)?))
+            }
+            Arch::Gemma3 => 6,
+            _ => {
+                if let Some(w) = window {
+                    return Err(self.err(format!(
+                        "`{key}` = {w} on a {} model: llama.cpp ignores a sliding window in this family, so what the file means is unclear; refusing rather than guessing",
+                        arch.name()
+                    )));
+                }
+                return Ok((None, vec![false; n_layers]));
+            }
+        };
+        match window {
+            Some(w) => Ok((Some(w), self.pattern(n_layers, default_pattern, k)?)),
+            None => Ok((None, vec![false; n_layers])),
+        }
+    }
+
+    /// `attention.sliding_window_pattern`: per-layer booleans, or n (every n-th layer global).
+    fn pattern(
+        &self,
+        n_layers: usize,
+        default: usize,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<bool>> {
+        let key = k("attention.sliding_window_pattern");
+        if let Some(Value::Array(a)) = self.get(&key) {
+            let v: Vec<bool> = a.iter().filter_map(|x| x.to_bool().ok()).collect();
+            if v.len() != n_layers {
+                return Err(self.err(format!(
+                    "`{key}` has {} booleans for {n_layers} layers",
+                    v.len()
+                )));
+            }
+            return Ok(v);
+        }
+        let n = self.opt_usize(&key)?.unwrap_or(default);
+        Ok((0..n_layers).map(|l| n == 0 || l % n < n - 1).collect())
+    }
+
+    /// 1/√(query scale). Gemma's query_pre_attn_scalar is not in the metadata: llama.cpp knows it
+    /// for the sizes it recognises by layer count (27B: d_model / n_heads; the others: the head
+    /// size), and where both rules agree there is nothing to know; anything else is refused.
+    fn attn_scale(
+        &self,
+        arch: Arch,
+        n_layers: usize,
+        d_model: usize,
+        n_heads: usize,
+        d_head: usize,
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<f64> {
+        let explicit = self.opt_f64(&k("attention.scale"))?;
+        if !arch.is_gemma() {
+            return Ok(match (arch, explicit) {
+                (Arch::Llama, Some(s)) if s != 0.0 => s,
+                (_, Some(s)) if s != 0.0 => {
+                    return Err(self.err(format!(
+                        "`{}` = {s} on a {} model is not supported",
+                        k("attention.scale"),
+                        arch.name()
+                    )))
+                }
+                _ => 1.0 / (d_head as f64).sqrt(),
+            });
+        }
+        let per_head = d_model / n_heads.max(1);
+        let known: &[(usize, bool)] = match arch {
+            // (layers, is 27B)
+            Arch::Gemma2 => &[(26, false), (42, false), (46, true)],
+            _ => &[
+                (18, false),
+                (26, false),
+                (32, false),
+                (34, false),
+                (48, false),
+                (62, true),
+            ],
+        };
+        let scalar = match known.iter().find(|(n, _)| *n == n_layers) {
+            Some((_, true)) => per_head,
+            Some((_, false)) => d_head,
+            None if per_head == d_head => d_head,
+            None => {
+                return Err(self.err(format!(
+                    "this {} file has {n_layers} layers, a size llama.cpp does not know, and its query scaling cannot be told from the metadata (head size {d_head}, d_model / n_heads = {per_head}); load the Hugging Face checkpoint instead, whose config.json has query_pre_attn_scalar",
+                    arch.name()
+                )))
+            }
+        };
+        Ok(1.0 / (scalar as f64).sqrt())
+    }
+}
+
+impl TensorSource for Gguf {
+    fn format(&self) -> Format {
+        Format::Gguf
+    }
+
+    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Option<Tensor>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        Ok(Some(self.read(name, device, dtype)?))
     }
 }
 
 impl HookedTransformer {
-    /// Loads a GGUF model (Gemma 3 today), dequantizing every tensor to f32 on the CPU.
+    /// Loads a GGUF model (gemma2, gemma3, llama, qwen2, qwen3), dequantizing every tensor to
+    /// f32 on the CPU.
     pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
         Self::from_gguf_on(path, &Device::Cpu)
     }
@@ -167,8 +501,6 @@ impl HookedTransformer {
         path: impl AsRef<Path>,
         opts: &crate::model::LoadOptions,
     ) -> Result<Self> {
-        let device = &opts.device;
-        let dtype = opts.dtype;
         let path = path.as_ref();
         if !path.exists() {
             return Err(Error::ModelNotFound {
@@ -178,53 +510,20 @@ impl HookedTransformer {
                         .into(),
             });
         }
-        let mut g = Gguf::open(path)?;
-        let arch = g.meta("general.architecture")?.to_string()?.clone();
-        if arch != "gemma3" {
-            return Err(Error::Load(format!(
-                "{}: GGUF architecture `{arch}` is not supported; supported GGUF architectures: gemma3 (other models load from safetensors)",
-                g.path
-            )));
-        }
+        let g = Gguf::open(path)?;
+        let arch = g.arch()?;
         let vocab = g.vocab()?;
-        let cfg = gemma3_config(&g, &vocab)?;
-        let embed = g.tensor_as("token_embd.weight", device, dtype)?;
-        let unembed = g.opt_tensor("output.weight", device, dtype)?;
-        let ln_final = g.tensor("output_norm.weight", device)?;
-        let mut blocks = Vec::with_capacity(cfg.n_layers);
-        for l in 0..cfg.n_layers {
-            // Norm weights stay f32 (the GGUF's already include Gemma's +1); matrices take `dtype`.
-            let mut t =
-                |s: &str, dt: DType| g.tensor_as(&format!("blk.{l}.{s}.weight"), device, dt);
-            let f = DType::F32;
-            blocks.push(BlockWeights {
-                ln1: t("attn_norm", f)?,
-                ln1_post: Some(t("post_attention_norm", f)?),
-                ln2: t("ffn_norm", f)?,
-                ln2_post: Some(t("post_ffw_norm", f)?),
-                w_q: t("attn_q", dtype)?,
-                w_k: t("attn_k", dtype)?,
-                w_v: t("attn_v", dtype)?,
-                w_o: t("attn_output", dtype)?,
-                b_q: None,
-                b_k: None,
-                b_v: None,
-                b_o: None,
-                q_norm: Some(t("attn_q_norm", f)?),
-                k_norm: Some(t("attn_k_norm", f)?),
-                w_gate: t("ffn_gate", dtype)?,
-                w_up: t("ffn_up", dtype)?,
-                w_down: t("ffn_down", dtype)?,
-            });
-        }
+        let cfg = g.config(arch, &vocab)?;
+        let w = arch.weights(&cfg, &g, opts.dtype, &opts.device)?;
         let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
-        let w = Weights {
-            embed,
-            unembed,
-            ln_final,
-            blocks,
-        };
         HookedTransformer::new(cfg, w, Some(tokenizer))
+    }
+}
+
+impl Tokenizer {
+    /// The tokenizer stored in a GGUF file (`tokenizer.ggml.model` llama or gpt2).
+    pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
+        Tokenizer::from_gguf_vocab(&Gguf::open(path.as_ref())?.vocab()?)
     }
 }
 
@@ -272,57 +571,6 @@ fn dequantize_in_slabs(q: &QTensor, dtype: DType) -> candle_core::Result<Tensor>
     }
 }
 
-fn gemma3_config(g: &Gguf, vocab: &GgufVocab) -> Result<Config> {
-    let a = "gemma3";
-    let n_layers = g.usize(&format!("{a}.block_count"))?;
-    let d_model = g.usize(&format!("{a}.embedding_length"))?;
-    let n_heads = g.usize(&format!("{a}.attention.head_count"))?;
-    let n_kv_heads = g.usize(&format!("{a}.attention.head_count_kv"))?;
-    let d_head = g.usize(&format!("{a}.attention.key_length"))?;
-    let window = g.usize(&format!("{a}.attention.sliding_window"))?;
-    let global_theta = g.f64(&format!("{a}.rope.freq_base")).unwrap_or(1_000_000.0);
-    let d_vocab = g
-        .content
-        .tensor_infos
-        .get("token_embd.weight")
-        .map(|t| t.shape.dims()[0])
-        .unwrap_or(vocab.tokens.len());
-    let query_pre_attn_scalar = d_head as f64;
-    let cfg = Config {
-        architecture: a.into(),
-        n_layers,
-        n_heads,
-        n_kv_heads,
-        d_model,
-        d_head,
-        d_mlp: g.usize(&format!("{a}.feed_forward_length"))?,
-        d_vocab,
-        rms_norm_eps: g.f64(&format!("{a}.attention.layer_norm_rms_epsilon"))?,
-        attn_scale: 1.0 / query_pre_attn_scalar.sqrt(),
-        attn_softcap: None,
-        final_softcap: None,
-        embed_scale: Some((d_model as f64).sqrt()),
-        qk_norm: true,
-        post_norms: true,
-        qkv_bias: false,
-        o_bias: false,
-        activation: Activation::GeluTanh,
-        tied_embeddings: !g.content.tensor_infos.contains_key("output.weight"),
-        layers: Config::gemma3_layers(
-            n_layers,
-            GEMMA3_SLIDING_PATTERN,
-            window,
-            GEMMA3_LOCAL_ROPE_BASE,
-            global_theta,
-        ),
-        max_position: g.usize(&format!("{a}.context_length")).unwrap_or(32_768),
-        bos_token_id: vocab.bos.unwrap_or(2),
-        eos_token_id: vocab.eos.unwrap_or(1),
-        pad_token_id: vocab.pad.unwrap_or(0),
-    };
-    Ok(cfg)
-}
-
 /// Names of the tensors in a GGUF file with their shapes, for inspection.
 pub fn gguf_tensor_shapes(path: impl AsRef<Path>) -> Result<HashMap<String, Vec<usize>>> {
     let g = Gguf::open(path.as_ref())?;
@@ -344,12 +592,13 @@ impl HookedTransformer {
 
 impl HookedTransformer {
     /// Loads a model named on the command line: `gemma3-270m` (the default model, fetched if
-    /// needed), a `.gguf` file, a local folder of safetensors, or a Hugging Face repo id.
+    /// needed), `ollama:NAME[:TAG]`, a `.gguf` file, a local folder of safetensors, or a
+    /// Hugging Face repo id.
     pub fn from_spec(spec: &str) -> Result<Self> {
         Self::from_spec_with(spec, &crate::model::LoadOptions::default())
     }
 
-    /// [`HookedTransformer::from_spec`] with load options (dtype, device…) for hub models.
+    /// [`HookedTransformer::from_spec`] with load options (dtype, device…).
     pub fn from_spec_with(spec: &str, opts: &crate::model::LoadOptions) -> Result<Self> {
         let p = Path::new(spec);
         match spec {
@@ -357,12 +606,16 @@ impl HookedTransformer {
                 let path = crate::fetch::fetch_default_model(&crate::fetch::FetchOptions::default())?;
                 Self::from_gguf_with(path, opts)
             }
+            _ if spec.starts_with("ollama:") => {
+                let path = crate::model::ollama::resolve(&spec["ollama:".len()..])?;
+                Self::from_gguf_with(path, opts)
+            }
             _ if spec.ends_with(".gguf") || p.is_file() => Self::from_gguf_with(p, opts),
             _ if p.is_dir() => Self::from_local_dir_with(p, opts),
             _ if is_repo_id(spec) => Self::from_pretrained_with(spec, opts),
             other => Err(Error::ModelNotFound {
                 path: other.into(),
-                hint: "a model is `gemma3-270m` (the default), the path of a .gguf file, a folder with config.json and safetensors, or a Hugging Face repo id such as Qwen/Qwen2.5-3B".into(),
+                hint: "a model is `gemma3-270m` (the default), `ollama:NAME[:TAG]`, the path of a .gguf file, a folder with config.json and safetensors, or a Hugging Face repo id such as Qwen/Qwen2.5-3B".into(),
             }),
         }
     }

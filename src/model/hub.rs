@@ -11,7 +11,7 @@ use hf_hub::{Cache, Repo, RepoType};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::arch::{Arch, TensorSource};
+use crate::model::arch::{Arch, Format, TensorSource};
 use crate::model::transformer::HookedTransformer;
 use crate::tokenizer::Tokenizer;
 
@@ -53,6 +53,7 @@ impl Default for LoadOptions {
 struct Files {
     config: PathBuf,
     tokenizer: Option<PathBuf>,
+    tokenizer_config: Option<PathBuf>,
     weights: Vec<PathBuf>,
 }
 
@@ -120,6 +121,7 @@ fn resolve(what: &str, get: &dyn Fn(&str) -> Result<Option<PathBuf>>) -> Result<
     Ok(Files {
         config,
         tokenizer: get("tokenizer.json")?,
+        tokenizer_config: get("tokenizer_config.json")?,
         weights,
     })
 }
@@ -219,6 +221,10 @@ fn is_not_found(e: &ureq::Error) -> bool {
 struct Mmapped(MmapedSafetensors);
 
 impl TensorSource for Mmapped {
+    fn format(&self) -> Format {
+        Format::Hf
+    }
+
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Option<Tensor>> {
         if self.0.get(name).is_err() {
             return Ok(None);
@@ -244,15 +250,29 @@ fn load_files(files: &Files, opts: &LoadOptions) -> Result<HookedTransformer> {
     let st = unsafe { MmapedSafetensors::multi(&files.weights)? };
     let w = arch.weights(&cfg, &Mmapped(st), opts.dtype, &opts.device)?;
     let tokenizer = match &files.tokenizer {
-        Some(p) => Some(Tokenizer::from_file(
-            p,
-            json.get("bos_token_id")
-                .and_then(|v| v.as_u64())
-                .map(|x| x as u32),
-            Some(cfg.eos_token_id),
-            cfg.pad_token_id,
-            json.get("bos_token_id").and_then(|v| v.as_u64()).is_some(),
-        )?),
+        Some(p) => {
+            let tc = match &files.tokenizer_config {
+                Some(f) => serde_json::from_str::<Value>(
+                    &std::fs::read_to_string(f)
+                        .map_err(|e| Error::io(format!("reading {}", f.display()), e))?,
+                )
+                .ok(),
+                None => None,
+            };
+            let (bos, adds) = Tokenizer::hf_bos_rule(p, tc.as_ref())?;
+            let bos = bos.or_else(|| {
+                json.get("bos_token_id")
+                    .and_then(|v| v.as_u64())
+                    .map(|x| x as u32)
+            });
+            Some(Tokenizer::from_file(
+                p,
+                bos,
+                Some(cfg.eos_token_id),
+                cfg.pad_token_id,
+                adds,
+            )?)
+        }
         None => None,
     };
     HookedTransformer::new(cfg, w, tokenizer)

@@ -3,10 +3,14 @@
 pub mod arch;
 pub mod config;
 pub mod gguf;
+pub mod hf_config;
 pub mod hub;
+pub mod logits;
+pub mod ollama;
 pub mod ops;
 pub mod transformer;
 
 pub use config::{Activation, Config, LayerConfig, RopeScaling};
 pub use hub::LoadOptions;
+pub use logits::{Logits, LogitsView};
 pub use transformer::{BlockWeights, HookedTransformer, Weights};

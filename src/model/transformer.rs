@@ -17,6 +17,7 @@ use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks, Run};
 use crate::model::config::{Activation, Config, RopeScaling};
+use crate::model::logits::{at_positions, Logits, LogitsView};
 use crate::model::ops;
 use crate::tokenizer::Tokenizer;
 
@@ -86,6 +87,8 @@ pub struct HookedTransformer {
     qkv: Vec<Tensor>,
     device: Device,
     check_finite: bool,
+    // TransformerLens's default: prepend BOS (else EOS) to every text.
+    prepend_bos: bool,
 }
 
 /// Where a forward pass starts.
@@ -107,7 +110,7 @@ pub(crate) enum Start<'t> {
 
 /// Which logits a forward pass computes.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum Logits<'a> {
+pub(crate) enum LogitRows<'a> {
     /// Every position: [b, s, d_vocab].
     All,
     /// One position per batch row: [b, 1, d_vocab].
@@ -237,6 +240,7 @@ impl HookedTransformer {
             qkv: Vec::new(),
             device,
             check_finite: false,
+            prepend_bos: true,
         };
         m.check_weights()?;
         let (nh, kh) = (
@@ -316,6 +320,31 @@ impl HookedTransformer {
         m
     }
 
+    /// A copy (cheap: weights are shared) that prepends BOS to texts, or not. The default is
+    /// TransformerLens's: prepend the tokenizer's BOS (its EOS where it has none, as for
+    /// Qwen). HF's tokenizers follow their own rule instead ([`Tokenizer::add_bos`]); turn
+    /// this off to reproduce their ids where that rule adds nothing.
+    pub fn with_prepend_bos(&self, on: bool) -> Self {
+        let mut m = self.clone();
+        m.prepend_bos = on;
+        m
+    }
+
+    /// Whether texts get BOS (else EOS) prepended.
+    pub fn prepend_bos(&self) -> bool {
+        self.prepend_bos
+    }
+
+    /// The model's BOS rule, in words (what is prepended and what the tokenizer itself does).
+    pub fn bos_rule(&self) -> Result<String> {
+        Ok(self.tokenizer()?.bos_rule(self.prepend_bos))
+    }
+
+    /// Token ids of `text` under the model's BOS rule.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer()?.encode(text, self.prepend_bos)
+    }
+
     /// The model's configuration (n_layers, n_heads, n_kv_heads, d_model, d_head, d_mlp, d_vocab…).
     pub fn cfg(&self) -> &Config {
         &self.cfg
@@ -350,10 +379,15 @@ impl HookedTransformer {
 
     // ----- tokens -------------------------------------------------------------------------
 
-    /// Token ids of `text` as a [1, s] u32 tensor, BOS first.
+    /// Token ids of `text` as a [1, s] u32 tensor, BOS first (see
+    /// [`HookedTransformer::with_prepend_bos`]).
     pub fn to_tokens(&self, text: &str) -> Result<Tensor> {
-        let t = self.tokenizer()?;
-        let ids = t.encode(text, t.add_bos)?;
+        self.to_tokens_with(text, self.prepend_bos)
+    }
+
+    /// [`HookedTransformer::to_tokens`] with BOS prepended or not for this call.
+    pub fn to_tokens_with(&self, text: &str, prepend_bos: bool) -> Result<Tensor> {
+        let ids = self.tokenizer()?.encode(text, prepend_bos)?;
         let n = ids.len();
         Ok(Tensor::from_vec(ids, (1, n), &self.device)?)
     }
@@ -362,6 +396,11 @@ impl HookedTransformer {
     /// Right padding keeps every real position exact under causal attention; use
     /// [`HookedTransformer::seq_lengths`] or [`HookedTransformer::attention_mask`] to find them.
     pub fn to_tokens_batch(&self, texts: &[&str]) -> Result<Tensor> {
+        self.to_tokens_batch_with(texts, self.prepend_bos)
+    }
+
+    /// [`HookedTransformer::to_tokens_batch`] with BOS prepended or not for this call.
+    pub fn to_tokens_batch_with(&self, texts: &[&str], prepend_bos: bool) -> Result<Tensor> {
         if texts.is_empty() {
             return Err(Error::Invalid(
                 "to_tokens_batch needs at least one text".into(),
@@ -370,7 +409,7 @@ impl HookedTransformer {
         let t = self.tokenizer()?;
         let seqs = texts
             .iter()
-            .map(|s| t.encode(s, t.add_bos))
+            .map(|s| t.encode(s, prepend_bos))
             .collect::<Result<Vec<_>>>()?;
         let s = seqs.iter().map(|v| v.len()).max().unwrap_or(0).max(1);
         let mut flat = Vec::with_capacity(texts.len() * s);
@@ -381,16 +420,21 @@ impl HookedTransformer {
         Ok(Tensor::from_vec(flat, (texts.len(), s), &self.device)?)
     }
 
-    /// Length of each row of a right-padded batch: the position after its last non-pad token
-    /// (at least 1: position 0 is BOS even where BOS and padding share an id, as in Qwen).
+    /// Length of each row of a right-padded batch: padding is the run of pad ids a row ends
+    /// with beyond what every row ends with (a single row, or rows that all end in the pad id,
+    /// are not padded); at least 1, since position 0 is BOS even where BOS and padding share an
+    /// id, as in Qwen.
     pub fn seq_lengths(&self, tokens: &Tensor) -> Result<Vec<usize>> {
         let tokens = self.check_tokens(tokens)?;
         let pad = self.cfg.pad_token_id;
-        Ok(tokens
-            .to_vec2::<u32>()?
+        let rows = tokens.to_vec2::<u32>()?;
+        let s = tokens.dim(1)?;
+        let runs: Vec<usize> = rows
             .iter()
-            .map(|row| row.iter().rposition(|&t| t != pad).map_or(1, |p| p + 1))
-            .collect())
+            .map(|row| row.iter().rev().take_while(|&&t| t == pad).count())
+            .collect();
+        let common = runs.iter().copied().min().unwrap_or(0);
+        Ok(runs.iter().map(|&r| (s - (r - common)).max(1)).collect())
     }
 
     /// 1 for real tokens and 0 for right padding, [b, s] f32.
@@ -408,7 +452,7 @@ impl HookedTransformer {
     /// The tokens of `text` as strings (BOS included), as TransformerLens's `to_str_tokens`.
     pub fn to_str_tokens(&self, text: &str) -> Result<Vec<String>> {
         let t = self.tokenizer()?;
-        Ok(t.encode(text, t.add_bos)?
+        Ok(t.encode(text, self.prepend_bos)?
             .into_iter()
             .map(|id| t.token_str(id))
             .collect())
@@ -420,11 +464,17 @@ impl HookedTransformer {
         Ok(ids.iter().map(|&id| t.token_str(id)).collect())
     }
 
-    /// The k most likely next tokens after the last position of the first row of `logits`,
-    /// with probabilities.
-    pub fn top_next_tokens(&self, logits: &Tensor, k: usize) -> Result<Vec<(String, f32)>> {
-        let (_, s, _) = logits.dims3()?;
-        let last = logits.get(0)?.get(s - 1)?.to_dtype(DType::F32)?;
+    /// The k most likely next tokens after the first row's last real token, with
+    /// probabilities.
+    pub fn top_next_tokens(
+        &self,
+        logits: &(impl LogitsView + ?Sized),
+        k: usize,
+    ) -> Result<Vec<(String, f32)>> {
+        let t = logits.logits_tensor();
+        let last = at_positions(t, logits.row_lengths(), None)?
+            .get(0)?
+            .to_dtype(DType::F32)?;
         let probs = candle_nn::ops::softmax(&last, D::Minus1)?.to_vec1::<f32>()?;
         let mut idx: Vec<usize> = (0..probs.len()).collect();
         idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
@@ -491,14 +541,15 @@ impl HookedTransformer {
 
     // ----- running ------------------------------------------------------------------------
 
-    /// Logits [b, s, d_vocab] (f32) for token ids [b, s].
-    pub fn forward(&self, tokens: &Tensor) -> Result<Tensor> {
+    /// Logits [b, s, d_vocab] (f32) for token ids [b, s], knowing each row's real length
+    /// (see [`Logits`]).
+    pub fn forward(&self, tokens: &Tensor) -> Result<Logits> {
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         self.forward_run(tokens, &mut run)
     }
 
     /// Logits and every activation.
-    pub fn run_with_cache(&self, tokens: &Tensor) -> Result<(Tensor, ActivationCache)> {
+    pub fn run_with_cache(&self, tokens: &Tensor) -> Result<(Logits, ActivationCache)> {
         self.run_with_cache_filtered(tokens, |_: &str| true)
     }
 
@@ -507,13 +558,13 @@ impl HookedTransformer {
         &self,
         tokens: &Tensor,
         filter: impl Fn(&str) -> bool,
-    ) -> Result<(Tensor, ActivationCache)> {
+    ) -> Result<(Logits, ActivationCache)> {
         self.warn_cache_size(tokens, &filter)?;
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         run.cache_when(&filter);
         let logits = self.forward_run(tokens, &mut run)?;
         let mut cache = run.into_cache();
-        cache.set_seq_lengths(self.seq_lengths(tokens)?);
+        cache.set_seq_lengths(logits.lengths().to_vec());
         Ok((logits, cache))
     }
 
@@ -577,7 +628,7 @@ impl HookedTransformer {
     ) -> Result<ActivationCache> {
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         run.cache_when(&filter);
-        self.forward_inner(Start::Tokens(tokens), &mut run, Logits::None)?;
+        self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::None)?;
         let mut cache = run.into_cache();
         cache.set_seq_lengths(self.seq_lengths(tokens)?);
         Ok(cache)
@@ -593,14 +644,14 @@ impl HookedTransformer {
                 run.hook(*p, f.as_ref());
             }
         }
-        self.forward_inner(Start::Tokens(tokens), &mut run, Logits::From(from))
+        self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::From(from))
     }
 
     /// Logits with hooks applied, given as (hook name, closure) pairs. Each closure gets the
     /// activation and a [`HookContext`] and returns it or a same-shape replacement.
     /// Unknown names are errors with suggestions. For different closures in one call, box
     /// them ([`crate::hooks::BoxedHook`]) or use [`Hooks`].
-    pub fn run_with_hooks<F>(&self, tokens: &Tensor, hooks: &[(&str, F)]) -> Result<Tensor>
+    pub fn run_with_hooks<F>(&self, tokens: &Tensor, hooks: &[(&str, F)]) -> Result<Logits>
     where
         F: Fn(&Tensor, &HookContext) -> Result<Tensor>,
     {
@@ -613,7 +664,7 @@ impl HookedTransformer {
     }
 
     /// Logits with a [`Hooks`] set applied.
-    pub fn run_with_hook_set(&self, tokens: &Tensor, hooks: &Hooks) -> Result<Tensor> {
+    pub fn run_with_hook_set(&self, tokens: &Tensor, hooks: &Hooks) -> Result<Logits> {
         Ok(self
             .run_with_hook_set_and_cache(tokens, hooks, |_: &str| false)?
             .0)
@@ -626,7 +677,7 @@ impl HookedTransformer {
         tokens: &Tensor,
         hooks: &Hooks,
         filter: impl Fn(&str) -> bool,
-    ) -> Result<(Tensor, ActivationCache)> {
+    ) -> Result<(Logits, ActivationCache)> {
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         for (p, fs) in &hooks.map {
             p.check_layers(self.cfg.n_layers)?;
@@ -637,14 +688,15 @@ impl HookedTransformer {
         run.cache_when(&filter);
         let logits = self.forward_run(tokens, &mut run)?;
         let mut cache = run.into_cache();
-        cache.set_seq_lengths(self.seq_lengths(tokens)?);
+        cache.set_seq_lengths(logits.lengths().to_vec());
         Ok((logits, cache))
     }
 
     // ----- the forward pass ---------------------------------------------------------------
 
-    pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Tensor> {
-        self.forward_inner(Start::Tokens(tokens), run, Logits::All)
+    pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Logits> {
+        let logits = self.forward_inner(Start::Tokens(tokens), run, LogitRows::All)?;
+        Logits::new(logits, self.seq_lengths(tokens)?)
     }
 
     /// The forward pass. It starts from token ids, or from a residual stream entering a
@@ -654,7 +706,7 @@ impl HookedTransformer {
         &self,
         start: Start,
         run: &mut Run,
-        logits: Logits,
+        logits: LogitRows,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
         if self.check_finite {
@@ -735,15 +787,15 @@ impl HookedTransformer {
         run.at(HookPoint::LnFinalScale, scale)?;
         let normed = run.at(HookPoint::LnFinalNormalized, normed)?;
         let (normed, rows) = match logits {
-            Logits::All => (normed, s),
-            Logits::At(pos) => (select_positions(&normed, pos)?, 1),
-            Logits::From(p) if p < s => (normed.narrow(1, p, s - p)?, s - p),
-            Logits::From(p) => {
+            LogitRows::All => (normed, s),
+            LogitRows::At(pos) => (select_positions(&normed, pos)?, 1),
+            LogitRows::From(p) if p < s => (normed.narrow(1, p, s - p)?, s - p),
+            LogitRows::From(p) => {
                 return Err(Error::Invalid(format!(
                     "logits from position {p}, but there are {s} positions"
                 )))
             }
-            Logits::None => {
+            LogitRows::None => {
                 return Ok(Tensor::zeros(
                     (b, 0, cfg.d_vocab),
                     DType::F32,
@@ -927,7 +979,7 @@ impl HookedTransformer {
                     for i in 0..half {
                         let mut inv = 1.0 / lc.rope_theta.powf((2 * i) as f64 / h as f64);
                         if let Some(sc) = &lc.rope_scaling {
-                            inv = sc.apply(inv);
+                            inv = sc.apply(i, inv);
                         }
                         let a = p as f64 * inv;
                         cos.push(a.cos() as f32);
@@ -936,7 +988,7 @@ impl HookedTransformer {
                 }
                 ropes.push(Rope {
                     theta: lc.rope_theta,
-                    scaling: lc.rope_scaling,
+                    scaling: lc.rope_scaling.clone(),
                     cos: Tensor::from_vec(cos, (s, half), &self.device)?,
                     sin: Tensor::from_vec(sin, (s, half), &self.device)?,
                 });

@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, Var};
 use super::{Direction, HookFnRef, PatchResult, PatchTarget, Patcher};
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Run};
-use crate::model::transformer::{Logits, Start};
+use crate::model::transformer::{LogitRows, Start};
 use crate::table::{Axis, Table};
 
 /// Linear estimates of patching effects (metric change from the base run, not raw values).
@@ -154,7 +154,7 @@ impl Patcher {
         let logits = self.model.forward_inner(
             Start::Tokens(&base.tokens),
             &mut run,
-            Logits::At(&[self.pos]),
+            LogitRows::At(&[self.pos]),
         )?;
         let metric = self.metric.compute(&logits.squeeze(1)?)?.sum_all()?;
         let base_value = metric.to_dtype(DType::F32)?.to_scalar::<f32>()?;

@@ -23,7 +23,7 @@ use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Run};
 use crate::metrics::Metric;
-use crate::model::transformer::{Logits, Start};
+use crate::model::transformer::{LogitRows, Start};
 use crate::model::HookedTransformer;
 use crate::table::Table;
 
@@ -249,7 +249,7 @@ impl Patcher {
             let l = self.model.forward_inner(
                 Start::Tokens(&side.tokens),
                 &mut run,
-                Logits::At(&[pos]),
+                LogitRows::At(&[pos]),
             )?;
             side.value = first(&self.metric.compute(&l.squeeze(1)?)?)?;
         }
@@ -322,7 +322,7 @@ impl Patcher {
                 resid,
             },
             &mut run,
-            Logits::All,
+            LogitRows::All,
         )
     }
 
@@ -382,7 +382,7 @@ impl Patcher {
         let pos = vec![self.pos; rows];
         let logits = self
             .model
-            .forward_inner(start, &mut run, Logits::At(&pos))?;
+            .forward_inner(start, &mut run, LogitRows::At(&pos))?;
         Ok(self
             .metric
             .compute(&logits.squeeze(1)?)?

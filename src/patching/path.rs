@@ -252,7 +252,7 @@ impl Patcher {
         self.model.forward_inner(
             crate::model::transformer::Start::Resid { layer, resid },
             &mut run,
-            crate::model::transformer::Logits::None,
+            crate::model::transformer::LogitRows::None,
         )?;
         let cache = run.into_cache();
         points.iter().map(|p| cache.get(&p.name())).collect()

@@ -85,7 +85,7 @@ fn forced(
     let tok = model.tokenizer()?;
     let mut ids = tok.encode(
         &format!("{}: {} {}:", src.to_uppercase(), p.src, tgt.to_uppercase()),
-        tok.add_bos,
+        model.prepend_bos(),
     )?;
     let n_prompt = ids.len();
     ids.extend(tok.encode(&format!(" {}", p.tgt), false)?);
@@ -321,7 +321,7 @@ pub fn path_ranking(
         .iter()
         .map(|p| {
             Ok((
-                tok.encode(&prompt(p), tok.add_bos)?,
+                tok.encode(&prompt(p), model.prepend_bos())?,
                 tok.encode(&format!(" {}", p.tgt), false)?,
             ))
         })

@@ -149,7 +149,10 @@ pub fn attend(
         }
     };
     let src_head = tok
-        .encode(&format!("{}:", src_lang.to_uppercase()), tok.add_bos)?
+        .encode(
+            &format!("{}:", src_lang.to_uppercase()),
+            model.prepend_bos(),
+        )?
         .len();
     let mut out = Vec::with_capacity(prompts.len());
     let mut progress = Progress::new(

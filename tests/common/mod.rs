@@ -196,6 +196,8 @@ pub fn write_tiny_gguf_skipping(dir: &Path, t: &Tiny, seed: u64, skip: &[&str]) 
         ("tokenizer.ggml.padding_token_id".into(), Value::U32(0)),
         ("tokenizer.ggml.unknown_token_id".into(), Value::U32(3)),
         ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+        // As llama.cpp's converter writes for Gemma (its default for SentencePiece is true).
+        ("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false)),
     ];
     assert_eq!(
         t.pattern, 6,
@@ -354,3 +356,22 @@ pub const PROMPTS: &[&str] = &[
     "EN: Where is the station? JA: 駅はどこですか。",
     "The Eiffel Tower is in the city of",
 ];
+
+/// Every text of the shared multilingual tokenizer fixture (`../shared/fixtures/`).
+pub fn fixture_texts() -> Vec<String> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gemma3_270m_tokens.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "missing fixture {} (the shared/ folder beside the checkout): {e}",
+            path.display()
+        )
+    });
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["text"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
