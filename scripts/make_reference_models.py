@@ -113,7 +113,7 @@ def train_spm(out: Path, vocab_size: int = 1024):
         remove_extra_whitespaces=False, normalization_rule_name="identity",
         character_coverage=0.98, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
         pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
-        user_defined_symbols=["\n", "\n\n"], minloglevel=2)
+        user_defined_symbols=["\n", "\n\n"], minloglevel=2, num_threads=1)
     os.unlink(corpus)
     (out / "tokenizer.vocab").unlink()
     from transformers import AutoTokenizer
@@ -251,6 +251,87 @@ def convert(llama_cpp: Path, model_dir: Path, outfile: Path, pre: str, vocab_onl
                    stdout=subprocess.DEVNULL)
 
 
+# Quantised GGUFs that llama.cpp's converter writes, one type per model (llama's q/k rows are also
+# permuted, so the q8_0 one checks both at once).
+QUANTISED = {"llama": "q8_0", "qwen3": "bf16", "gemma3": "f16"}
+GGUF_TO_HF = {
+    "token_embd.weight": "model.embed_tokens.weight", "output.weight": "lm_head.weight",
+    "output_norm.weight": "model.norm.weight",
+}
+BLOCK = {
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+
+
+def dequantized_reference(model_dir: Path, gguf_path: Path, name: str, ids):
+    """HF's forward on the weights gguf-py dequantizes from a GGUF (the reference for a quantised
+    file): each tensor mapped back to its HF name, llama's q/k permutation and Gemma's +1 undone."""
+    import gguf
+    import numpy as np
+    import transformers
+
+    gemma = name.startswith("gemma")
+    cfg = transformers.AutoConfig.from_pretrained(str(model_dir))
+    m = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32,
+                                                          attn_implementation="eager")
+    m.eval()
+    params = dict(m.named_parameters())
+    r = gguf.GGUFReader(str(gguf_path))
+    for t in r.tensors:
+        if t.name == "rope_freqs.weight":
+            continue
+        w = torch.from_numpy(np.array(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32))
+        w = w.reshape([int(x) for x in reversed(t.shape)]) if w.ndim == 1 and len(t.shape) > 1 else w
+        if t.name in GGUF_TO_HF:
+            hf = GGUF_TO_HF[t.name]
+        else:
+            _, layer, kind, _ = t.name.split(".")
+            gemma_norms = {"post_attention_norm": "post_attention_layernorm",
+                           "ffn_norm": "pre_feedforward_layernorm" if gemma else "post_attention_layernorm",
+                           "post_ffw_norm": "post_feedforward_layernorm"}
+            base = BLOCK.get(kind) or gemma_norms[kind]
+            hf = f"model.layers.{layer}.{base}.{t.name.split('.')[-1]}"
+        if name == "llama" and (".q_proj." in hf or ".k_proj." in hf):
+            heads = cfg.num_attention_heads if ".q_proj." in hf else cfg.num_key_value_heads
+            w = w.reshape(heads, w.shape[0] // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+        if gemma and hf.endswith("norm.weight"):
+            w = w - 1.0
+        p = params[hf]
+        assert tuple(w.shape) == tuple(p.shape), (t.name, w.shape, p.shape)
+        with torch.no_grad():
+            p.copy_(w)
+    with torch.no_grad():
+        return m(torch.tensor([ids])).logits[0].float().contiguous()
+
+
+def quant_fixture(default_gguf: Path, out: Path):
+    """The first rows of one tensor of each type in the default model, dequantized by gguf-py."""
+    import gguf
+    import numpy as np
+    from safetensors.torch import save_file
+
+    r = gguf.GGUFReader(str(default_gguf))
+    seen, rows = {}, 8
+    for t in r.tensors:
+        kind = t.tensor_type.name
+        if kind in seen or kind == "F32":
+            continue
+        # Dequantize whole rows: each row is an integer number of blocks.
+        block, size = gguf.GGML_QUANT_SIZES[t.tensor_type]
+        row_bytes = int(t.shape[0]) // block * size
+        data = np.asarray(t.data).reshape(-1)[: rows * row_bytes]
+        w = gguf.quants.dequantize(data.reshape(rows, row_bytes), t.tensor_type)
+        seen[kind] = t.name
+        save_name = f"{kind}:{t.name}"
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({save_name: torch.from_numpy(np.array(w, dtype=np.float32)).contiguous()},
+                  str(out / f"{kind.lower()}.safetensors"))
+    print("dequantized by gguf-py:", seen)
+
+
 def config_cases():
     """Config dicts in both dialects and what transformers 5 resolves them to, layer by layer."""
     import transformers
@@ -296,6 +377,8 @@ def main():
     ap.add_argument("--llama-cpp", type=Path, required=True)
     ap.add_argument("--tf4", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=ROOT / "tests" / "fixtures")
+    ap.add_argument("--default-gguf", type=Path,
+                    default=Path.home() / ".cache/mechinterp/gemma-3-270m-q4_k_m.gguf")
     a = ap.parse_args()
     import transformers
     from safetensors.torch import load_file, save_file
@@ -363,12 +446,21 @@ def main():
         save_file({"ids": torch.tensor(ids, dtype=torch.int64), "logits_v5": v5.contiguous(),
                    "logits_v4": v4.contiguous(), "logits_gguf": gguf_ref.clone()},
                   str(d / "reference.safetensors"))
-        convert(a.llama_cpp, d, d / "model.gguf", c["tok"] if c["tok"] != "spm" else "default")
+        pre = c["tok"] if c["tok"] != "spm" else "default"
+        convert(a.llama_cpp, d, d / "model.gguf", pre)
+        if name in QUANTISED:
+            qt = QUANTISED[name]
+            qpath = d / f"model.{qt}.gguf"
+            convert(a.llama_cpp, d, qpath, pre, outtype=qt)
+            ref = dequantized_reference(d, qpath, name, ids)
+            save_file({"logits": ref}, str(d / f"reference.{qt}.safetensors"))
+            print(f"{name} {qt}: dequantized weights move HF's logits by {(ref - v5).abs().max():.1e}")
         for extra in ["generation_config.json", "tokenizer.model"]:
             (d / extra).unlink(missing_ok=True)
         print(f"{name}: vocab {c['vocab']}, |logits| max {v5.abs().max():.2f}, v4 vs v5 {gap:.1e}")
 
     (out / "config_cases.json").write_text(json.dumps(config_cases(), indent=1))
+    quant_fixture(a.default_gguf, out / "quants")
 
 
 if __name__ == "__main__":

@@ -354,3 +354,71 @@ fn gguf_values_we_cannot_honour_are_refused_by_name() {
         assert!(e.contains(key), "error for {key} does not name it: {e}");
     }
 }
+
+#[test]
+fn quantised_gguf_files_match_transformers_on_the_dequantized_weights() {
+    // llama.cpp's converter wrote these; the reference is HF's forward on the weights gguf-py
+    // dequantizes from the same file.
+    for (name, kind) in [("llama", "q8_0"), ("qwen3", "bf16"), ("gemma3", "f16")] {
+        let m = HookedTransformer::from_gguf(model_dir(name).join(format!("model.{kind}.gguf")))
+            .unwrap();
+        let r = candle_core::safetensors::load(
+            model_dir(name).join(format!("reference.{kind}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (ids, _) = reference(name, "logits_v5");
+        let d = max_abs_diff(&m.forward(&ids).unwrap().i(0).unwrap(), &r["logits"]);
+        println!("{name}.{kind}.gguf: max |Δlogit| {d:.1e}");
+        assert!(d <= TOL, "{name} {kind}: {d}");
+    }
+}
+
+#[test]
+fn k_quants_dequantize_as_gguf_py_does() {
+    // One tensor of each type in the default model (Q8_0, Q5_0, Q4_K, Q6_K): its first rows
+    // as gguf-py dequantizes them, against ours, in f32 and (rounded) in bf16.
+    let m = common::gemma();
+    let bf = HookedTransformer::from_gguf_with(
+        default_model_path(),
+        &LoadOptions {
+            dtype: candle_core::DType::BF16,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let dir = fixtures().join("quants");
+    let mut kinds = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let t = candle_core::safetensors::load(entry.unwrap().path(), &Device::Cpu).unwrap();
+        for (key, want) in t {
+            let name = key.split_once(':').unwrap().1;
+            let pick = |m: &HookedTransformer| -> Tensor {
+                let w = m.weights();
+                let b = &w.blocks[0];
+                match name {
+                    "token_embd.weight" => w.embed.clone(),
+                    "blk.0.attn_k.weight" => b.w_k.clone(),
+                    "blk.0.attn_output.weight" => b.w_o.clone(),
+                    "blk.0.ffn_down.weight" => b.w_down.clone(),
+                    other => panic!("no mapping for {other}"),
+                }
+            };
+            let rows = want.dim(0).unwrap();
+            let ours = pick(m).narrow(0, 0, rows).unwrap();
+            let d = max_abs_diff(&ours, &want);
+            let half = pick(&bf)
+                .narrow(0, 0, rows)
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap();
+            let dh = max_abs_diff(&half, &want);
+            let scale = common::max_abs(&want);
+            println!("{key}: f32 {d:.1e}, bf16 {dh:.1e} (values up to {scale:.2})");
+            assert!(d <= 1e-6, "{key}: {d}");
+            assert!(dh <= scale / 128.0, "{key}: bf16 {dh}");
+            kinds += 1;
+        }
+    }
+    assert_eq!(kinds, 4);
+}
