@@ -99,8 +99,9 @@ def train_bpe(pre: str, out: Path, vocab_size: int = 512):
     return tok.get_vocab_size()
 
 
-def train_spm(out: Path, vocab_size: int = 1024):
-    """A SentencePiece BPE with byte fallback and no dummy prefix, like Gemma's."""
+def train_spm(out: Path, vocab_size: int = 1024, prefix: bool = False):
+    """A SentencePiece BPE with byte fallback and no dummy prefix, like Gemma's; with `prefix`,
+    one that prepends a space, like Llama 2's."""
     import sentencepiece as spm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,7 @@ def train_spm(out: Path, vocab_size: int = 1024):
         corpus = f.name
     spm.SentencePieceTrainer.train(
         input=corpus, model_prefix=str(out / "tokenizer"), vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, add_dummy_prefix=False,
+        model_type="bpe", byte_fallback=True, add_dummy_prefix=prefix,
         remove_extra_whitespaces=False, normalization_rule_name="identity",
         character_coverage=0.98, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
         pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
@@ -120,11 +121,33 @@ def train_spm(out: Path, vocab_size: int = 1024):
 
     # transformers converts the SentencePiece model into its own tokenizer.json, as for Gemma.
     (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>",
+        "tokenizer_class": "LlamaTokenizer" if prefix else "GemmaTokenizer",
+        "bos_token": "<bos>", "eos_token": "<eos>",
         "pad_token": "<pad>", "unk_token": "<unk>", "add_bos_token": True}))
     t = AutoTokenizer.from_pretrained(str(out))
     t.save_pretrained(str(out))
     return len(t)
+
+
+def sentencepiece_disagreements(d: Path):
+    """Where transformers' conversion of a space-prefixing SentencePiece model gives other ids
+    than SentencePiece itself (texts that begin with whitespace or an added token: its
+    Metaspace does not prepend there), SentencePiece's ids, which llama.cpp follows."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    fixture = ROOT.parent / "shared" / "fixtures" / "gemma3_270m_tokens.jsonl"
+    texts = [json.loads(line)["text"] for line in fixture.read_text(encoding="utf-8").splitlines()
+             if line.strip()]
+    hf = AutoTokenizer.from_pretrained(str(d))
+    sp = spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model"))
+    out = {}
+    for t in texts:
+        a, b = hf(t, add_special_tokens=False).input_ids, sp.encode(t)
+        if a != b:
+            out[t] = b
+    (d / "sentencepiece_ids.json").write_text(json.dumps(out, ensure_ascii=False, indent=1))
+    print(f"spm-prefix: SentencePiece and transformers differ on {len(out)} of {len(texts)} texts")
 
 
 # Each case: the transformers 5 config class and its kwargs (transformers 5 dialect), and the same
@@ -392,17 +415,22 @@ def main():
     for pre in ["llama-bpe", "qwen2", "smollm", "gpt2"]:
         vocab[pre] = train_bpe(pre, toks / pre)
     vocab["spm"] = train_spm(toks / "spm")
+    vocab["spm-prefix"] = train_spm(toks / "spm-prefix", prefix=True)
+    sentencepiece_disagreements(toks / "spm-prefix")
 
     # Vocabulary-only GGUFs: every tokenizer kind, through llama.cpp's converter.
     with tempfile.TemporaryDirectory() as tmp:
-        for pre in ["llama-bpe", "qwen2", "smollm", "gpt2", "spm"]:
+        for pre in ["llama-bpe", "qwen2", "smollm", "gpt2", "spm", "spm-prefix"]:
             d = Path(tmp) / pre
             shutil.copytree(toks / pre, d)
+            # Gemma 3's converter reads tokenizer.model and says add_space_prefix = false;
+            # Llama's reads it too and leaves llama.cpp's default (true).
             arch = "Gemma3ForCausalLM" if pre == "spm" else "LlamaForCausalLM"
             cfg = dict(COMMON, architectures=[arch], num_hidden_layers=1, vocab_size=vocab[pre],
-                       head_dim=8, sliding_window=4, bos_token_id=2 if pre == "spm" else 0)
+                       head_dim=8, sliding_window=4, bos_token_id=2 if "spm" in pre else 0)
             (d / "config.json").write_text(json.dumps(cfg))
-            convert(a.llama_cpp, d, toks / pre / "vocab.gguf", pre, vocab_only=True)
+            convert(a.llama_cpp, d, toks / pre / "vocab.gguf", pre if "spm" not in pre else "default",
+                    vocab_only=True)
 
     for seed, (name, c) in enumerate(cases(vocab).items()):
         d = out / "models" / name

@@ -8,6 +8,7 @@ use std::path::Path;
 use tokenizers::decoders::byte_fallback::ByteFallback;
 use tokenizers::decoders::fuse::Fuse;
 use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::BPE;
 use tokenizers::normalizers::prepend::Prepend;
 use tokenizers::normalizers::replace::Replace;
@@ -183,11 +184,18 @@ impl Tokenizer {
         } else {
             replace
         }));
-        inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(vec![
+        let mut decoders = vec![
             DecoderWrapper::Replace(Replace::new(SPACE, " ")?),
             DecoderWrapper::ByteFallback(ByteFallback::new()),
             DecoderWrapper::Fuse(Fuse::new()),
-        ]))));
+        ];
+        if v.add_space_prefix {
+            // The space the encoder prepended is not part of the text.
+            decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+        }
+        inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
+            decoders,
+        ))));
         // llama.cpp splits user-defined tokens out of the raw text before anything else;
         // control tokens are only parsed when asked, so they are special and encoded as text.
         let user: Vec<AddedToken> = (0..n)
