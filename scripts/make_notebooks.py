@@ -313,7 +313,7 @@ let dataset = model.cache_activations(&model.to_tokens_batch(&prompts.iter().map
     let toks = model.to_tokens("EN: I like green apples. FR: J'aime les pommes")?;
     let (vertes, rouges) = (model.token_id(" vertes")?, model.token_id(" rouges")?);
     let head = [Component::Head(5, 2)];
-    let ld = |l: &Tensor| logit_diff(l, vertes, rouges, None);
+    let ld = |l: &Logits| logit_diff(l, vertes, rouges, None);
     format!("logit diff vertes − rouges: clean {:.3} | zero {:.3} | mean {:.3} | resample {:.3}",
         ld(&model.forward(&toks)?)?, ld(&ablate(&model, &toks, &head, Ablation::Zero)?)?,
         ld(&ablate(&model, &toks, &head, Ablation::MeanPooled(&dataset))?)?, ld(&ablate(&model, &toks, &head, Ablation::Resample(&dataset, 7))?)?)

@@ -106,6 +106,21 @@ pub struct GgufVocab {
     pub add_bos: bool,
 }
 
+/// llama.cpp splits user-defined tokens out of the raw text before anything else; control
+/// tokens are only parsed when asked, so they are special (skipped when decoding) and
+/// encoded as text.
+fn add_gguf_tokens(inner: &mut tokenizers::Tokenizer, v: &GgufVocab) {
+    let of_type = |t: i32, special: bool| -> Vec<AddedToken> {
+        (0..v.tokens.len())
+            .filter(|&i| v.types[i] == t)
+            .map(|i| AddedToken::from(v.tokens[i].clone(), special).normalized(false))
+            .collect()
+    };
+    inner.add_tokens(&of_type(TYPE_USER_DEFINED, false));
+    inner.add_special_tokens(&of_type(TYPE_CONTROL, true));
+    inner.set_encode_special_tokens(true);
+}
+
 impl Tokenizer {
     /// Builds the tokenizer llama.cpp uses for the vocabulary of a GGUF file.
     pub fn from_gguf_vocab(v: &GgufVocab) -> Result<Self> {
@@ -196,19 +211,7 @@ impl Tokenizer {
         inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
             decoders,
         ))));
-        // llama.cpp splits user-defined tokens out of the raw text before anything else;
-        // control tokens are only parsed when asked, so they are special and encoded as text.
-        let user: Vec<AddedToken> = (0..n)
-            .filter(|&i| v.types[i] == TYPE_USER_DEFINED)
-            .map(|i| AddedToken::from(v.tokens[i].clone(), false).normalized(false))
-            .collect();
-        inner.add_tokens(&user);
-        let control: Vec<AddedToken> = (0..n)
-            .filter(|&i| v.types[i] == TYPE_CONTROL)
-            .map(|i| AddedToken::from(v.tokens[i].clone(), true).normalized(false))
-            .collect();
-        inner.add_special_tokens(&control);
-        inner.set_encode_special_tokens(true);
+        add_gguf_tokens(&mut inner, v);
         Ok(Tokenizer {
             inner,
             bos_token_id: v.bos,
@@ -277,17 +280,7 @@ impl Tokenizer {
         )));
         inner.with_pre_tokenizer(Some(PreTokenizerWrapper::Sequence(PreSequence::new(pre))));
         inner.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
-        let user: Vec<AddedToken> = (0..n)
-            .filter(|&i| v.types[i] == TYPE_USER_DEFINED)
-            .map(|i| AddedToken::from(v.tokens[i].clone(), false).normalized(false))
-            .collect();
-        inner.add_tokens(&user);
-        let control: Vec<AddedToken> = (0..n)
-            .filter(|&i| v.types[i] == TYPE_CONTROL)
-            .map(|i| AddedToken::from(v.tokens[i].clone(), true).normalized(false))
-            .collect();
-        inner.add_special_tokens(&control);
-        inner.set_encode_special_tokens(true);
+        add_gguf_tokens(&mut inner, v);
         Ok(Tokenizer {
             inner,
             bos_token_id: v.bos,
