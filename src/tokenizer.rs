@@ -394,9 +394,17 @@ impl Tokenizer {
     }
 
     /// How one token reads on its own (spaces shown as spaces; a lone byte of a multi-byte
-    /// character as its `<0xNN>` name, since it is no text by itself).
+    /// character as its `<0xNN>` name, or for byte-level vocabularies its raw form, since it is
+    /// no text by itself).
     pub fn token_str(&self, id: u32) -> String {
         let raw = self.inner.id_to_token(id).unwrap_or_default();
+        if self.byte_level() && !self.inner.get_added_vocabulary().is_special_token(&raw) {
+            // GPT-2's byte alphabet ("Ġ" for a space…) back to text.
+            return match self.inner.decode(&[id], false) {
+                Ok(s) if !s.contains('\u{FFFD}') => s,
+                _ => raw,
+            };
+        }
         if raw.starts_with("<0x") && raw.len() == 6 {
             if let Ok(b) = u8::from_str_radix(&raw[3..5], 16) {
                 if b.is_ascii() {
@@ -406,6 +414,18 @@ impl Tokenizer {
             return raw;
         }
         raw.replace(SPACE, " ")
+    }
+
+    /// Whether tokens are spelled in GPT-2's byte alphabet (a byte-level decoder).
+    fn byte_level(&self) -> bool {
+        match self.inner.get_decoder() {
+            Some(DecoderWrapper::ByteLevel(_)) => true,
+            Some(DecoderWrapper::Sequence(seq)) => seq
+                .get_decoders()
+                .iter()
+                .any(|d| matches!(d, DecoderWrapper::ByteLevel(_))),
+            _ => false,
+        }
     }
 
     /// The raw vocabulary string of an id.

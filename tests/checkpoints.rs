@@ -434,3 +434,14 @@ fn k_quants_dequantize_as_gguf_py_does() {
     }
     assert_eq!(kinds, 4);
 }
+
+#[test]
+fn byte_level_tokens_read_as_text() {
+    // GPT-2's byte alphabet spells a space "Ġ"; token strings show the text instead, and a
+    // lone byte of a multi-byte character keeps its raw form.
+    let m = HookedTransformer::from_gguf(model_dir("llama").join("model.gguf")).unwrap();
+    let strs = m.to_str_tokens("I like green apples").unwrap();
+    assert_eq!(strs[0], "<|begin_of_text|>");
+    assert_eq!(strs[1..].concat(), "I like green apples", "{strs:?}");
+    assert!(strs.iter().all(|s| !s.contains('Ġ')), "{strs:?}");
+}
