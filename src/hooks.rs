@@ -1,5 +1,5 @@
-//! Hook points with TransformerLens names, hook closures, declarative interventions, and the
-//! per-run state that applies hooks and fills the cache during a forward pass.
+//! Hook points with TransformerLens names, hook closures and declarative interventions. The
+//! state of one forward pass that applies them lives with the model (`model/run.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -7,158 +7,101 @@ use std::str::FromStr;
 
 use candle_core::Tensor;
 
-use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 
-/// One named place in the forward pass where an activation can be read or replaced.
-///
-/// Shapes (b = batch, s = positions, d = d_model, n = query heads, k = kv heads, h = d_head):
-/// see [`HookPoint::shape_doc`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum HookPoint {
-    /// `hook_embed` [b,s,d]: token embeddings, after any embedding scale.
-    Embed,
-    /// `blocks.{l}.hook_resid_pre` [b,s,d]
-    ResidPre(usize),
-    /// `blocks.{l}.ln1.hook_scale` [b,s,1]: the RMS the block input is divided by.
-    Ln1Scale(usize),
-    /// `blocks.{l}.ln1.hook_normalized` [b,s,d]
-    Ln1Normalized(usize),
-    /// `blocks.{l}.attn.hook_q` [b,s,n,h]: after projection and q-norm, before RoPE.
-    Q(usize),
-    /// `blocks.{l}.attn.hook_k` [b,s,k,h]: after projection and k-norm, before RoPE.
-    K(usize),
-    /// `blocks.{l}.attn.hook_v` [b,s,k,h]
-    V(usize),
-    /// `blocks.{l}.attn.hook_rot_q` [b,s,n,h]: after RoPE.
-    RotQ(usize),
-    /// `blocks.{l}.attn.hook_rot_k` [b,s,k,h]: after RoPE.
-    RotK(usize),
-    /// `blocks.{l}.attn.hook_attn_scores` [b,n,s,s]: scaled, soft-capped and masked, before softmax.
-    AttnScores(usize),
-    /// `blocks.{l}.attn.hook_pattern` [b,n,s,s]
-    Pattern(usize),
-    /// `blocks.{l}.attn.hook_z` [b,s,n,h]
-    Z(usize),
-    /// `blocks.{l}.attn.hook_result` [b,s,n,d]: each head through its slice of W_O, before any
-    /// post-attention norm. Computed only when hooked or cached.
-    Result(usize),
-    /// `blocks.{l}.hook_attn_out` [b,s,d]: exactly what the attention adds to the residual.
-    AttnOut(usize),
-    /// `blocks.{l}.hook_resid_mid` [b,s,d]
-    ResidMid(usize),
-    /// `blocks.{l}.ln2.hook_scale` [b,s,1]
-    Ln2Scale(usize),
-    /// `blocks.{l}.ln2.hook_normalized` [b,s,d]
-    Ln2Normalized(usize),
-    /// `blocks.{l}.mlp.hook_pre` [b,s,d_mlp]: gate pre-activation.
-    MlpPre(usize),
-    /// `blocks.{l}.mlp.hook_pre_linear` [b,s,d_mlp]: up projection.
-    MlpPreLinear(usize),
-    /// `blocks.{l}.mlp.hook_post` [b,s,d_mlp]: act(gate) × up.
-    MlpPost(usize),
-    /// `blocks.{l}.hook_mlp_out` [b,s,d]: exactly what the MLP adds to the residual.
-    MlpOut(usize),
-    /// `blocks.{l}.hook_resid_post` [b,s,d]
-    ResidPost(usize),
-    /// `ln_final.hook_scale` [b,s,1]
-    LnFinalScale,
-    /// `ln_final.hook_normalized` [b,s,d]
-    LnFinalNormalized,
+/// Declares [`HookPoint`] from one table of per-layer hook points, in forward order: the enum,
+/// its order, each point's index, its TransformerLens suffix and the short alias `act_name`
+/// accepts all come from the same line, so adding a hook point is a one-line change.
+macro_rules! hook_points {
+    ($( $(#[$doc:meta])* $variant:ident => $alias:literal, $suffix:literal; )*) => {
+        /// One named place in the forward pass where an activation can be read or replaced.
+        ///
+        /// Shapes (b = batch, s = positions, d = d_model, n = query heads, k = kv heads,
+        /// h = d_head): see [`HookPoint::shape_doc`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum HookPoint {
+            /// `hook_embed` [b,s,d]: token embeddings, after any embedding scale.
+            Embed,
+            $( $(#[$doc])* $variant(usize), )*
+            /// `ln_final.hook_scale` [b,s,1]
+            LnFinalScale,
+            /// `ln_final.hook_normalized` [b,s,d]
+            LnFinalNormalized,
+        }
+
+        /// The per-layer hook points' short aliases and suffixes, in forward order.
+        const LAYER_HOOKS: &[(&str, &str)] = &[ $( ($alias, $suffix), )* ];
+
+        /// The per-layer hook points' constructors, in forward order.
+        const LAYER_POINTS: &[fn(usize) -> HookPoint] = &[ $( HookPoint::$variant, )* ];
+
+        impl HookPoint {
+            /// The layer this point belongs to, if any.
+            pub fn layer(&self) -> Option<usize> {
+                match *self {
+                    $( HookPoint::$variant(l) => Some(l), )*
+                    HookPoint::Embed | HookPoint::LnFinalScale | HookPoint::LnFinalNormalized => None,
+                }
+            }
+
+            /// Position of a per-layer point in [`LAYER_HOOKS`].
+            fn layer_index(&self) -> Option<usize> {
+                let l = self.layer()?;
+                LAYER_POINTS.iter().position(|f| f(l) == *self)
+            }
+        }
+    };
 }
 
-/// The per-layer hook suffixes, in forward order, with the short alias `act_name` accepts.
-const LAYER_HOOKS: &[(&str, &str)] = &[
-    ("resid_pre", "hook_resid_pre"),
-    ("ln1_scale", "ln1.hook_scale"),
-    ("ln1", "ln1.hook_normalized"),
-    ("q", "attn.hook_q"),
-    ("k", "attn.hook_k"),
-    ("v", "attn.hook_v"),
-    ("rot_q", "attn.hook_rot_q"),
-    ("rot_k", "attn.hook_rot_k"),
-    ("attn_scores", "attn.hook_attn_scores"),
-    ("pattern", "attn.hook_pattern"),
-    ("z", "attn.hook_z"),
-    ("result", "attn.hook_result"),
-    ("attn_out", "hook_attn_out"),
-    ("resid_mid", "hook_resid_mid"),
-    ("ln2_scale", "ln2.hook_scale"),
-    ("ln2", "ln2.hook_normalized"),
-    ("pre", "mlp.hook_pre"),
-    ("pre_linear", "mlp.hook_pre_linear"),
-    ("post", "mlp.hook_post"),
-    ("mlp_out", "hook_mlp_out"),
-    ("resid_post", "hook_resid_post"),
-];
+hook_points! {
+    /// `blocks.{l}.hook_resid_pre` [b,s,d]
+    ResidPre => "resid_pre", "hook_resid_pre";
+    /// `blocks.{l}.ln1.hook_scale` [b,s,1]: the RMS the block input is divided by.
+    Ln1Scale => "ln1_scale", "ln1.hook_scale";
+    /// `blocks.{l}.ln1.hook_normalized` [b,s,d]
+    Ln1Normalized => "ln1", "ln1.hook_normalized";
+    /// `blocks.{l}.attn.hook_q` [b,s,n,h]: after projection and q-norm, before RoPE.
+    Q => "q", "attn.hook_q";
+    /// `blocks.{l}.attn.hook_k` [b,s,k,h]: after projection and k-norm, before RoPE.
+    K => "k", "attn.hook_k";
+    /// `blocks.{l}.attn.hook_v` [b,s,k,h]
+    V => "v", "attn.hook_v";
+    /// `blocks.{l}.attn.hook_rot_q` [b,s,n,h]: after RoPE.
+    RotQ => "rot_q", "attn.hook_rot_q";
+    /// `blocks.{l}.attn.hook_rot_k` [b,s,k,h]: after RoPE.
+    RotK => "rot_k", "attn.hook_rot_k";
+    /// `blocks.{l}.attn.hook_attn_scores` [b,n,s,s]: scaled, soft-capped and masked, before softmax.
+    AttnScores => "attn_scores", "attn.hook_attn_scores";
+    /// `blocks.{l}.attn.hook_pattern` [b,n,s,s]
+    Pattern => "pattern", "attn.hook_pattern";
+    /// `blocks.{l}.attn.hook_z` [b,s,n,h]
+    Z => "z", "attn.hook_z";
+    /// `blocks.{l}.attn.hook_result` [b,s,n,d]: each head through its slice of W_O, before any
+    /// post-attention norm. Computed only when hooked or cached.
+    Result => "result", "attn.hook_result";
+    /// `blocks.{l}.hook_attn_out` [b,s,d]: exactly what the attention adds to the residual.
+    AttnOut => "attn_out", "hook_attn_out";
+    /// `blocks.{l}.hook_resid_mid` [b,s,d]
+    ResidMid => "resid_mid", "hook_resid_mid";
+    /// `blocks.{l}.ln2.hook_scale` [b,s,1]
+    Ln2Scale => "ln2_scale", "ln2.hook_scale";
+    /// `blocks.{l}.ln2.hook_normalized` [b,s,d]
+    Ln2Normalized => "ln2", "ln2.hook_normalized";
+    /// `blocks.{l}.mlp.hook_pre` [b,s,d_mlp]: gate pre-activation.
+    MlpPre => "pre", "mlp.hook_pre";
+    /// `blocks.{l}.mlp.hook_pre_linear` [b,s,d_mlp]: up projection.
+    MlpPreLinear => "pre_linear", "mlp.hook_pre_linear";
+    /// `blocks.{l}.mlp.hook_post` [b,s,d_mlp]: act(gate) × up.
+    MlpPost => "post", "mlp.hook_post";
+    /// `blocks.{l}.hook_mlp_out` [b,s,d]: exactly what the MLP adds to the residual.
+    MlpOut => "mlp_out", "hook_mlp_out";
+    /// `blocks.{l}.hook_resid_post` [b,s,d]
+    ResidPost => "resid_post", "hook_resid_post";
+}
 
 impl HookPoint {
-    /// The layer this point belongs to, if any.
-    pub fn layer(&self) -> Option<usize> {
-        use HookPoint::*;
-        match *self {
-            Embed | LnFinalScale | LnFinalNormalized => None,
-            ResidPre(l) | Ln1Scale(l) | Ln1Normalized(l) | Q(l) | K(l) | V(l) | RotQ(l)
-            | RotK(l) | AttnScores(l) | Pattern(l) | Z(l) | Result(l) | AttnOut(l)
-            | ResidMid(l) | Ln2Scale(l) | Ln2Normalized(l) | MlpPre(l) | MlpPreLinear(l)
-            | MlpPost(l) | MlpOut(l) | ResidPost(l) => Some(l),
-        }
-    }
-
-    fn layer_index(&self) -> Option<usize> {
-        use HookPoint::*;
-        Some(match self {
-            ResidPre(_) => 0,
-            Ln1Scale(_) => 1,
-            Ln1Normalized(_) => 2,
-            Q(_) => 3,
-            K(_) => 4,
-            V(_) => 5,
-            RotQ(_) => 6,
-            RotK(_) => 7,
-            AttnScores(_) => 8,
-            Pattern(_) => 9,
-            Z(_) => 10,
-            Result(_) => 11,
-            AttnOut(_) => 12,
-            ResidMid(_) => 13,
-            Ln2Scale(_) => 14,
-            Ln2Normalized(_) => 15,
-            MlpPre(_) => 16,
-            MlpPreLinear(_) => 17,
-            MlpPost(_) => 18,
-            MlpOut(_) => 19,
-            ResidPost(_) => 20,
-            Embed | LnFinalScale | LnFinalNormalized => return None,
-        })
-    }
-
     fn from_layer_index(i: usize, l: usize) -> Option<HookPoint> {
-        use HookPoint::*;
-        Some(match i {
-            0 => ResidPre(l),
-            1 => Ln1Scale(l),
-            2 => Ln1Normalized(l),
-            3 => Q(l),
-            4 => K(l),
-            5 => V(l),
-            6 => RotQ(l),
-            7 => RotK(l),
-            8 => AttnScores(l),
-            9 => Pattern(l),
-            10 => Z(l),
-            11 => Result(l),
-            12 => AttnOut(l),
-            13 => ResidMid(l),
-            14 => Ln2Scale(l),
-            15 => Ln2Normalized(l),
-            16 => MlpPre(l),
-            17 => MlpPreLinear(l),
-            18 => MlpPost(l),
-            19 => MlpOut(l),
-            20 => ResidPost(l),
-            _ => return None,
-        })
+        LAYER_POINTS.get(i).map(|f| f(l))
     }
 
     /// Every hook point of a model with `n_layers` layers, in the order the forward pass visits them.
@@ -475,122 +418,6 @@ impl Hooks {
     }
 }
 
-/// A borrowed hook, as a run holds it.
-pub(crate) type HookRef<'a> = &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>;
-
-/// The state of one forward pass: which hooks run where, and what is cached.
-pub(crate) struct Run<'a> {
-    hooks: HashMap<HookPoint, Vec<HookRef<'a>>>,
-    cache_filter: Option<&'a dyn Fn(&str) -> bool>,
-    cache: ActivationCache,
-    n_heads: usize,
-    n_kv_heads: usize,
-    check_finite: bool,
-}
-
-impl<'a> Run<'a> {
-    /// Makes every hook point fail on NaN or infinite values (−∞ in attention scores is the
-    /// mask and allowed), naming the first hook point where they appear.
-    pub(crate) fn check_finite(&mut self, on: bool) {
-        self.check_finite = on;
-    }
-
-    pub(crate) fn new(n_heads: usize, n_kv_heads: usize) -> Self {
-        Run {
-            hooks: HashMap::new(),
-            cache_filter: None,
-            cache: ActivationCache::default(),
-            n_heads,
-            n_kv_heads,
-            check_finite: false,
-        }
-    }
-
-    pub(crate) fn hook(
-        &mut self,
-        p: HookPoint,
-        f: &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>,
-    ) {
-        self.hooks.entry(p).or_default().push(f);
-    }
-
-    pub(crate) fn cache_when(&mut self, f: &'a dyn Fn(&str) -> bool) {
-        self.cache_filter = Some(f);
-    }
-
-    /// Whether anything (hook or cache) wants the activation at `p`; lets the forward pass
-    /// skip optional work such as `hook_result`.
-    pub(crate) fn wants(&self, p: HookPoint) -> bool {
-        self.hooks.contains_key(&p) || self.cache_filter.is_some_and(|f| f(&p.name()))
-    }
-
-    /// Runs the hooks at `p` on `x`, caches the result if asked, and returns it.
-    pub(crate) fn at(&mut self, p: HookPoint, x: Tensor) -> Result<Tensor> {
-        let mut x = x;
-        if let Some(fs) = self.hooks.get(&p) {
-            let ctx = HookContext {
-                name: p.name(),
-                point: p,
-                layer: p.layer(),
-                n_heads: self.n_heads,
-                n_kv_heads: self.n_kv_heads,
-            };
-            for f in fs {
-                let y = f(&x, &ctx)?;
-                if y.dims() != x.dims() {
-                    return Err(Error::HookShape {
-                        hook: ctx.name.clone(),
-                        expected: x.dims().to_vec(),
-                        got: y.dims().to_vec(),
-                    });
-                }
-                x = if y.dtype() != x.dtype() {
-                    y.to_dtype(x.dtype())?
-                } else {
-                    y
-                };
-            }
-        }
-        if self.check_finite {
-            let f = x.to_dtype(candle_core::DType::F32)?;
-            let nan = f
-                .ne(&f)?
-                .to_dtype(candle_core::DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            let abs = f.abs()?;
-            let inf = abs
-                .eq(f32::INFINITY as f64)?
-                .to_dtype(candle_core::DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            let masked_ok = matches!(p, HookPoint::AttnScores(_));
-            let pos_inf = f
-                .eq(f32::INFINITY as f64)?
-                .to_dtype(candle_core::DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?;
-            if nan > 0.0 || (!masked_ok && inf > 0.0) || pos_inf > 0.0 {
-                return Err(Error::Invalid(format!(
-                    "non-finite values at `{p}`: {nan} NaN and {inf} infinite entries (shape {:?}); this is the first hook point where they appear",
-                    x.dims()
-                )));
-            }
-        }
-        if let Some(f) = self.cache_filter {
-            let name = p.name();
-            if f(&name) {
-                self.cache.insert(name, x.clone());
-            }
-        }
-        Ok(x)
-    }
-
-    pub(crate) fn into_cache(self) -> ActivationCache {
-        self.cache
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,6 +429,25 @@ mod tests {
             assert_eq!(s.parse::<HookPoint>().unwrap(), p, "{s}");
         }
         assert_eq!(HookPoint::all(2).len(), 1 + 2 * LAYER_HOOKS.len() + 2);
+    }
+
+    #[test]
+    fn the_table_drives_order_index_and_names() {
+        let all = HookPoint::all(4);
+        // Forward order is the enum's order within a layer, and every index round-trips.
+        for w in all.windows(2) {
+            if w[0].layer() == w[1].layer() && w[0].layer().is_some() {
+                assert!(w[0] < w[1], "{} before {}", w[0], w[1]);
+            }
+        }
+        for p in &all {
+            if let (Some(l), Some(i)) = (p.layer(), p.layer_index()) {
+                assert_eq!(HookPoint::from_layer_index(i, l), Some(*p));
+                assert_eq!(p.name(), format!("blocks.{l}.{}", LAYER_HOOKS[i].1));
+                assert_eq!(act_name(LAYER_HOOKS[i].0, l), p.name());
+            }
+        }
+        assert_eq!(LAYER_POINTS.len(), LAYER_HOOKS.len());
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod hub;
 pub mod logits;
 pub mod ollama;
 pub mod ops;
+pub(crate) mod run;
 pub mod transformer;
 
 pub use config::{Activation, Config, LayerConfig, RopeScaling};

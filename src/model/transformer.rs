@@ -15,10 +15,11 @@ use candle_core::{DType, Device, Tensor, D};
 
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint, Hooks, Run};
+use crate::hooks::{HookContext, HookPoint, Hooks};
 use crate::model::config::{Activation, Config, RopeScaling};
 use crate::model::logits::{at_positions, Logits, LogitsView};
 use crate::model::ops;
+use crate::model::run::Run;
 use crate::tokenizer::Tokenizer;
 
 /// Weights of one transformer block, PyTorch layout (out, in).

@@ -12,7 +12,8 @@ use candle_core::{DType, Tensor, Var};
 
 use super::{Direction, HookFnRef, PatchResult, PatchTarget, Patcher};
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint, Run};
+use crate::hooks::{HookContext, HookPoint};
+use crate::model::run::Run;
 use crate::model::transformer::{LogitRows, Start};
 use crate::table::{Axis, Table};
 

@@ -21,8 +21,9 @@ use candle_core::{DType, Tensor};
 
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint, Run};
+use crate::hooks::{HookContext, HookPoint};
 use crate::metrics::Metric;
+use crate::model::run::Run;
 use crate::model::transformer::{LogitRows, Start};
 use crate::model::HookedTransformer;
 use crate::table::Table;

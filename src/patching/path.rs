@@ -241,7 +241,7 @@ impl Patcher {
     ) -> Result<Vec<Tensor>> {
         let resid = base.resid_rows(layer, b)?;
         let cfg = self.model.cfg();
-        let mut run = crate::hooks::Run::new(cfg.n_heads, cfg.n_kv_heads);
+        let mut run = crate::model::run::Run::new(cfg.n_heads, cfg.n_kv_heads);
         for (p, f) in hooks {
             run.hook(*p, *f);
         }

@@ -1,0 +1,126 @@
+//! The state of one forward pass: which hooks run at which hook point, what is cached, and the
+//! checks made on the way (hook output shapes, optional finiteness).
+
+use std::collections::HashMap;
+
+use candle_core::Tensor;
+
+use crate::cache::ActivationCache;
+use crate::error::{Error, Result};
+use crate::hooks::{HookContext, HookPoint};
+
+/// A borrowed hook, as a run holds it.
+pub(crate) type HookRef<'a> = &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>;
+
+/// The state of one forward pass: which hooks run where, and what is cached.
+pub(crate) struct Run<'a> {
+    hooks: HashMap<HookPoint, Vec<HookRef<'a>>>,
+    cache_filter: Option<&'a dyn Fn(&str) -> bool>,
+    cache: ActivationCache,
+    n_heads: usize,
+    n_kv_heads: usize,
+    check_finite: bool,
+}
+
+impl<'a> Run<'a> {
+    /// Makes every hook point fail on NaN or infinite values (−∞ in attention scores is the
+    /// mask and allowed), naming the first hook point where they appear.
+    pub(crate) fn check_finite(&mut self, on: bool) {
+        self.check_finite = on;
+    }
+
+    pub(crate) fn new(n_heads: usize, n_kv_heads: usize) -> Self {
+        Run {
+            hooks: HashMap::new(),
+            cache_filter: None,
+            cache: ActivationCache::default(),
+            n_heads,
+            n_kv_heads,
+            check_finite: false,
+        }
+    }
+
+    pub(crate) fn hook(
+        &mut self,
+        p: HookPoint,
+        f: &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>,
+    ) {
+        self.hooks.entry(p).or_default().push(f);
+    }
+
+    pub(crate) fn cache_when(&mut self, f: &'a dyn Fn(&str) -> bool) {
+        self.cache_filter = Some(f);
+    }
+
+    /// Whether anything (hook or cache) wants the activation at `p`; lets the forward pass
+    /// skip optional work such as `hook_result`.
+    pub(crate) fn wants(&self, p: HookPoint) -> bool {
+        self.hooks.contains_key(&p) || self.cache_filter.is_some_and(|f| f(&p.name()))
+    }
+
+    /// Runs the hooks at `p` on `x`, caches the result if asked, and returns it.
+    pub(crate) fn at(&mut self, p: HookPoint, x: Tensor) -> Result<Tensor> {
+        let mut x = x;
+        if let Some(fs) = self.hooks.get(&p) {
+            let ctx = HookContext {
+                name: p.name(),
+                point: p,
+                layer: p.layer(),
+                n_heads: self.n_heads,
+                n_kv_heads: self.n_kv_heads,
+            };
+            for f in fs {
+                let y = f(&x, &ctx)?;
+                if y.dims() != x.dims() {
+                    return Err(Error::HookShape {
+                        hook: ctx.name.clone(),
+                        expected: x.dims().to_vec(),
+                        got: y.dims().to_vec(),
+                    });
+                }
+                x = if y.dtype() != x.dtype() {
+                    y.to_dtype(x.dtype())?
+                } else {
+                    y
+                };
+            }
+        }
+        if self.check_finite {
+            let f = x.to_dtype(candle_core::DType::F32)?;
+            let nan = f
+                .ne(&f)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            let abs = f.abs()?;
+            let inf = abs
+                .eq(f32::INFINITY as f64)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            let masked_ok = matches!(p, HookPoint::AttnScores(_));
+            let pos_inf = f
+                .eq(f32::INFINITY as f64)?
+                .to_dtype(candle_core::DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?;
+            if nan > 0.0 || (!masked_ok && inf > 0.0) || pos_inf > 0.0 {
+                return Err(Error::Invalid(format!(
+                    "non-finite values at `{p}`: {nan} NaN and {inf} infinite entries (shape {:?}); this is the first hook point where they appear",
+                    x.dims()
+                )));
+            }
+        }
+        if let Some(f) = self.cache_filter {
+            let name = p.name();
+            if f(&name) {
+                self.cache.insert(name, x.clone());
+            }
+        }
+        Ok(x)
+    }
+
+    pub(crate) fn into_cache(self) -> ActivationCache {
+        self.cache
+    }
+}
