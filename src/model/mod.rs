@@ -1,14 +1,20 @@
 //! Models: one config, one hooked forward pass, and loaders that map files onto them.
 
 pub mod arch;
+pub(crate) mod attention;
 pub mod config;
+pub(crate) mod forward;
 pub mod gguf;
 pub mod hf_config;
 pub mod hub;
 pub mod logits;
+pub(crate) mod masks;
 pub mod ollama;
 pub mod ops;
+pub(crate) mod rope;
 pub(crate) mod run;
+pub(crate) mod run_api;
+pub(crate) mod tokens;
 pub mod transformer;
 
 pub use config::{Activation, Config, LayerConfig, RopeScaling};
