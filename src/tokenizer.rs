@@ -290,9 +290,9 @@ impl Tokenizer {
         })
     }
 
-    /// Loads a hub `tokenizer.json`. BOS handling is the caller's (the model prepends it or
-    /// not), so any post-processor in the file is dropped; `bos`, `eos` and `add_bos` (the
-    /// file's own rule) come from [`Tokenizer::hf_bos_rule`] and the model config.
+    /// Loads a `tokenizer.json` with the given special ids and BOS rule (`add_bos`: whether
+    /// the file's own rule adds BOS). Any post-processor is dropped: the model prepends BOS or
+    /// not. [`Tokenizer::from_hf_files`] reads the rule from the files instead.
     pub fn from_file(
         path: impl AsRef<Path>,
         bos: Option<u32>,
@@ -313,29 +313,43 @@ impl Tokenizer {
         })
     }
 
-    /// What a hub tokenizer prepends by its own rule: the token its post-processor puts before
-    /// the text (Llama 3, Gemma), if any; else the `bos_token` of tokenizer_config.json, which
-    /// it then does not add (Qwen has none). Returns (BOS id, whether the file adds it).
-    pub fn hf_bos_rule(
+    /// Loads a hub `tokenizer.json` with its own BOS rule: the token its post-processor puts
+    /// before the text (Llama 3, Gemma), which it then adds itself; else the `bos_token` of
+    /// tokenizer_config.json, else `fallback_bos` (config.json's), which it does not add (Qwen
+    /// names none). The post-processor is then dropped: the model prepends BOS or not.
+    pub fn from_hf_files(
         tokenizer_json: impl AsRef<Path>,
         tokenizer_config: Option<&serde_json::Value>,
-    ) -> Result<(Option<u32>, bool)> {
+        fallback_bos: Option<u32>,
+        eos: Option<u32>,
+        pad: u32,
+    ) -> Result<Self> {
         let path = tokenizer_json.as_ref();
-        let t = tokenizers::Tokenizer::from_file(path)
+        let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("reading {}: {e}", path.display())))?;
-        let with = t.encode_fast("a", true)?;
-        let without = t.encode_fast("a", false)?;
-        if with.len() > without.len() && with.get_ids().ends_with(without.get_ids()) {
-            return Ok((with.get_ids().first().copied(), true));
-        }
-        let named = tokenizer_config
-            .and_then(|c| c.get("bos_token"))
-            .and_then(|b| {
-                b.as_str()
-                    .or_else(|| b.get("content").and_then(|c| c.as_str()))
-            })
-            .and_then(|b| t.token_to_id(b));
-        Ok((named, false))
+        let with = inner.encode_fast("a", true)?;
+        let without = inner.encode_fast("a", false)?;
+        let (bos, adds) =
+            if with.len() > without.len() && with.get_ids().ends_with(without.get_ids()) {
+                (with.get_ids().first().copied(), true)
+            } else {
+                let named = tokenizer_config
+                    .and_then(|c| c.get("bos_token"))
+                    .and_then(|b| {
+                        b.as_str()
+                            .or_else(|| b.get("content").and_then(|c| c.as_str()))
+                    })
+                    .and_then(|b| inner.token_to_id(b));
+                (named.or(fallback_bos), false)
+            };
+        inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
+        Ok(Tokenizer {
+            inner,
+            bos_token_id: bos,
+            eos_token_id: eos,
+            pad_token_id: pad,
+            add_bos: adds,
+        })
     }
 
     /// The id [`Tokenizer::encode`] prepends: BOS, else (as TransformerLens does, e.g. for

@@ -259,18 +259,16 @@ fn load_files(files: &Files, opts: &LoadOptions) -> Result<HookedTransformer> {
                 .ok(),
                 None => None,
             };
-            let (bos, adds) = Tokenizer::hf_bos_rule(p, tc.as_ref())?;
-            let bos = bos.or_else(|| {
-                json.get("bos_token_id")
-                    .and_then(|v| v.as_u64())
-                    .map(|x| x as u32)
-            });
-            Some(Tokenizer::from_file(
+            let fallback = json
+                .get("bos_token_id")
+                .and_then(|v| v.as_u64())
+                .map(|x| x as u32);
+            Some(Tokenizer::from_hf_files(
                 p,
-                bos,
+                tc.as_ref(),
+                fallback,
                 Some(cfg.eos_token_id),
                 cfg.pad_token_id,
-                adds,
             )?)
         }
         None => None,
