@@ -106,6 +106,12 @@ pub struct GgufVocab {
     pub add_bos: bool,
 }
 
+/// A tokenizer.json, with its path in the error.
+fn read_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
+    tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| Error::Tokenizer(format!("reading {}: {e}", path.display())))
+}
+
 /// llama.cpp splits user-defined tokens out of the raw text before anything else; control
 /// tokens are only parsed when asked, so they are special (skipped when decoding) and
 /// encoded as text.
@@ -300,17 +306,31 @@ impl Tokenizer {
         pad: u32,
         add_bos: bool,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let mut inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("reading {}: {e}", path.display())))?;
+        Ok(Self::without_post_processor(
+            read_tokenizer_json(path.as_ref())?,
+            bos,
+            eos,
+            pad,
+            add_bos,
+        ))
+    }
+
+    /// BOS is the model's to prepend, so the file's post-processor goes.
+    fn without_post_processor(
+        mut inner: tokenizers::Tokenizer,
+        bos: Option<u32>,
+        eos: Option<u32>,
+        pad: u32,
+        add_bos: bool,
+    ) -> Self {
         inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
-        Ok(Tokenizer {
+        Tokenizer {
             inner,
             bos_token_id: bos,
             eos_token_id: eos,
             pad_token_id: pad,
             add_bos,
-        })
+        }
     }
 
     /// Loads a hub `tokenizer.json` with its own BOS rule: the token its post-processor puts
@@ -324,9 +344,7 @@ impl Tokenizer {
         eos: Option<u32>,
         pad: u32,
     ) -> Result<Self> {
-        let path = tokenizer_json.as_ref();
-        let mut inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("reading {}: {e}", path.display())))?;
+        let inner = read_tokenizer_json(tokenizer_json.as_ref())?;
         let with = inner.encode_fast("a", true)?;
         let without = inner.encode_fast("a", false)?;
         let (bos, adds) =
@@ -342,14 +360,7 @@ impl Tokenizer {
                     .and_then(|b| inner.token_to_id(b));
                 (named.or(fallback_bos), false)
             };
-        inner.with_post_processor(None::<tokenizers::PostProcessorWrapper>);
-        Ok(Tokenizer {
-            inner,
-            bos_token_id: bos,
-            eos_token_id: eos,
-            pad_token_id: pad,
-            add_bos: adds,
-        })
+        Ok(Self::without_post_processor(inner, bos, eos, pad, adds))
     }
 
     /// The id [`Tokenizer::encode`] prepends: BOS, else (as TransformerLens does, e.g. for
