@@ -122,11 +122,26 @@ impl Gguf {
     }
 
     fn strings(&self, key: &str) -> Result<Vec<String>> {
-        self.array(key)?
+        self.opt_array(key, |v| v.to_string().cloned())?
+            .ok_or_else(|| self.err(format!("GGUF metadata has no `{key}`")))
+    }
+
+    /// The array at `key`, each element converted by `f`; `None` when the key is absent.
+    fn opt_array<T>(
+        &self,
+        key: &str,
+        f: impl Fn(&Value) -> candle_core::Result<T>,
+    ) -> Result<Option<Vec<T>>> {
+        if self.get(key).is_none() {
+            return Ok(None);
+        }
+        let v = self
+            .array(key)?
             .iter()
-            .map(|v| v.to_string().cloned())
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.err(format!("`{key}`: {e}")))
+            .map(f)
+            .collect::<candle_core::Result<Vec<T>>>()
+            .map_err(|e| self.err(format!("`{key}`: {e}")))?;
+        Ok(Some(v))
     }
 
     fn array(&self, key: &str) -> Result<&Vec<Value>> {
@@ -140,26 +155,15 @@ impl Gguf {
         let model = self.opt_str("tokenizer.ggml.model").unwrap_or("llama");
         let tokens = self.strings("tokenizer.ggml.tokens")?;
         let n = tokens.len();
-        let scores = match self.get("tokenizer.ggml.scores") {
-            Some(_) => self
-                .array("tokenizer.ggml.scores")?
-                .iter()
-                .map(|v| v.to_f32())
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-            None => vec![0.0; n],
-        };
-        let types = match self.get("tokenizer.ggml.token_type") {
-            Some(_) => self
-                .array("tokenizer.ggml.token_type")?
-                .iter()
-                .map(|v| v.to_i32())
-                .collect::<std::result::Result<Vec<_>, _>>()?,
-            None => vec![1; n],
-        };
-        let merges = match self.get("tokenizer.ggml.merges") {
-            Some(_) => self.strings("tokenizer.ggml.merges")?,
-            None => Vec::new(),
-        };
+        let scores = self
+            .opt_array("tokenizer.ggml.scores", |v| v.to_f32())?
+            .unwrap_or_else(|| vec![0.0; n]);
+        let types = self
+            .opt_array("tokenizer.ggml.token_type", |v| v.to_i32())?
+            .unwrap_or_else(|| vec![1; n]);
+        let merges = self
+            .opt_array("tokenizer.ggml.merges", |v| v.to_string().cloned())?
+            .unwrap_or_default();
         // llama.cpp's defaults per tokenizer kind when the file does not say.
         let spm = model == "llama";
         Ok(GgufVocab {
