@@ -10,6 +10,7 @@ use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks};
 use crate::model::{HookedTransformer, Logits};
+use crate::stats::Rng;
 
 /// What to ablate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,11 +181,8 @@ fn resample(cache: &ActivationCache, p: HookPoint, s: usize, seed: u64) -> Resul
             rs.iter().filter_map(|r| r.dim(0).ok()).max().unwrap_or(0)
         )));
     }
-    // SplitMix64: a fixed, documented generator, so a seed means the same prompt everywhere.
-    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let pick = long[(z % long.len() as u64) as usize];
+    // The shared seeded generator, so a seed means the same prompt everywhere.
+    let i = Rng::new(seed).below(long.len());
+    let pick = long[i];
     Ok(pick.narrow(0, 0, s)?.unsqueeze(0)?)
 }

@@ -4,9 +4,13 @@
 //! (`blocks.3.attn.hook_pattern`…), to read ([`HookedTransformer::run_with_cache`]) or replace
 //! ([`HookedTransformer::run_with_hooks`]). Grouped-query attention is first class: k/v hooks
 //! carry the kv heads. Notebooks start with `use mechinterp::prelude::*;`.
+//!
+//! Dependencies point one way (`tests/layering.rs` checks it): [`model`] (with [`hooks`],
+//! [`cache`], [`tokenizer`]) ← techniques ([`metrics`], [`ablation`], [`lens`], [`patching`],
+//! [`translation`], sharing [`stats`]) ← [`plot`] (every figure and notebook display) and
+//! [`report`] (the main job on disk) ← the `mechinterp` binary, which also holds the benchmarks.
 
 pub mod ablation;
-pub mod bench;
 pub mod cache;
 pub mod error;
 pub mod fetch;
@@ -18,6 +22,8 @@ pub mod patching;
 pub mod plot;
 pub mod prelude;
 pub mod progress;
+pub mod report;
+pub mod stats;
 pub mod table;
 pub mod tokenizer;
 pub mod translation;

@@ -72,16 +72,7 @@ impl Metric for LogitDiff {
 
 /// The id of a string that must tokenize to exactly one token (without BOS).
 pub fn single_token(model: &HookedTransformer, s: &str) -> Result<u32> {
-    let tok = model.tokenizer()?;
-    let ids = tok.encode(s, false)?;
-    match ids.as_slice() {
-        [id] => Ok(*id),
-        _ => Err(Error::Invalid(format!(
-            "answer {s:?} is {} tokens {:?}, not one; pick a single-token answer (mind the leading space)",
-            ids.len(),
-            ids.iter().map(|&i| tok.token_str(i)).collect::<Vec<_>>()
-        ))),
-    }
+    model.token_id(s)
 }
 
 /// Logits [b, s, v] at `pos`, as [b, v]. `None` is each row's own last real token, which

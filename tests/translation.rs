@@ -8,7 +8,8 @@ use std::io::Write;
 use candle_core::IndexOp;
 use common::*;
 use mechinterp::prelude::*;
-use mechinterp::translation::report::{run, RunOptions};
+use mechinterp::report::run;
+use mechinterp::translation::RunOptions;
 use mechinterp::translation::{
     benjamini_hochberg, head_stats, locate_target, random_pairing, score_pattern, CausalOptions,
 };
@@ -150,7 +151,7 @@ fn loader_and_filter() {
     let (_, rep) = filter_pairs(m, &raw[5..], "ja", "en").unwrap();
     assert_eq!(rep.bad_chars, 1);
     // The shipped data: ≥ 150 pairs for every required direction, all loadable.
-    let data = mechinterp::translation::report::shipped_data_dir();
+    let data = mechinterp::translation::shipped_data_dir();
     for d in [
         "en-fr", "en-de", "en-es", "en-ja", "en-ar", "en-zh", "zh-fr", "zh-de",
     ] {
@@ -246,10 +247,7 @@ fn library_scores_match_the_pattern_by_hand() {
 fn end_to_end_on_the_default_model() {
     let m = gemma();
     let out = tempfile::tempdir().unwrap();
-    let mut opts = RunOptions::new(
-        mechinterp::translation::report::shipped_data_dir(),
-        out.path(),
-    );
+    let mut opts = RunOptions::new(mechinterp::translation::shipped_data_dir(), out.path());
     opts.directions = vec![("en".into(), "fr".into()), ("ja".into(), "en".into())];
     opts.limit = Some(12);
     opts.n_perm = 500;

@@ -142,7 +142,16 @@ impl HookedTransformer {
 
     /// The id of a string that must be exactly one token, e.g. `model.token_id(" Paris")?`.
     pub fn token_id(&self, s: &str) -> Result<u32> {
-        crate::metrics::single_token(self, s)
+        let tok = self.tokenizer()?;
+        let ids = tok.encode(s, false)?;
+        match ids.as_slice() {
+            [id] => Ok(*id),
+            _ => Err(Error::Invalid(format!(
+                "answer {s:?} is {} tokens {:?}, not one; pick a single-token answer (mind the leading space)",
+                ids.len(),
+                ids.iter().map(|&i| tok.token_str(i)).collect::<Vec<_>>()
+            ))),
+        }
     }
 
     /// Decodes ids to text, dropping special tokens.

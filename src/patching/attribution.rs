@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint};
 use crate::model::run::Run;
 use crate::model::transformer::{LogitRows, Start};
+use crate::stats::pearson;
 use crate::table::{Axis, Table};
 
 /// Linear estimates of patching effects (metric change from the base run, not raw values).
@@ -107,15 +108,10 @@ impl Agreement {
             }
         }
         let n = points.len();
-        let mean = |f: &dyn Fn(&(String, f32, f32)) -> f32| {
-            points.iter().map(f).sum::<f32>() / n.max(1) as f32
-        };
-        let (me, ma) = (mean(&|p| p.1), mean(&|p| p.2));
-        let cov: f32 = points.iter().map(|p| (p.1 - me) * (p.2 - ma)).sum();
-        let ve: f32 = points.iter().map(|p| (p.1 - me).powi(2)).sum();
-        let va: f32 = points.iter().map(|p| (p.2 - ma).powi(2)).sum();
+        let est: Vec<f32> = points.iter().map(|p| p.1).collect();
+        let act: Vec<f32> = points.iter().map(|p| p.2).collect();
         Ok(Agreement {
-            pearson: cov / (ve.sqrt() * va.sqrt()),
+            pearson: pearson(&est, &act),
             n,
             points,
         })

@@ -1,11 +1,13 @@
-//! Pictures of the toolkit's results: every result type draws itself and shows inline in
-//! evcxr (`evcxr_display`), so ending a notebook cell with the value shows the plot.
+//! Pictures of the toolkit's results (tables, patching, attribution, the lens, translation
+//! scores): each result type's figure and its `evcxr_display` live here, so ending a notebook
+//! cell with the value shows the plot while the result types themselves know nothing of SVG.
 
-use super::{display_result, BarChart, Colormap, Figure, Heatmap, LinePlot, ScatterPlot};
+use super::{display_result, BarChart, Colormap, Figure, Heatmap, LinePlot, Panels, ScatterPlot};
 use crate::error::{Error, Result};
 use crate::lens::{Dla, LogitLens};
 use crate::patching::{Agreement, Attribution, PatchResult};
 use crate::table::{Axis, Table};
+use crate::translation::{DirectionResult, HeadScores};
 
 impl Table {
     /// A heatmap of a 2-D table (a 3-D one has its first two axes merged into rows).
@@ -171,5 +173,38 @@ impl LogitLens {
     /// Shows the lens inline in an evcxr notebook cell.
     pub fn evcxr_display(&self) {
         display_result(self.render())
+    }
+}
+
+impl HeadScores {
+    /// The Translation | Random | Diff figure, one shared colour scale.
+    pub fn panels(&self, title: &str) -> Result<Panels> {
+        Ok(Panels::new(vec![
+            self.translation.heatmap()?.title("Translation"),
+            self.random.heatmap()?.title("Random"),
+            self.diff.heatmap()?.title("Diff"),
+        ])
+        .title(title))
+    }
+
+    /// Shows the three panels inline in an evcxr notebook cell.
+    pub fn evcxr_display(&self) {
+        display_result(self.panels(&self.diff.title).and_then(|p| p.render()));
+    }
+}
+
+impl DirectionResult {
+    /// The Translation | Random | Diff figure, titled with the direction.
+    pub fn panels(&self) -> Result<Panels> {
+        self.scores.panels(&format!(
+            "{}→{}",
+            self.src.to_uppercase(),
+            self.tgt.to_uppercase()
+        ))
+    }
+
+    /// Shows the three panels inline in an evcxr notebook cell.
+    pub fn evcxr_display(&self) {
+        display_result(self.panels().and_then(|p| p.render()));
     }
 }

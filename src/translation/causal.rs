@@ -10,10 +10,9 @@ use crate::metrics::LogitDiff;
 use crate::model::HookedTransformer;
 use crate::patching::{Direction, Patcher, Receivers};
 use crate::progress::Progress;
+use crate::stats::{normal_cdf, spearman, Rng};
 use crate::table::Table;
 use crate::translation::data::SentencePair;
-use crate::translation::score::spearman;
-use crate::translation::stats::Rng;
 
 /// Options for the causal check.
 #[derive(Debug, Clone)]
@@ -261,31 +260,6 @@ pub fn ablation_check(
         baseline,
         effects,
     })
-}
-
-/// Φ(z), the standard normal CDF (Abramowitz–Stegun 7.1.26 erf, |error| < 1.5e-7).
-fn normal_cdf(z: f64) -> f64 {
-    if !z.is_finite() {
-        return if z > 0.0 {
-            1.0
-        } else if z < 0.0 {
-            0.0
-        } else {
-            f64::NAN
-        };
-    }
-    let x = z.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let poly = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erf = 1.0 - poly * (-x * x).exp();
-    if z >= 0.0 {
-        0.5 * (1.0 + erf)
-    } else {
-        0.5 * (1.0 - erf)
-    }
 }
 
 /// How path patching ranks heads, against the attention score.

@@ -216,3 +216,8 @@ pub fn random_pairing(
     }
     Ok(out)
 }
+
+/// The project's own data folder (`data/` at the crate root).
+pub fn shipped_data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+}

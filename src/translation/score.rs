@@ -15,6 +15,7 @@ use candle_core::{DType, IndexOp, Tensor};
 use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::progress::Progress;
+use crate::stats::spearman;
 use crate::table::{Axis, Table};
 use crate::translation::data::{random_pairing, SentencePair};
 
@@ -282,21 +283,6 @@ pub struct HeadScores {
 }
 
 impl HeadScores {
-    /// The Translation | Random | Diff figure, one shared colour scale.
-    pub fn panels(&self, title: &str) -> Result<crate::plot::Panels> {
-        Ok(crate::plot::Panels::new(vec![
-            self.translation.heatmap()?.title("Translation"),
-            self.random.heatmap()?.title("Random"),
-            self.diff.heatmap()?.title("Diff"),
-        ])
-        .title(title))
-    }
-
-    /// Shows the three panels inline in an evcxr notebook cell.
-    pub fn evcxr_display(&self) {
-        crate::plot::display_result(self.panels(&self.diff.title).and_then(|p| p.render()));
-    }
-
     /// Heads whose difference exceeds `threshold`, as (layer, head, difference), largest first.
     pub fn heads_above(&self, threshold: f32) -> Vec<(usize, usize, f32)> {
         let h = self.diff.axes[1].len();
@@ -479,33 +465,4 @@ pub fn aligned_scores(
         identical_share,
         spearman_vs_diagonal,
     })
-}
-
-/// Spearman rank correlation (average ranks for ties).
-pub fn spearman(a: &[f32], b: &[f32]) -> f32 {
-    fn ranks(v: &[f32]) -> Vec<f32> {
-        let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&x, &y| v[x].total_cmp(&v[y]));
-        let mut r = vec![0f32; v.len()];
-        let mut i = 0;
-        while i < idx.len() {
-            let mut j = i;
-            while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-                j += 1;
-            }
-            let avg = (i + j) as f32 / 2.0;
-            for &k in &idx[i..=j] {
-                r[k] = avg;
-            }
-            i = j + 1;
-        }
-        r
-    }
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = ra.len() as f32;
-    let (ma, mb) = (ra.iter().sum::<f32>() / n, rb.iter().sum::<f32>() / n);
-    let cov: f32 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f32 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f32 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va.sqrt() * vb.sqrt())
 }

@@ -2,30 +2,7 @@
 //! permutation test of translation against random, and Benjamini–Hochberg control of the
 //! false-discovery rate over heads.
 
-/// A small seeded generator (SplitMix64), so results reproduce exactly from a seed.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
+use crate::stats::{benjamini_hochberg, quantile, Rng};
 
 /// Per-head statistics of translation − random.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,20 +64,11 @@ pub fn head_stats(
         }
     }
     let alpha = (1.0 - level) / 2.0;
-    let quant = |v: &mut Vec<f32>, q: f32| -> f32 {
-        if v.is_empty() {
-            return f32::NAN;
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        let pos = q * (v.len() - 1) as f32;
-        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-        v[lo] + (v[hi] - v[lo]) * (pos - lo as f32)
-    };
     let mut ci_low = Vec::with_capacity(h);
     let mut ci_high = Vec::with_capacity(h);
     for b in boots.iter_mut() {
-        ci_low.push(quant(b, alpha));
-        ci_high.push(quant(b, 1.0 - alpha));
+        ci_low.push(quantile(b, alpha));
+        ci_high.push(quantile(b, 1.0 - alpha));
     }
 
     // Permutation: shuffle the translation / random labels of the pooled prompts; one
@@ -147,19 +115,4 @@ pub fn head_stats(
         n_boot,
         n_perm,
     }
-}
-
-/// Benjamini–Hochberg adjusted p-values: head i is a discovery at FDR α when q[i] ≤ α.
-pub fn benjamini_hochberg(p: &[f32]) -> Vec<f32> {
-    let m = p.len();
-    let mut idx: Vec<usize> = (0..m).collect();
-    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
-    let mut q = vec![1f32; m];
-    let mut running = 1f32;
-    for (rank, &i) in idx.iter().enumerate().rev() {
-        let v = (p[i] * m as f32 / (rank + 1) as f32).min(1.0);
-        running = running.min(v);
-        q[i] = running;
-    }
-    q
 }

@@ -1,18 +1,18 @@
-//! Benchmarks with honest FLOP counts: the plain forward, caching, patching, attribution and
-//! translation scoring on the default model, against this machine's matmul peak measured with
-//! the same kernel. Numbers, not assertions: run `mechinterp bench`.
+//! The timed operations of `mechinterp bench`, with honest FLOP counts: the plain forward,
+//! caching, patching, attribution and translation scoring, against this machine's matmul peak
+//! measured with the same kernel; and the same-run ratios against the Python baselines.
 
 use std::time::Instant;
 
+use anyhow::Result;
 use candle_core::{Device, Tensor};
+use mechinterp::hooks::{HookContext, HookPoint, Intervention};
+use mechinterp::metrics::LogitDiff;
+use mechinterp::model::{Config, HookedTransformer};
+use mechinterp::patching::{Direction, PatchTarget, Patcher};
+use mechinterp::stats::median;
+use mechinterp::translation::{prompt, score_heads, ScoreOptions, SentencePair};
 use serde_json::{json, Value};
-
-use crate::error::Result;
-use crate::hooks::{HookContext, Intervention};
-use crate::metrics::LogitDiff;
-use crate::model::{Config, HookedTransformer};
-use crate::patching::{Direction, PatchTarget, Patcher};
-use crate::translation::{score_heads, ScoreOptions, SentencePair};
 
 /// One timed operation.
 #[derive(Debug, Clone)]
@@ -32,16 +32,7 @@ pub struct Timing {
 impl Timing {
     /// Median seconds.
     pub fn median(&self) -> f64 {
-        let mut v = self.seconds.clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        let n = v.len();
-        if n == 0 {
-            f64::NAN
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            0.5 * (v[n / 2 - 1] + v[n / 2])
-        }
+        median(&self.seconds)
     }
 
     fn min(&self) -> f64 {
@@ -63,7 +54,8 @@ impl Timing {
     }
 }
 
-fn time<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<Vec<f64>> {
+/// Seconds of each of `repeats` calls of `f`, after one warm-up call.
+fn time<T>(repeats: usize, mut f: impl FnMut() -> mechinterp::Result<T>) -> Result<Vec<f64>> {
     f()?; // warm-up
     let mut v = Vec::with_capacity(repeats);
     for _ in 0..repeats {
@@ -182,20 +174,21 @@ pub fn run(
 
     // The same sweep done the naive way, for the before/after ratio: one full forward per head
     // with logits at every position, from the patcher's own clean cache.
+    let (_, clean_cache) = model.run_with_cache(&toks)?;
+    let corrupt = model.to_tokens(CORRUPT)?;
     let secs = time(1, || {
         for l in 0..cfg.n_layers {
-            let src = p.clean.cache.get(&crate::hooks::HookPoint::Z(l).name())?;
+            let src = clean_cache.get(&HookPoint::Z(l).name())?;
             for h in 0..cfg.n_heads {
                 let src = src.clone();
-                let hook = move |x: &Tensor, _: &HookContext| {
-                    let mask =
-                        crate::patching::mask(&[1, 1, x.dim(2)?, 1], x.device(), |i| i[2] == h)?;
-                    crate::patching::splice(x, &mask, &src)
+                let hook = move |x: &Tensor, _: &HookContext| -> mechinterp::Result<Tensor> {
+                    let n = x.dim(2)?;
+                    let on: Vec<u8> = (0..n).map(|i| u8::from(i == h)).collect();
+                    let mask = Tensor::from_vec(on, (1, 1, n, 1), x.device())?;
+                    let src = src.to_dtype(x.dtype())?.broadcast_as(x.shape())?;
+                    Ok(mask.broadcast_as(x.shape())?.where_cond(&src, x)?)
                 };
-                model.run_with_hooks(
-                    &p.corrupt.tokens,
-                    &[(crate::hooks::HookPoint::Z(l).name().as_str(), hook)],
-                )?;
+                model.run_with_hooks(&corrupt, &[(HookPoint::Z(l).name().as_str(), hook)])?;
             }
         }
         Ok(())
@@ -254,10 +247,10 @@ pub fn run(
         .iter()
         .map(|p| {
             model
-                .to_tokens(&crate::translation::prompt("en", "fr", p))
+                .to_tokens(&prompt("en", "fr", p))
                 .map(|t| t.dim(1).unwrap_or(0))
         })
-        .sum::<Result<usize>>()?;
+        .sum::<mechinterp::Result<usize>>()?;
     let secs = time(repeats.clamp(1, 3), || {
         score_heads(model, &pairs, "en", "fr", &opts)
     })?;
@@ -296,94 +289,6 @@ pub fn report(timings: &[Timing], peak: f64) -> (String, Value) {
     }
     j.insert("sgemm_peak_gflops".into(), json!(peak));
     (s, Value::Object(j))
-}
-
-/// The Python companion script, embedded so that an installed binary can run it.
-const PYTHON_SCRIPT: &str = include_str!("../scripts/bench_python.py");
-
-/// Options for the same-run Python baselines.
-#[derive(Debug, Clone)]
-pub struct Baseline {
-    /// A Python with torch, transformers and gguf (and optionally transformer_lens).
-    pub python: std::path::PathBuf,
-    /// The GGUF both sides load.
-    pub gguf: std::path::PathBuf,
-    /// Repeats per operation.
-    pub repeats: usize,
-    /// Skip TransformerLens's head sweep (72 forwards, over a minute).
-    pub skip_sweep: bool,
-}
-
-/// Fails fast, before minutes of benchmarks, when `python` cannot run the baseline.
-pub fn check_baseline_python(python: &std::path::Path) -> Result<()> {
-    use crate::error::Error;
-    let out = std::process::Command::new(python)
-        .args(["-c", "import torch, transformers, gguf"])
-        .output()
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "could not run {}: {e}; pass the path of a Python executable",
-                python.display()
-            ))
-        })?;
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr);
-        let why = why.lines().last().unwrap_or("").trim();
-        return Err(Error::Invalid(format!(
-            "{} cannot import torch, transformers and gguf ({why}); create one with: \
-             python3 -m venv VENV && VENV/bin/pip install torch transformers gguf \"transformer_lens>=3,<4\"",
-            python.display()
-        )));
-    }
-    Ok(())
-}
-
-/// Runs `scripts/bench_python.py` (HF transformers and TransformerLens on the same GGUF,
-/// prompts and thread count) and returns its JSON.
-pub fn python_baseline(b: &Baseline) -> Result<Value> {
-    use crate::error::Error;
-    let dir = std::env::temp_dir().join(format!("mechinterp-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let script = dir.join("bench_python.py");
-    let out = dir.join("baseline.json");
-    std::fs::write(&script, PYTHON_SCRIPT)
-        .map_err(|e| Error::io(format!("writing {}", script.display()), e))?;
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut cmd = std::process::Command::new(&b.python);
-    cmd.arg(&script)
-        .arg("--gguf")
-        .arg(&b.gguf)
-        .args(["--clean", CLEAN, "--corrupt", CORRUPT])
-        .args(["--repeats", &b.repeats.to_string()])
-        .args(["--threads", &threads.to_string()])
-        .arg("--out")
-        .arg(&out)
-        .env("HF_HUB_OFFLINE", "1")
-        // TransformerLens prints to stdout; keep ours for the report.
-        .stdout(std::process::Stdio::from(std::io::stderr()));
-    if b.skip_sweep {
-        cmd.arg("--skip-sweep");
-    }
-    let status = cmd.status().map_err(|e| {
-        Error::Invalid(format!(
-            "could not run {}: {e}; pass a Python that has torch, transformers and gguf",
-            b.python.display()
-        ))
-    });
-    let result = status.and_then(|status| {
-        if !status.success() {
-            return Err(Error::Invalid(format!(
-                "the Python baseline failed ({status}); its messages are above"
-            )));
-        }
-        let text = std::fs::read_to_string(&out)
-            .map_err(|e| Error::io(format!("reading {}", out.display()), e))?;
-        serde_json::from_str::<Value>(&text)
-            .map_err(|e| Error::Invalid(format!("the Python baseline wrote bad JSON: {e}")))
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-    result
 }
 
 /// Same-run ratios: ours against each other and, given the Python baselines' JSON, against

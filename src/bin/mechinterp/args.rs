@@ -1,0 +1,96 @@
+//! Arguments shared by several subcommands: which model to load, a clean / corrupted prompt
+//! pair, and where to write JSON.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use mechinterp::prelude::*;
+
+/// Which model to load, and how.
+#[derive(clap::Args)]
+pub struct ModelArgs {
+    /// `gemma3-270m` (the default model), `ollama:NAME[:TAG]`, a .gguf file (llama.cpp, LM
+    /// Studio), a folder with config.json and safetensors, or a Hugging Face repo id (e.g.
+    /// Qwen/Qwen2.5-3B).
+    #[arg(long, default_value = "gemma3-270m")]
+    pub model: String,
+    /// Weights and activations dtype: f32, or bf16 / f16 (half the memory, slower on a CPU).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
+    pub dtype: String,
+    /// Do not prepend BOS to texts (TransformerLens's default prepends the tokenizer's BOS, or
+    /// its EOS where it has none); gives HF's ids for tokenizers whose own rule adds nothing.
+    #[arg(long)]
+    pub no_bos: bool,
+}
+
+impl ModelArgs {
+    /// Loads the model as the flags say.
+    pub fn load(&self) -> Result<HookedTransformer> {
+        let dtype = match self.dtype.as_str() {
+            "bf16" => DType::BF16,
+            "f16" => DType::F16,
+            _ => DType::F32,
+        };
+        let opts = LoadOptions {
+            dtype,
+            ..Default::default()
+        };
+        Ok(HookedTransformer::from_spec_with(&self.model, &opts)?.with_prepend_bos(!self.no_bos))
+    }
+}
+
+/// One prompt and the model to run it on.
+#[derive(clap::Args)]
+pub struct PromptArgs {
+    /// The prompt.
+    pub prompt: String,
+    #[command(flatten)]
+    pub model: ModelArgs,
+}
+
+/// A clean / corrupted prompt pair and the logit difference to measure.
+#[derive(clap::Args)]
+pub struct PairArgs {
+    /// The clean prompt.
+    #[arg(long)]
+    pub clean: String,
+    /// The corrupted prompt (same number of tokens).
+    #[arg(long)]
+    pub corrupt: String,
+    /// The clean run's answer, one token (e.g. " Mary").
+    #[arg(long)]
+    pub answer: String,
+    /// The competing answer, one token (e.g. " John").
+    #[arg(long)]
+    pub wrong: String,
+    /// denoise (clean into corrupted) or noise (corrupted into clean).
+    #[arg(long, default_value = "denoise", value_parser = ["denoise", "noise"])]
+    pub direction: String,
+    /// Patched runs per batched forward.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+impl PairArgs {
+    /// Loads the model and builds the patcher for the pair's logit difference.
+    pub fn patcher(&self) -> Result<Patcher> {
+        let m = self.model.load()?;
+        let metric = LogitDiff::from_strs(&m, &self.answer, &self.wrong)?;
+        Ok(Patcher::new(&m, &self.clean, &self.corrupt, metric)?.batch_size(self.batch))
+    }
+}
+
+/// Writes `v` as pretty JSON to `path` when one is given, and says so on stderr.
+pub fn write_json(path: &Option<PathBuf>, v: &serde_json::Value) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(v)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}

