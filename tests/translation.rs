@@ -456,3 +456,35 @@ fn split_zero_and_the_original_method_say_what_they_did() {
         }
     }
 }
+
+#[test]
+fn a_failed_direction_is_reported_and_fails_the_run() {
+    let m = gemma();
+    let data = tempfile::tempdir().unwrap();
+    let src = mechinterp::translation::shipped_data_dir();
+    let en_fr = ["en-fr.tsv", "en_fr.tsv"]
+        .iter()
+        .map(|f| src.join(f))
+        .find(|p| p.exists())
+        .expect("the shipped data has en-fr");
+    std::fs::copy(&en_fr, data.path().join("en-fr.tsv")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = RunOptions::new(data.path(), out.path());
+    opts.directions = vec![("en".into(), "fr".into()), ("en".into(), "de".into())];
+    opts.limit = Some(6);
+    opts.n_perm = 200;
+    opts.n_boot = 100;
+    opts.score.quiet = true;
+    opts.causal = None;
+    let e = run(m, &opts).unwrap_err().to_string();
+    assert!(e.contains("1 of 2 directions failed (en→de)"), "{e}");
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("## Failed directions") && md.contains("en→de"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## EN → FR"),
+        "the direction that worked is still reported"
+    );
+}
