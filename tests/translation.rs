@@ -9,10 +9,11 @@ use candle_core::IndexOp;
 use common::*;
 use mechinterp::prelude::*;
 use mechinterp::report::run;
-use mechinterp::translation::RunOptions;
 use mechinterp::translation::{
-    benjamini_hochberg, head_stats, locate_target, random_pairing, score_pattern, CausalOptions,
+    benjamini_hochberg, clean_random_pairing, head_stats, locate_target, random_pairing,
+    random_pairing_indexed, score_pattern, CausalOptions,
 };
+use mechinterp::translation::{Method, RunOptions};
 
 #[test]
 fn diagonal_score_by_hand() {
@@ -85,6 +86,71 @@ fn random_pairing_by_hand() {
         "no pair keeps its own translation"
     );
     assert!(random_pairing(&pairs[..1], &lens[..1]).is_err());
+}
+
+#[test]
+fn the_clean_random_control_never_pairs_a_possible_translation() {
+    // t0 and t1 have the same text (a duplicate translation) and the same length, so the
+    // original pairing swaps them: source 0 would get "its own" sentence back.
+    let tgts = ["same text", "Same  text", "a b c d", "p q r s t"];
+    let pairs: Vec<SentencePair> = tgts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| SentencePair {
+            src: format!("s{i}"),
+            tgt: t.to_string(),
+        })
+        .collect();
+    let lens = [3, 3, 4, 5];
+    let norm = |x: &str| {
+        x.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let bad = |v: &[(usize, usize)]| {
+        v.iter()
+            .filter(|&&(s, t)| s == t || norm(&pairs[s].tgt) == norm(&pairs[t].tgt))
+            .count()
+    };
+    let original = random_pairing_indexed(&pairs, &lens).unwrap();
+    assert!(
+        bad(&original) > 0,
+        "the fixture must trip the original pairing: {original:?}"
+    );
+    let (clean, swaps) = clean_random_pairing(&pairs, &lens).unwrap();
+    assert_eq!(bad(&clean), 0, "{clean:?}");
+    assert!(swaps >= 1);
+    // Still a pairing: every source once, every target once.
+    let mut s: Vec<usize> = clean.iter().map(|p| p.0).collect();
+    let mut t: Vec<usize> = clean.iter().map(|p| p.1).collect();
+    s.sort_unstable();
+    t.sort_unstable();
+    assert_eq!(s, (0..4).collect::<Vec<_>>());
+    assert_eq!(t, (0..4).collect::<Vec<_>>());
+    // Clean data is left exactly as the original study paired it.
+    let distinct: Vec<SentencePair> = (0..4)
+        .map(|i| SentencePair {
+            src: format!("s{i}"),
+            tgt: format!("t{i}"),
+        })
+        .collect();
+    let (c, n) = clean_random_pairing(&distinct, &lens).unwrap();
+    assert_eq!(
+        (c, n),
+        (random_pairing_indexed(&distinct, &lens).unwrap(), 0)
+    );
+    // Nothing to pair with: refused by name.
+    let same: Vec<SentencePair> = (0..3)
+        .map(|i| SentencePair {
+            src: format!("s{i}"),
+            tgt: "one".into(),
+        })
+        .collect();
+    let e = clean_random_pairing(&same, &[1, 1, 1])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("duplicates"), "{e}");
 }
 
 #[test]
@@ -270,6 +336,9 @@ fn end_to_end_on_the_default_model() {
         "Causal check",
         "Path patching",
         "Overlap across directions",
+        "Translation heads",
+        "by the original pooled statistics",
+        "Each head alone",
     ] {
         assert!(md.contains(needle), "report lacks {needle:?}");
     }
@@ -306,6 +375,31 @@ fn end_to_end_on_the_default_model() {
             .chain(flat("q").iter())
             .all(|&x| x > 0.0 && x <= 1.0));
         assert!(j["heads"]["fdr"].is_array() && j["heads"]["thresholds"]["0.04"].is_array());
+        // The paired design: halves of the 12 sources, confirmed heads with held-out numbers.
+        let paired = &j["paired"];
+        assert_eq!(
+            paired["discovery_sources"].as_array().unwrap().len(),
+            6,
+            "{d}"
+        );
+        assert_eq!(
+            paired["confirmation_sources"].as_array().unwrap().len(),
+            6,
+            "{d}"
+        );
+        for h in j["heads"]["confirmed"].as_array().unwrap() {
+            let (lo, hi) = (
+                h["ci_low"].as_f64().unwrap(),
+                h["ci_high"].as_f64().unwrap(),
+            );
+            assert!(
+                lo > 0.0 && lo <= h["diff"].as_f64().unwrap() + 1e-6 && hi >= lo,
+                "{h}"
+            );
+            assert!(h["layer"].as_u64().unwrap() < 18 && h["head"].as_u64().unwrap() < 4);
+        }
+        assert_eq!(j["causal_pairs"], "the 6 held-out pairs");
+        assert_eq!(j["complete"], true, "{}", j["errors"]);
         assert!(j["aligned"]["spearman_vs_diagonal"].as_f64().unwrap().abs() <= 1.0);
         let c = &j["causal"];
         assert!(c["baseline"].as_f64().unwrap() < 0.0);
@@ -319,4 +413,78 @@ fn end_to_end_on_the_default_model() {
                 <= 1.0
         );
     }
+}
+
+#[test]
+fn split_zero_and_the_original_method_say_what_they_did() {
+    let m = gemma();
+    for (method, split) in [(Method::Paired, 0.0), (Method::Original, 0.5)] {
+        let out = tempfile::tempdir().unwrap();
+        let mut opts = RunOptions::new(mechinterp::translation::shipped_data_dir(), out.path());
+        opts.directions = vec![("en".into(), "fr".into())];
+        opts.limit = Some(8);
+        opts.n_perm = 300;
+        opts.n_boot = 100;
+        opts.score.quiet = true;
+        opts.causal = None;
+        opts.method = method;
+        opts.split = split;
+        let (results, report) = run(m, &opts).unwrap();
+        let md = std::fs::read_to_string(&report).unwrap();
+        let j: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("en-fr/scores.json")).unwrap(),
+        )
+        .unwrap();
+        match method {
+            Method::Paired => {
+                assert!(md.contains("no held-out half (`--split 0`)"), "{md}");
+                assert_eq!(
+                    j["paired"]["discovery_sources"].as_array().unwrap().len(),
+                    8
+                );
+                assert!(j["paired"]["confirmation_sources"]
+                    .as_array()
+                    .unwrap()
+                    .is_empty());
+                assert!(j["heads"]["confirmed"].as_array().unwrap().is_empty());
+            }
+            Method::Original => {
+                assert!(md.contains("Method `original`"), "{md}");
+                assert!(j["paired"].is_null() && j["heads"]["confirmed"].is_null());
+                assert_eq!(results[0].scores.repairings, 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_failed_direction_is_reported_and_fails_the_run() {
+    let m = gemma();
+    let data = tempfile::tempdir().unwrap();
+    let src = mechinterp::translation::shipped_data_dir();
+    let en_fr = ["en-fr.tsv", "en_fr.tsv"]
+        .iter()
+        .map(|f| src.join(f))
+        .find(|p| p.exists())
+        .expect("the shipped data has en-fr");
+    std::fs::copy(&en_fr, data.path().join("en-fr.tsv")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut opts = RunOptions::new(data.path(), out.path());
+    opts.directions = vec![("en".into(), "fr".into()), ("en".into(), "de".into())];
+    opts.limit = Some(6);
+    opts.n_perm = 200;
+    opts.n_boot = 100;
+    opts.score.quiet = true;
+    opts.causal = None;
+    let e = run(m, &opts).unwrap_err().to_string();
+    assert!(e.contains("1 of 2 directions failed (en→de)"), "{e}");
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("## Failed directions") && md.contains("en→de"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## EN → FR"),
+        "the direction that worked is still reported"
+    );
 }

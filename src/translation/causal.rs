@@ -57,6 +57,25 @@ pub struct AblationEffect {
     pub p: f32,
     /// One-sided p from z under a normal approximation of the random sets' effects.
     pub p_normal: f32,
+    /// The empirical p-value's resolution, 1 / (draws + 1).
+    pub p_resolution: f32,
+    /// Prompts for which no donor matched by role, ablated with the mean instead (resample).
+    pub fallbacks: usize,
+}
+
+/// One head's own ablation effect (mean ablation of that head alone).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HeadEffect {
+    /// Layer.
+    pub layer: usize,
+    /// Head.
+    pub head: usize,
+    /// Change in mean per-token log-probability of the target, averaged over pairs.
+    pub effect: f32,
+    /// Bootstrap interval over pairs (95%).
+    pub ci_low: f32,
+    /// Upper end.
+    pub ci_high: f32,
 }
 
 /// The causal check's result.
@@ -70,8 +89,11 @@ pub struct CausalResult {
     pub n_pairs: usize,
     /// Mean per-token log-probability of the target sentence given the source, unablated.
     pub baseline: f32,
-    /// Mean ablation (pooled over the dataset's positions) and resample ablation.
+    /// Mean ablation (pooled over the dataset's positions, BOS excluded) and resample ablation
+    /// (donor prompts aligned by role), against random sets matched layer by layer.
     pub effects: Vec<AblationEffect>,
+    /// Each ablated head on its own (mean ablation).
+    pub per_head: Vec<HeadEffect>,
 }
 
 /// Teacher-forced prompt and continuation of a pair: `"{SRC}: {src} {TGT}:"` + `" {tgt}"`.
@@ -91,6 +113,60 @@ fn forced(
     Ok((ids, n_prompt))
 }
 
+/// Where a forced prompt's parts start: (source, separator, target), or `None` when the parts
+/// do not tokenize on their own boundaries (the prompt then has no role-aligned donor).
+fn segments(
+    model: &HookedTransformer,
+    src: &str,
+    p: &SentencePair,
+    ids: &[u32],
+    n_prompt: usize,
+) -> Result<Option<(usize, usize, usize)>> {
+    let tok = model.tokenizer()?;
+    let head = tok.encode(&format!("{}:", src.to_uppercase()), model.prepend_bos())?;
+    let with_src = tok.encode(
+        &format!("{}: {}", src.to_uppercase(), p.src),
+        model.prepend_bos(),
+    )?;
+    let ok = ids.starts_with(&head) && ids.starts_with(&with_src) && with_src.len() <= n_prompt;
+    Ok(ok.then_some((head.len(), with_src.len(), n_prompt)))
+}
+
+/// For recipient segments `r` and donor segments `d` (each (source, separator, target) starts,
+/// plus total lengths), the donor position for every recipient position, or `None` when the
+/// donor's parts are shorter or its prefix and separator differ in length.
+fn role_map(
+    r: (usize, usize, usize),
+    rs: usize,
+    d: (usize, usize, usize),
+    ds: usize,
+) -> Option<Vec<i64>> {
+    let (r_src, r_sep, r_tgt) = r;
+    let (d_src, d_sep, d_tgt) = d;
+    if r_src != d_src
+        || r_tgt - r_sep != d_tgt - d_sep
+        || d_sep - d_src < r_sep - r_src
+        || ds - d_tgt < rs - r_tgt
+    {
+        return None;
+    }
+    Some(
+        (0..rs)
+            .map(|i| {
+                (if i < r_src {
+                    i
+                } else if i < r_sep {
+                    d_src + (i - r_src)
+                } else if i < r_tgt {
+                    d_sep + (i - r_sep)
+                } else {
+                    d_tgt + (i - r_tgt)
+                }) as i64
+            })
+            .collect(),
+    )
+}
+
 /// Mean log-probability of ids[from+1..] per row of a batch, from logits at positions from.. .
 fn row_logprobs(logits: &Tensor, ids: &[u32], from: usize) -> Result<Vec<f32>> {
     let cont = ids.len() - from - 1;
@@ -103,9 +179,11 @@ fn row_logprobs(logits: &Tensor, ids: &[u32], from: usize) -> Result<Vec<f32>> {
     Ok(picked.to_vec1::<f32>()?)
 }
 
-/// Ablates `heads` (found) and `random_draws` random sets of the same size, by mean and by
-/// resample ablation of `hook_z`, and measures the teacher-forced log-probability of the
-/// target sentence.
+/// Ablates `heads` (found), each of them alone, and `random_draws` random sets with the same
+/// number of heads in each layer, by mean ablation (the dataset's mean `hook_z` over every
+/// position but BOS) and resample ablation (another prompt's `hook_z`, source tokens from its
+/// source and target tokens from its target), and measures the teacher-forced log-probability
+/// of the target sentence.
 pub fn ablation_check(
     model: &HookedTransformer,
     pairs: &[SentencePair],
@@ -146,40 +224,51 @@ pub fn ablation_check(
                 .collect::<Result<_>>()?,
         );
     }
+    // BOS is an attention sink with activations unlike any other position's: left out.
+    let skip = usize::from(model.prepend_bos());
     let pooled: Vec<Tensor> = (0..nl)
         .map(|l| {
-            let all: Vec<Tensor> = zs.iter().map(|z| z[l].clone()).collect();
+            let all = zs
+                .iter()
+                .map(|z| Ok(z[l].narrow(0, skip, z[l].dim(0)? - skip)?))
+                .collect::<Result<Vec<_>>>()?;
             Ok(Tensor::cat(&all, 0)?.mean(0)?) // [n, hd]
         })
         .collect::<Result<_>>()?;
+    let segs = pairs
+        .iter()
+        .zip(&seqs)
+        .map(|(p, (ids, n))| segments(model, src, p, ids, *n))
+        .collect::<Result<Vec<_>>>()?;
 
     // Conditions: baseline, then (found, random draws...) × (mean, resample).
-    let all: Vec<(usize, usize)> = (0..nl)
-        .flat_map(|l| (0..nh).map(move |h| (l, h)))
-        .filter(|x| !heads.contains(x))
-        .collect();
     let mut sets: Vec<Vec<(usize, usize)>> = vec![heads.to_vec()];
     for _ in 0..opts.random_draws {
-        let mut pool = all.clone();
-        let mut s = Vec::new();
-        for _ in 0..heads.len().min(pool.len()) {
-            let i = rng.below(pool.len());
-            s.push(pool.swap_remove(i));
+        // The same number of heads in each layer as the found set, none of them found.
+        let mut set = Vec::with_capacity(heads.len());
+        for l in 0..nl {
+            let want = heads.iter().filter(|&&(hl, _)| hl == l).count();
+            let mut pool: Vec<usize> = (0..nh).filter(|&h| !heads.contains(&(l, h))).collect();
+            for _ in 0..want.min(pool.len()) {
+                set.push((l, pool.swap_remove(rng.below(pool.len()))));
+            }
         }
-        sets.push(s);
+        sets.push(set);
     }
+    let singles: Vec<Vec<(usize, usize)>> = heads.iter().map(|&x| vec![x]).collect();
     let modes = ["mean", "resample"];
-    let rows = 1 + sets.len() * modes.len();
-    let mut sums = vec![0f32; rows];
+    let rows = 1 + sets.len() * modes.len() + singles.len();
+    let mut per_pair: Vec<Vec<f32>> = Vec::with_capacity(seqs.len());
+    let mut fallbacks = 0usize;
     let mut progress = Progress::new(&format!("causal check {src}→{tgt}"), seqs.len(), opts.quiet);
     for (i, (ids, n_prompt)) in seqs.iter().enumerate() {
         let s = ids.len();
         // Per layer: which (row, head) is ablated, and the replacement z per row.
         let mut hooks = Hooks::new();
-        for l in 0..nl {
+        for (l, pooled_l) in pooled.iter().enumerate() {
             let mut mask = vec![0u8; rows * nh];
             let mut repl: Vec<Tensor> = Vec::with_capacity(rows);
-            let mean_l = pooled[l]
+            let mean_l = pooled_l
                 .unsqueeze(0)?
                 .broadcast_as((s, nh, hd))?
                 .contiguous()?;
@@ -197,18 +286,21 @@ pub fn ablation_check(
                     let rep = if mode == "mean" {
                         mean_l.clone()
                     } else {
-                        // Another prompt at least as long, chosen at random; else the mean.
-                        let donors: Vec<usize> = (0..seqs.len())
-                            .filter(|&j| j != i && seqs[j].0.len() >= s)
-                            .collect();
-                        if donors.is_empty() {
-                            mean_l.clone()
-                        } else {
-                            zs[donors[rng.below(donors.len())]][l].narrow(0, 0, s)?
-                        }
+                        donor_z(&zs, &segs, &seqs, i, l, &mut rng)?
+                            .unwrap_or_else(|| mean_l.clone())
                     };
                     repl.push(rep);
                 }
+            }
+            for single in &singles {
+                let r = repl.len();
+                for &(sl, sh) in single {
+                    if sl == l {
+                        mask[r * nh + sh] = 1;
+                        any = true;
+                    }
+                }
+                repl.push(mean_l.clone());
             }
             if !any {
                 continue;
@@ -224,14 +316,17 @@ pub fn ablation_check(
             .contiguous()?;
         let from = n_prompt - 1;
         let logits = model.logits_from(&t, from, &hooks)?;
-        for (a, v) in sums.iter_mut().zip(row_logprobs(&logits, ids, from)?) {
-            *a += v;
+        per_pair.push(row_logprobs(&logits, ids, from)?);
+        if segs[i].is_none() || !(0..seqs.len()).any(|j| j != i && aligned(&segs, &seqs, i, j)) {
+            fallbacks += 1;
         }
         progress.inc(1);
     }
     progress.finish();
     let n = seqs.len() as f32;
-    let means: Vec<f32> = sums.iter().map(|x| x / n).collect();
+    let means: Vec<f32> = (0..rows)
+        .map(|r| per_pair.iter().map(|v| v[r]).sum::<f32>() / n)
+        .collect();
     let baseline = means[0];
     let mut effects = Vec::new();
     for (mi, mode) in modes.iter().enumerate() {
@@ -250,16 +345,78 @@ pub fn ablation_check(
             z,
             p_normal: normal_cdf(z as f64) as f32,
             p: (worse + 1) as f32 / (random.len() + 1) as f32,
+            p_resolution: 1.0 / (random.len() + 1) as f32,
+            fallbacks: if *mode == "resample" { fallbacks } else { 0 },
             random,
         });
     }
+    let first_single = 1 + sets.len() * modes.len();
+    let per_head = heads
+        .iter()
+        .enumerate()
+        .map(|(k, &(layer, head))| {
+            let d: Vec<Vec<f32>> = per_pair
+                .iter()
+                .map(|v| vec![v[first_single + k] - v[0]])
+                .collect();
+            let st = crate::translation::stats::paired_stats(&d, 1000, 0, 0.95, opts.seed);
+            HeadEffect {
+                layer,
+                head,
+                effect: st.diff[0],
+                ci_low: st.ci_low[0],
+                ci_high: st.ci_high[0],
+            }
+        })
+        .collect();
     Ok(CausalResult {
         heads: heads.to_vec(),
         heads_note: heads_note.into(),
         n_pairs: seqs.len(),
         baseline,
         effects,
+        per_head,
     })
+}
+
+/// Whether prompt `j` can donate to prompt `i` with every part aligned by role.
+fn aligned(
+    segs: &[Option<(usize, usize, usize)>],
+    seqs: &[(Vec<u32>, usize)],
+    i: usize,
+    j: usize,
+) -> bool {
+    match (segs[i], segs[j]) {
+        (Some(a), Some(b)) => role_map(a, seqs[i].0.len(), b, seqs[j].0.len()).is_some(),
+        _ => false,
+    }
+}
+
+/// A random role-aligned donor's `hook_z` at layer `l` for prompt `i`, laid out on `i`'s
+/// positions; `None` when no other prompt aligns.
+fn donor_z(
+    zs: &[Vec<Tensor>],
+    segs: &[Option<(usize, usize, usize)>],
+    seqs: &[(Vec<u32>, usize)],
+    i: usize,
+    l: usize,
+    rng: &mut Rng,
+) -> Result<Option<Tensor>> {
+    let donors: Vec<usize> = (0..seqs.len())
+        .filter(|&j| j != i && aligned(segs, seqs, i, j))
+        .collect();
+    if donors.is_empty() {
+        return Ok(None);
+    }
+    let j = donors[rng.below(donors.len())];
+    let (Some(a), Some(b)) = (segs[i], segs[j]) else {
+        return Ok(None);
+    };
+    let Some(map) = role_map(a, seqs[i].0.len(), b, seqs[j].0.len()) else {
+        return Ok(None);
+    };
+    let idx = Tensor::from_vec(map, seqs[i].0.len(), zs[j][l].device())?;
+    Ok(Some(zs[j][l].index_select(&idx, 0)?))
 }
 
 /// How path patching ranks heads, against the attention score.

@@ -176,6 +176,20 @@ pub fn random_pairing(
     pairs: &[SentencePair],
     target_tokens: &[usize],
 ) -> Result<Vec<SentencePair>> {
+    Ok(random_pairing_indexed(pairs, target_tokens)?
+        .into_iter()
+        .map(|(s, t)| SentencePair {
+            src: pairs[s].src.clone(),
+            tgt: pairs[t].tgt.clone(),
+        })
+        .collect())
+}
+
+/// [`random_pairing`] as (source index, target index) per random prompt, in its order.
+pub fn random_pairing_indexed(
+    pairs: &[SentencePair],
+    target_tokens: &[usize],
+) -> Result<Vec<(usize, usize)>> {
     if pairs.len() != target_tokens.len() {
         return Err(Error::Shape(format!(
             "{} pairs but {} token counts",
@@ -195,26 +209,62 @@ pub fn random_pairing(
     let mut i = 0;
     if order.len() % 2 == 1 {
         let (a, b, c) = (order[0], order[1], order[2]);
-        let mk = |s: usize, t: usize| SentencePair {
-            src: pairs[s].src.clone(),
-            tgt: pairs[t].tgt.clone(),
-        };
-        out.extend([mk(a, b), mk(b, c), mk(c, a)]);
+        out.extend([(a, b), (b, c), (c, a)]);
         i = 3;
     }
     while i + 1 < order.len() {
         let (a, b) = (order[i], order[i + 1]);
-        out.push(SentencePair {
-            src: pairs[a].src.clone(),
-            tgt: pairs[b].tgt.clone(),
-        });
-        out.push(SentencePair {
-            src: pairs[b].src.clone(),
-            tgt: pairs[a].tgt.clone(),
-        });
+        out.extend([(a, b), (b, a)]);
         i += 2;
     }
     Ok(out)
+}
+
+/// Whether a random prompt (source `s`, target `t`) could be a translation: the source's own
+/// target, or a target with the same text (case and spacing aside).
+fn could_translate(pairs: &[SentencePair], s: usize, t: usize) -> bool {
+    let norm = |x: &str| {
+        x.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    s == t || norm(&pairs[s].tgt) == norm(&pairs[t].tgt)
+}
+
+/// The original pairing with every prompt that could be a translation re-paired: its target
+/// is swapped with the nearest prompt's (in length order) for which both results are clean.
+/// Returns the pairing and how many swaps were needed; refuses a data set where none exists.
+pub fn clean_random_pairing(
+    pairs: &[SentencePair],
+    target_tokens: &[usize],
+) -> Result<(Vec<(usize, usize)>, usize)> {
+    let mut out = random_pairing_indexed(pairs, target_tokens)?;
+    let mut swaps = 0;
+    for j in 0..out.len() {
+        if !could_translate(pairs, out[j].0, out[j].1) {
+            continue;
+        }
+        let candidate = (1..out.len())
+            .flat_map(|d| [j.checked_add(d), j.checked_sub(d)])
+            .flatten()
+            .filter(|&k| k < out.len())
+            .find(|&k| {
+                !could_translate(pairs, out[j].0, out[k].1)
+                    && !could_translate(pairs, out[k].0, out[j].1)
+            });
+        let Some(k) = candidate else {
+            return Err(Error::Invalid(format!(
+                "the random control cannot pair source {:?} with a target that is not its translation: every other target has the same text; remove the duplicates from the data",
+                pairs[out[j].0].src
+            )));
+        };
+        let t = out[j].1;
+        out[j].1 = out[k].1;
+        out[k].1 = t;
+        swaps += 1;
+    }
+    Ok((out, swaps))
 }
 
 /// The project's own data folder (`data/` at the crate root).

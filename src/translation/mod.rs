@@ -3,6 +3,7 @@
 //! variant, and causal checks by ablation and path patching. `crate::report` writes the
 //! results to disk and `crate::plot` draws them.
 
+pub mod align;
 pub mod causal;
 pub mod data;
 pub mod pipeline;
@@ -12,13 +13,18 @@ pub mod stats;
 pub use crate::stats::benjamini_hochberg;
 pub use causal::{ablation_check, path_ranking, CausalOptions, CausalResult, PathRanking};
 pub use data::{
-    filter_pairs, load_pairs, load_tsv, parse_tsv, random_pairing, shipped_data_dir, SentencePair,
+    clean_random_pairing, filter_pairs, load_pairs, load_tsv, parse_tsv, random_pairing,
+    random_pairing_indexed, shipped_data_dir, SentencePair,
 };
 pub use pipeline::{
-    analyse_direction, parse_direction, DirectionResult, HeadList, RunOptions, DEFAULT_DIRECTIONS,
+    analyse_direction, parse_direction, DirectionResult, FormatCheck, HeadList, Method, RunOptions,
+    DEFAULT_DIRECTIONS,
 };
 pub use score::{
-    diagonal_score, locate_target, prompt, score_heads, score_pattern, translation_scores,
-    HeadScores, ScoreOptions,
+    attend_at, diagonal_score, language_name, locate_target, name_format_scores, prompt,
+    score_heads, score_pattern, translation_scores, HeadScores, ScoreOptions, Spans,
 };
-pub use stats::{head_stats, HeadStats};
+pub use stats::{
+    head_stats, paired_stats, select_heads, split_sources, FoundHead, HeadSelection, HeadStats,
+    SelectOptions,
+};

@@ -10,11 +10,13 @@ use crate::table::Table;
 use crate::translation::causal::{
     ablation_check, path_ranking, CausalOptions, CausalResult, PathRanking,
 };
-use crate::translation::data::{filter_pairs, load_pairs, FilterReport};
+use crate::translation::data::{filter_pairs, load_pairs, FilterReport, SentencePair};
 use crate::translation::score::{
-    aligned_scores, score_heads, AlignedScores, HeadScores, ScoreOptions,
+    aligned_scores, name_format_scores, score_heads, AlignedScores, HeadScores, ScoreOptions,
 };
-use crate::translation::stats::{head_stats, HeadStats};
+use crate::translation::stats::{
+    head_stats, paired_stats, select_heads, HeadSelection, HeadStats, SelectOptions,
+};
 
 /// Every direction the shipped data supports: EN→X, X→EN and the ZH→X pivot.
 pub const DEFAULT_DIRECTIONS: &[&str] = &[
@@ -49,6 +51,35 @@ pub struct RunOptions {
     pub seed: u64,
     /// Model name for the report.
     pub model_name: String,
+    /// Which statistics choose the heads.
+    pub method: Method,
+    /// The smallest paired difference that counts as an effect (paired method).
+    pub min_effect: f32,
+    /// Share of sources held out for confirmation (paired method); 0 turns the split off.
+    pub split: f32,
+}
+
+/// How heads are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Per-source differences: found on one half (sign-flip test, FDR, minimum effect),
+    /// confirmed on the other (interval above zero); causal checks on the held-out half.
+    Paired,
+    /// The original study's pooled statistics and random control, bit-exact, no split.
+    Original,
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "paired" => Ok(Method::Paired),
+            "original" => Ok(Method::Original),
+            _ => Err(Error::Invalid(format!(
+                "method {s:?}: use `paired` (the default) or `original`"
+            ))),
+        }
+    }
 }
 
 impl RunOptions {
@@ -70,6 +101,9 @@ impl RunOptions {
             thresholds: vec![0.04, 0.075],
             seed: 7,
             model_name: "gemma3-270m".into(),
+            method: Method::Paired,
+            min_effect: 0.02,
+            split: 0.5,
         }
     }
 }
@@ -108,10 +142,15 @@ pub struct DirectionResult {
     pub n_pairs: usize,
     /// Mean scores.
     pub scores: HeadScores,
-    /// Intervals, p- and q-values.
+    /// The original pooled statistics: intervals, p- and q-values.
     pub stats: HeadStats,
-    /// Heads significant at the FDR, (layer, head, diff), largest first.
+    /// Heads significant at the FDR by the pooled statistics, (layer, head, diff), largest first.
     pub fdr_heads: Vec<(usize, usize, f32)>,
+    /// The paired analysis: discovery, confirmation, confirmed heads (`None` with
+    /// `Method::Original`).
+    pub selection: Option<HeadSelection>,
+    /// Which pairs the causal checks used, in words.
+    pub causal_pairs_note: String,
     /// Heads above each original threshold.
     pub threshold_heads: Vec<(f32, HeadList)>,
     /// The alignment-aware variant.
@@ -120,6 +159,10 @@ pub struct DirectionResult {
     pub causal: Option<CausalResult>,
     /// Path patching's ranking.
     pub path: Option<PathRanking>,
+    /// The confirmed heads rescored in the second prompt format.
+    pub format_check: Option<FormatCheck>,
+    /// Stages that failed, with their causes (the result is then incomplete).
+    pub errors: Vec<String>,
     /// Wall time of this direction.
     pub seconds: f64,
 }
@@ -144,7 +187,11 @@ pub fn analyse_direction(
             pairs.len()
         )));
     }
-    let scores = score_heads(model, &pairs, src, tgt, &opts.score)?;
+    let mut score_opts = opts.score.clone();
+    if opts.method == Method::Original {
+        score_opts.clean_control = false;
+    }
+    let scores = score_heads(model, &pairs, src, tgt, &score_opts)?;
     let stats = head_stats(
         &scores.per_pair_translation,
         &scores.per_pair_random,
@@ -164,49 +211,67 @@ pub fn analyse_direction(
         .iter()
         .map(|&t| (t, scores.heads_above(t)))
         .collect();
-    let aligned = aligned_scores(model, &scores, 3)?;
+    let aligned = aligned_scores(model, &scores)?;
 
+    let selection = (opts.method == Method::Paired).then(|| {
+        select_heads(
+            &scores.paired_differences(),
+            h,
+            &SelectOptions {
+                fdr: opts.fdr,
+                min_effect: opts.min_effect,
+                split: opts.split,
+                n_boot: opts.n_boot,
+                n_perm: opts.n_perm,
+                level: 0.95,
+                seed: opts.seed,
+            },
+        )
+    });
+    let (heads, note) = causal_heads(&scores, &fdr_heads, selection.as_ref(), opts.fdr);
+    // Causal checks on held-out pairs only, when there are any.
+    let (causal_pairs, causal_pairs_note): (Vec<SentencePair>, String) = match &selection {
+        Some(sel) if !sel.confirmation.is_empty() => (
+            sel.confirmation.iter().map(|&i| pairs[i].clone()).collect(),
+            format!("the {} held-out pairs", sel.confirmation.len()),
+        ),
+        _ => (pairs.clone(), "every pair (no held-out half)".into()),
+    };
+    let mut errors = Vec::new();
     let (causal, path) = match &opts.causal {
         None => (None, None),
         Some(co) => {
-            let (heads, note) = if fdr_heads.is_empty() {
-                let top: Vec<(usize, usize)> = scores
-                    .heads_above(f32::NEG_INFINITY)
-                    .into_iter()
-                    .take(3)
-                    .map(|(l, h, _)| (l, h))
-                    .collect();
-                (
-                    top,
-                    format!(
-                        "no head passed FDR {}; the 3 heads with the largest difference",
-                        opts.fdr
-                    ),
-                )
-            } else if fdr_heads.len() > 8 {
-                (
-                    fdr_heads.iter().take(8).map(|&(l, h, _)| (l, h)).collect(),
-                    format!(
-                        "the 8 largest of the {} heads significant at FDR {}",
-                        fdr_heads.len(),
-                        opts.fdr
-                    ),
-                )
-            } else {
-                (
-                    fdr_heads.iter().map(|&(l, h, _)| (l, h)).collect(),
-                    format!(
-                        "the {} heads significant at FDR {}",
-                        fdr_heads.len(),
-                        opts.fdr
-                    ),
-                )
-            };
-            let c = ablation_check(model, &pairs, src, tgt, &heads, &note, co)?;
-            let p = path_ranking(model, &pairs, src, tgt, &scores.diff, co).ok();
-            (Some(c), p)
+            let c = ablation_check(model, &causal_pairs, src, tgt, &heads, &note, co)
+                .map_err(|e| errors.push(format!("ablation check: {e}")))
+                .ok();
+            let p = path_ranking(model, &causal_pairs, src, tgt, &scores.diff, co)
+                .map_err(|e| errors.push(format!("path patching: {e}")))
+                .ok();
+            (c, p)
         }
     };
+    let format = match &selection {
+        Some(sel) if !sel.found.is_empty() => {
+            let list = if sel.confirmed.is_empty() {
+                &sel.found
+            } else {
+                &sel.confirmed
+            };
+            let heads: Vec<(usize, usize)> = list.iter().map(|f| (f.layer, f.head)).collect();
+            let idx: Vec<usize> = if sel.confirmation.is_empty() {
+                sel.discovery.clone()
+            } else {
+                sel.confirmation.clone()
+            };
+            format_check(model, &pairs, &scores, &idx, &heads, src, tgt, opts)
+                .map_err(|e| errors.push(format!("second prompt format: {e}")))
+                .ok()
+        }
+        _ => None,
+    };
+    for e in &errors {
+        eprintln!("{src}→{tgt}: {e}");
+    }
 
     let result = DirectionResult {
         src: src.into(),
@@ -216,16 +281,148 @@ pub fn analyse_direction(
         scores,
         stats,
         fdr_heads,
+        selection,
+        causal_pairs_note,
         threshold_heads,
         aligned,
         causal,
         path,
+        format_check: format,
+        errors,
         seconds: t0.elapsed().as_secs_f64(),
     };
     Ok(result)
 }
 
+/// The heads that matter rescored with a second prompt format (`English: …\nFrench: …`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FormatCheck {
+    /// The format, as a template.
+    pub format: String,
+    /// Pairs rescored (the held-out ones when there are).
+    pub n_pairs: usize,
+    /// The heads checked (confirmed, else found), (layer, head).
+    pub heads: Vec<(usize, usize)>,
+    /// Their paired difference in the second format, with a 95% interval.
+    pub diff: Vec<f32>,
+    /// Lower ends.
+    pub ci_low: Vec<f32>,
+    /// Upper ends.
+    pub ci_high: Vec<f32>,
+    /// How many of `heads` still have an interval above zero.
+    pub survivors: usize,
+}
+
+/// Rescores `heads` on `idx` (indices into `pairs`) in the second prompt format: translation
+/// and the same random pairing, paired per source.
+#[allow(clippy::too_many_arguments)]
+fn format_check(
+    model: &HookedTransformer,
+    pairs: &[SentencePair],
+    scores: &HeadScores,
+    idx: &[usize],
+    heads: &[(usize, usize)],
+    src: &str,
+    tgt: &str,
+    opts: &RunOptions,
+) -> Result<FormatCheck> {
+    let nh = model.cfg().n_heads;
+    let chosen: Vec<SentencePair> = idx.iter().map(|&i| pairs[i].clone()).collect();
+    let random = idx
+        .iter()
+        .map(|&i| {
+            let &(s, t) = scores
+                .random_pairing
+                .iter()
+                .find(|(s, _)| *s == i)
+                .ok_or_else(|| Error::Invalid(format!("source {i} has no random prompt")))?;
+            Ok(SentencePair {
+                src: pairs[s].src.clone(),
+                tgt: pairs[t].tgt.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let t = name_format_scores(model, &chosen, src, tgt, &opts.score)?;
+    let r = name_format_scores(model, &random, src, tgt, &opts.score)?;
+    let d: Vec<Vec<f32>> = t
+        .iter()
+        .zip(&r)
+        .map(|(a, b)| {
+            heads
+                .iter()
+                .map(|&(l, h)| a[l * nh + h] - b[l * nh + h])
+                .collect()
+        })
+        .collect();
+    let st = paired_stats(&d, opts.n_boot, 0, 0.95, opts.seed);
+    let survivors = st.ci_low.iter().filter(|&&x| x > 0.0).count();
+    Ok(FormatCheck {
+        format: "{Source}: {src}\\n{Target}: {tgt}".into(),
+        n_pairs: idx.len(),
+        heads: heads.to_vec(),
+        diff: st.diff,
+        ci_low: st.ci_low,
+        ci_high: st.ci_high,
+        survivors,
+    })
+}
+
+/// The heads the causal checks ablate, and where they came from: the confirmed heads (paired
+/// method) or the FDR heads (original), at most 8; failing those, the largest differences.
+fn causal_heads(
+    scores: &HeadScores,
+    fdr_heads: &[(usize, usize, f32)],
+    selection: Option<&HeadSelection>,
+    fdr: f32,
+) -> (Vec<(usize, usize)>, String) {
+    let (list, what): (Vec<(usize, usize)>, String) = match selection {
+        Some(sel) if !sel.confirmed.is_empty() => (
+            sel.confirmed.iter().map(|f| (f.layer, f.head)).collect(),
+            "confirmed on held-out pairs".into(),
+        ),
+        Some(sel) if !sel.found.is_empty() => (
+            sel.found.iter().map(|f| (f.layer, f.head)).collect(),
+            if sel.confirmation.is_empty() {
+                format!("found at FDR {fdr} with no held-out half")
+            } else {
+                format!("found at FDR {fdr}, none replicated")
+            },
+        ),
+        Some(_) => (Vec::new(), String::new()),
+        None => (
+            fdr_heads.iter().map(|&(l, h, _)| (l, h)).collect(),
+            format!("significant at FDR {fdr} (pooled, original)"),
+        ),
+    };
+    if list.is_empty() {
+        let top = scores
+            .heads_above(f32::NEG_INFINITY)
+            .into_iter()
+            .take(3)
+            .map(|(l, h, _)| (l, h))
+            .collect();
+        return (
+            top,
+            format!("no head qualified at FDR {fdr}; the 3 heads with the largest difference"),
+        );
+    }
+    let n = list.len();
+    if n > 8 {
+        (
+            list.into_iter().take(8).collect(),
+            format!("the 8 largest of the {n} heads {what}"),
+        )
+    } else {
+        (list, format!("the {n} heads {what}"))
+    }
+}
+
 impl DirectionResult {
+    /// Whether every stage ran.
+    pub fn complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+
     /// The difference table.
     pub fn diff(&self) -> &Table {
         &self.scores.diff

@@ -17,7 +17,8 @@ use crate::model::HookedTransformer;
 use crate::progress::Progress;
 use crate::stats::spearman;
 use crate::table::{Axis, Table};
-use crate::translation::data::{random_pairing, SentencePair};
+use crate::translation::align::{anchor_agreement, Model1};
+use crate::translation::data::{clean_random_pairing, random_pairing_indexed, SentencePair};
 
 /// Options for scoring.
 #[derive(Debug, Clone)]
@@ -28,6 +29,9 @@ pub struct ScoreOptions {
     pub batch: usize,
     /// No progress output.
     pub quiet: bool,
+    /// Re-pair random prompts that could be translations (a source with its own target or a
+    /// target of the same text). `false` keeps the original study's pairing exactly.
+    pub clean_control: bool,
 }
 
 impl Default for ScoreOptions {
@@ -36,6 +40,7 @@ impl Default for ScoreOptions {
             bandwidth: 1,
             batch: 8,
             quiet: false,
+            clean_control: true,
         }
     }
 }
@@ -127,16 +132,27 @@ impl PromptAttention {
     }
 }
 
-/// Runs the prompts (batched, right-padded, no logits) and crops every head's pattern.
-pub fn attend(
+/// Where one prompt's parts are: source tokens from `src_start`, the target's tag from `t`
+/// (the score's query rows start there), the target sentence from `tgt_start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spans {
+    /// First token after the source's tag.
+    pub src_start: usize,
+    /// First token of the target's tag (" FR", or "\nFrench").
+    pub t: usize,
+    /// First token of the target sentence.
+    pub tgt_start: usize,
+}
+
+/// The original study's spans: the target starts at the first `" {TGT}"` tag token at
+/// position 3 or later, its sentence after the tag's own tokens (" FR", ":").
+fn code_spans(
     model: &HookedTransformer,
     prompts: &[String],
     src_lang: &str,
     tgt_lang: &str,
-    opts: &ScoreOptions,
-) -> Result<Vec<PromptAttention>> {
+) -> Result<Vec<Spans>> {
     let tok = model.tokenizer()?;
-    let cfg = model.cfg();
     let tag_ids = tok.encode(&format!(" {}", tgt_lang.to_uppercase()), false)?;
     let tag = match tag_ids.as_slice() {
         [id] => *id,
@@ -155,13 +171,63 @@ pub fn attend(
             model.prepend_bos(),
         )?
         .len();
+    let tag_len = tok
+        .encode(&format!(" {}:", tgt_lang.to_uppercase()), false)?
+        .len();
+    prompts
+        .iter()
+        .map(|text| {
+            let tokens = tok.encode(text, model.prepend_bos())?;
+            let t = locate_target(&tokens, tag, 3).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no {:?} tag token (id {tag}) at position 3 or later in {text:?}",
+                    format!(" {}", tgt_lang.to_uppercase())
+                ))
+            })?;
+            Ok(Spans {
+                src_start: src_head.min(t),
+                t,
+                tgt_start: (t + tag_len).min(tokens.len()),
+            })
+        })
+        .collect()
+}
+
+/// Each prompt's cropped attention patterns, in batches (`opts.batch`), for prompts in the
+/// original `"{SRC}: {src} {TGT}: {tgt}"` format.
+pub fn attend(
+    model: &HookedTransformer,
+    prompts: &[String],
+    src_lang: &str,
+    tgt_lang: &str,
+    opts: &ScoreOptions,
+) -> Result<Vec<PromptAttention>> {
+    let spans = code_spans(model, prompts, src_lang, tgt_lang)?;
+    attend_at(
+        model,
+        prompts,
+        &spans,
+        &format!("{src_lang}→{tgt_lang}"),
+        opts,
+    )
+}
+
+/// Each prompt's cropped attention patterns at the given spans: rows from the target's tag
+/// on, columns 1..t (every key after BOS before the tag).
+pub fn attend_at(
+    model: &HookedTransformer,
+    prompts: &[String],
+    spans: &[Spans],
+    label: &str,
+    opts: &ScoreOptions,
+) -> Result<Vec<PromptAttention>> {
+    let cfg = model.cfg();
     let mut out = Vec::with_capacity(prompts.len());
-    let mut progress = Progress::new(
-        &format!("attention {src_lang}→{tgt_lang}"),
-        prompts.len(),
-        opts.quiet,
-    );
-    for chunk in prompts.chunks(opts.batch.max(1)) {
+    let mut progress = Progress::new(&format!("attention {label}"), prompts.len(), opts.quiet);
+    for (chunk, chunk_spans) in prompts
+        .chunks(opts.batch.max(1))
+        .zip(spans.chunks(opts.batch.max(1)))
+    {
         let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
         let batch = model.to_tokens_batch(&refs)?;
         let lens = model.seq_lengths(&batch)?;
@@ -171,19 +237,16 @@ pub fn attend(
         for l in 0..cfg.n_layers {
             per_layer.push(cache.pattern(l)?.to_dtype(DType::F32)?);
         }
-        for (b, text) in chunk.iter().enumerate() {
+        for (b, sp) in chunk_spans.iter().enumerate() {
             let n = lens[b];
             let tokens = ids[b][..n].to_vec();
-            let t = locate_target(&tokens, tag, 3).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "no {:?} tag token (id {tag}) at position 3 or later in {text:?}",
-                    format!(" {}", tgt_lang.to_uppercase())
-                ))
-            })?;
-            // The target sentence starts after the tag's own tokens (" FR", ":").
-            let tag_len = tok
-                .encode(&format!(" {}:", tgt_lang.to_uppercase()), false)?
-                .len();
+            let t = sp.t;
+            if t < 2 || t >= n {
+                return Err(Error::Invalid(format!(
+                    "the target tag of {:?} is at position {t} of {n}; it must follow the source and precede the target",
+                    chunk[b]
+                )));
+            }
             let (rows, cols) = (n - t, t - 1);
             let mut crops = Vec::with_capacity(cfg.n_layers * cfg.n_heads);
             for pl in &per_layer {
@@ -197,8 +260,8 @@ pub fn attend(
             out.push(PromptAttention {
                 tokens,
                 t,
-                src_span: (src_head.min(t), t),
-                tgt_span: ((t + tag_len).min(n), n),
+                src_span: (sp.src_start.min(t), t),
+                tgt_span: (sp.tgt_start.min(n), n),
                 rows,
                 cols,
                 crops,
@@ -208,6 +271,86 @@ pub fn attend(
     }
     progress.finish();
     Ok(out)
+}
+
+/// The English name of a language code, for the `Names` prompt format.
+pub fn language_name(code: &str) -> Option<&'static str> {
+    Some(match code.to_lowercase().as_str() {
+        "en" => "English",
+        "fr" => "French",
+        "de" => "German",
+        "es" => "Spanish",
+        "it" => "Italian",
+        "pt" => "Portuguese",
+        "nl" => "Dutch",
+        "ru" => "Russian",
+        "pl" => "Polish",
+        "uk" => "Ukrainian",
+        "tr" => "Turkish",
+        "ja" => "Japanese",
+        "zh" | "cmn" => "Chinese",
+        "ko" => "Korean",
+        "ar" => "Arabic",
+        "he" => "Hebrew",
+        "hi" => "Hindi",
+        "vi" => "Vietnamese",
+        "sv" => "Swedish",
+        "fi" => "Finnish",
+        "el" => "Greek",
+        "cs" => "Czech",
+        "hu" => "Hungarian",
+        "id" => "Indonesian",
+        _ => return None,
+    })
+}
+
+/// Diagonal scores, per pair, in the second prompt format `"{Source}: {src}\n{Target}: {tgt}"`
+/// (language names, one line each): [pair][layer × head]. Spans come from tokenizing the
+/// prompt's prefixes, which must tokenize as prefixes of the whole prompt.
+pub fn name_format_scores(
+    model: &HookedTransformer,
+    pairs: &[SentencePair],
+    src: &str,
+    tgt: &str,
+    opts: &ScoreOptions,
+) -> Result<Vec<Vec<f32>>> {
+    let name = |c: &str| {
+        language_name(c).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no English name known for language code {c:?}; the second prompt format needs one"
+            ))
+        })
+    };
+    let (sn, tn) = (name(src)?, name(tgt)?);
+    let tok = model.tokenizer()?;
+    let bos = model.prepend_bos();
+    let mut prompts = Vec::with_capacity(pairs.len());
+    let mut spans = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let head = format!("{sn}:");
+        let with_src = format!("{sn}: {}", p.src);
+        let with_tag = format!("{with_src}\n{tn}:");
+        let full = format!("{with_tag} {}", p.tgt);
+        let ids = tok.encode(&full, bos)?;
+        let prefix = |x: &str| -> Result<usize> {
+            let v = tok.encode(x, bos)?;
+            if ids.starts_with(&v) {
+                Ok(v.len())
+            } else {
+                Err(Error::Invalid(format!(
+                    "{x:?} does not tokenize as a prefix of {full:?}; the spans of the second format cannot be found"
+                )))
+            }
+        };
+        spans.push(Spans {
+            src_start: prefix(&head)?,
+            t: prefix(&with_src)?,
+            tgt_start: prefix(&with_tag)?,
+        });
+        prompts.push(full);
+    }
+    let attn = attend_at(model, &prompts, &spans, &format!("{sn}→{tn} (names)"), opts)?;
+    Ok(diagonal_scores(&attn, opts.bandwidth))
 }
 
 /// Diagonal scores of scored prompts, [prompt][layer × head].
@@ -276,6 +419,11 @@ pub struct HeadScores {
     pub per_pair_translation: Vec<Vec<f32>>,
     /// Per random prompt, [prompt][layer × head].
     pub per_pair_random: Vec<Vec<f32>>,
+    /// (source, target) indices into the pairs of each random prompt: random prompt j shares
+    /// its source with translation prompt `random_pairing[j].0`.
+    pub random_pairing: Vec<(usize, usize)>,
+    /// Random prompts re-paired because they could have been translations.
+    pub repairings: usize,
     /// Cropped patterns of the translation prompts (for the alignment-aware variant).
     pub attention: Vec<PromptAttention>,
     /// Cropped patterns of the random prompts.
@@ -283,6 +431,18 @@ pub struct HeadScores {
 }
 
 impl HeadScores {
+    /// Per source sentence, translation − random for the prompts that share it:
+    /// [source][layer × head], the unit of the paired design.
+    pub fn paired_differences(&self) -> Vec<Vec<f32>> {
+        let mut d = self.per_pair_translation.clone();
+        for (j, &(s, _)) in self.random_pairing.iter().enumerate() {
+            for (a, r) in d[s].iter_mut().zip(&self.per_pair_random[j]) {
+                *a -= r;
+            }
+        }
+        d
+    }
+
     /// Heads whose difference exceeds `threshold`, as (layer, head, difference), largest first.
     pub fn heads_above(&self, threshold: f32) -> Vec<(usize, usize, f32)> {
         let h = self.diff.axes[1].len();
@@ -312,9 +472,22 @@ pub fn score_heads(
         .iter()
         .map(|p| Ok(tok.encode(&p.tgt, false)?.len()))
         .collect::<Result<Vec<_>>>()?;
-    let random = random_pairing(pairs, &lens)?;
+    let (random, repairings) = if opts.clean_control {
+        clean_random_pairing(pairs, &lens)?
+    } else {
+        (random_pairing_indexed(pairs, &lens)?, 0)
+    };
     let tp: Vec<String> = pairs.iter().map(|p| prompt(src, tgt, p)).collect();
-    let rp: Vec<String> = random.iter().map(|p| prompt(src, tgt, p)).collect();
+    let rp: Vec<String> = random
+        .iter()
+        .map(|&(s, t)| {
+            let p = SentencePair {
+                src: pairs[s].src.clone(),
+                tgt: pairs[t].tgt.clone(),
+            };
+            prompt(src, tgt, &p)
+        })
+        .collect();
     let attention = attend(model, &tp, src, tgt, opts)?;
     let random_attention = attend(model, &rp, src, tgt, opts)?;
     let per_pair_translation = diagonal_scores(&attention, opts.bandwidth);
@@ -332,21 +505,15 @@ pub fn score_heads(
         diff,
         per_pair_translation,
         per_pair_random,
+        random_pairing: random.clone(),
+        repairings,
         attention,
         random_attention,
     })
 }
 
-/// Which source position each target token aligns with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlignmentSource {
-    /// The same token (names, numbers, cognates, punctuation) in the source.
-    Identical,
-    /// The source token most attended by the heads that score best on the other half.
-    Model,
-}
-
-/// The alignment-aware score: the attention from each target token to its aligned source token.
+/// The alignment-aware score: the attention from each target token to its aligned source
+/// token, aligned by a model-free word alignment ([`crate::translation::align`]).
 #[derive(Debug, Clone)]
 pub struct AlignedScores {
     /// Mean aligned-attention score on translation prompts, [layers × heads].
@@ -355,84 +522,46 @@ pub struct AlignedScores {
     pub random: Table,
     /// translation − random.
     pub diff: Table,
-    /// Share of target tokens aligned by identical tokens (the rest by the model).
+    /// Share of target tokens aligned by identical tokens (the rest by IBM Model 1).
     pub identical_share: f32,
+    /// Where a target token has an identical source token, the share for which Model 1 alone
+    /// also picks an identical token: how well the lexical alignment agrees with the anchors.
+    pub anchor_agreement: f32,
     /// Spearman rank correlation of `diff` with the diagonal score's difference.
     pub spearman_vs_diagonal: f32,
 }
 
-/// The alignment-aware variant. Alignment uses identical tokens where there are any, else the
-/// source token most attended (on average) by the `k` heads with the highest diagonal
-/// difference on the *other* half of the pairs (cross-fitting, so no head is chosen and scored
-/// on the same data). The random control is aligned the same way.
-pub fn aligned_scores(
-    model: &HookedTransformer,
-    hs: &HeadScores,
-    k: usize,
-) -> Result<AlignedScores> {
+/// The alignment-aware variant. IBM Model 1 with a diagonal prior is trained by EM on the
+/// translation prompts' (source, target) tokens; each target token aligns with an identical
+/// source token where there is one, else with Model 1's choice. No attention head takes part,
+/// so the score's agreement with the diagonal score is evidence, not construction. The random
+/// control is aligned by the same model.
+pub fn aligned_scores(model: &HookedTransformer, hs: &HeadScores) -> Result<AlignedScores> {
     let cfg = model.cfg();
     let nh = cfg.n_layers * cfg.n_heads;
-    // Top-k heads by diagonal difference computed on each half.
-    let half_mean = |rows: &[Vec<f32>], parity: usize| -> Vec<f32> {
-        let mut sum = vec![0f32; nh];
-        let mut n = 0f32;
-        for row in rows.iter().skip(parity).step_by(2) {
-            for (a, x) in sum.iter_mut().zip(row) {
-                *a += x;
-            }
-            n += 1.0;
-        }
-        sum.iter().map(|x| x / n.max(1.0)).collect()
+    let spans = |a: &PromptAttention| {
+        let (s0, s1) = a.src_span;
+        let (t0, t1) = a.tgt_span;
+        (a.tokens[s0..s1].to_vec(), a.tokens[t0..t1].to_vec())
     };
-    let half_top = |parity: usize| -> Vec<usize> {
-        let d = half_mean(&hs.per_pair_translation, parity);
-        let r = half_mean(&hs.per_pair_random, parity);
-        let mut idx: Vec<usize> = (0..nh).collect();
-        idx.sort_by(|&a, &b| (d[b] - r[b]).total_cmp(&(d[a] - r[a])));
-        idx.truncate(k.max(1));
-        idx
-    };
-    let tops = [half_top(1), half_top(0)]; // heads for prompts of parity 0 come from half 1
-    let identical = std::cell::Cell::new(0usize);
-    let total = std::cell::Cell::new(0usize);
+    let training: Vec<(Vec<u32>, Vec<u32>)> = hs.attention.iter().map(spans).collect();
+    let m1 = Model1::train(&training);
+    let anchor_agreement = anchor_agreement(&m1, &training);
+    let (identical, total) = (std::cell::Cell::new(0usize), std::cell::Cell::new(0usize));
     let score = |attn: &[PromptAttention]| -> Vec<Vec<f32>> {
         attn.iter()
-            .enumerate()
-            .map(|(i, a)| {
-                let heads = &tops[i % 2];
-                let (s0, s1) = a.src_span;
-                let (t0, t1) = a.tgt_span;
-                let mut align = Vec::new();
-                for q in t0..t1 {
-                    if s1 <= s0 {
-                        break;
-                    }
-                    let same: Vec<usize> =
-                        (s0..s1).filter(|&k| a.tokens[k] == a.tokens[q]).collect();
-                    let target = if !same.is_empty() {
-                        identical.set(identical.get() + 1);
-                        // The occurrence at the most similar relative position.
-                        let rel = (q - t0) as f32 / (t1 - t0).max(1) as f32;
-                        *same
-                            .iter()
-                            .min_by(|&&x, &&y| {
-                                let rx = ((x - s0) as f32 / (s1 - s0) as f32 - rel).abs();
-                                let ry = ((y - s0) as f32 / (s1 - s0) as f32 - rel).abs();
-                                rx.total_cmp(&ry)
-                            })
-                            .unwrap_or(&s0)
-                    } else {
-                        (s0..s1)
-                            .max_by(|&x, &y| {
-                                let ax: f32 = heads.iter().map(|&h| a.at(h, q, x)).sum();
-                                let ay: f32 = heads.iter().map(|&h| a.at(h, q, y)).sum();
-                                ax.total_cmp(&ay)
-                            })
-                            .unwrap_or(s0)
-                    };
-                    total.set(total.get() + 1);
-                    align.push((q, target));
-                }
+            .map(|a| {
+                let (src, tgt) = spans(a);
+                let align: Vec<(usize, usize)> = m1
+                    .align(&src, &tgt)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, (i, same))| {
+                        identical.set(identical.get() + usize::from(same));
+                        total.set(total.get() + 1);
+                        (a.tgt_span.0 + j, a.src_span.0 + i)
+                    })
+                    .collect();
                 (0..nh)
                     .map(|h| {
                         if align.is_empty() {
@@ -463,6 +592,7 @@ pub fn aligned_scores(
         random,
         diff,
         identical_share,
+        anchor_agreement,
         spearman_vs_diagonal,
     })
 }

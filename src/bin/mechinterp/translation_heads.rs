@@ -29,6 +29,17 @@ pub struct Args {
     /// False-discovery rate for the head lists.
     #[arg(long, default_value_t = 0.05)]
     fdr: f32,
+    /// How heads are chosen: `paired` (per-source differences, found on one half, confirmed
+    /// on the other) or `original` (the study's pooled statistics and random pairing, exactly).
+    #[arg(long, default_value = "paired", value_parser = ["paired", "original"])]
+    method: String,
+    /// The smallest paired difference in mean diagonal attention that counts as an effect.
+    #[arg(long, default_value_t = 0.02)]
+    min_effect: f32,
+    /// Share of sources held out to confirm the heads found on the rest; 0 turns the split off
+    /// (for small data sets; nothing is then confirmed).
+    #[arg(long, default_value_t = 0.5)]
+    split: f32,
     /// Permutations for the p-values.
     #[arg(long, default_value_t = 10000)]
     permutations: usize,
@@ -69,6 +80,14 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
     }
     opts.limit = a.limit;
     opts.fdr = a.fdr;
+    opts.method = a.method.parse()?;
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.split),
+        "--split {} must be in [0, 1): the share of sources held out for confirmation",
+        a.split
+    );
+    opts.split = a.split;
+    opts.min_effect = a.min_effect;
     opts.n_perm = a.permutations;
     opts.n_boot = a.bootstrap;
     opts.model_name = a.model.model.clone();
@@ -83,23 +102,39 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
     });
     let (results, report) = mechinterp::report::run(&m, &opts)?;
     for r in &results {
-        let heads: Vec<String> = r
-            .fdr_heads
-            .iter()
-            .take(8)
-            .map(|(l, h, d)| format!("{l}.{h} ({d:+.3})"))
-            .collect();
+        let (what, heads): (&str, Vec<String>) = match &r.selection {
+            Some(sel) => (
+                "confirmed translation heads",
+                sel.confirmed
+                    .iter()
+                    .take(8)
+                    .map(|f| format!("{}.{} ({:+.3})", f.layer, f.head, f.diff))
+                    .collect(),
+            ),
+            None => (
+                "heads at FDR (original)",
+                r.fdr_heads
+                    .iter()
+                    .take(8)
+                    .map(|(l, h, d)| format!("{l}.{h} ({d:+.3})"))
+                    .collect(),
+            ),
+        };
         writeln!(
             out,
-            "{}→{}: {} pairs; heads at FDR {}: {}",
+            "{}→{}: {} pairs; {what}: {}{}",
             r.src,
             r.tgt,
             r.n_pairs,
-            opts.fdr,
             if heads.is_empty() {
                 "none".to_string()
             } else {
                 heads.join(", ")
+            },
+            if r.complete() {
+                ""
+            } else {
+                " (INCOMPLETE: see the report)"
             }
         )?;
     }
@@ -109,5 +144,15 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         report.display(),
         t0.elapsed().as_secs_f64()
     )?;
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.complete())
+        .map(|r| format!("{}→{}", r.src, r.tgt))
+        .collect();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "the run is incomplete: stages failed for {} (causes in the report and above)",
+        failed.join(", ")
+    );
     Ok(())
 }
