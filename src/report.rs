@@ -155,6 +155,19 @@ fn write_direction(
     .map_err(|e| Error::io(format!("writing {}", dir.join("scores.json").display()), e))
 }
 
+/// A direction's head list: the confirmed heads (held-out difference) with the paired
+/// method, the pooled FDR heads with the original one.
+fn headline(r: &DirectionResult) -> Vec<(usize, usize, f32)> {
+    match &r.selection {
+        Some(sel) => sel
+            .confirmed
+            .iter()
+            .map(|f| (f.layer, f.head, f.diff))
+            .collect(),
+        None => r.fdr_heads.clone(),
+    }
+}
+
 fn fmt_heads(v: &[(usize, usize, f32)], max: usize) -> String {
     if v.is_empty() {
         return "none".into();
@@ -426,8 +439,12 @@ Data: `{}`. Total time {:.0} s.\n",
     if results.len() > 1 {
         let _ = writeln!(
             md,
-            "## Overlap across directions\n\nShared heads at FDR {} (diagonal: heads found).\n",
-            opts.fdr
+            "## Overlap across directions\n\nShared {} (diagonal: heads per direction).\n",
+            if opts.method == Method::Paired {
+                "confirmed translation heads".to_string()
+            } else {
+                format!("heads at FDR {} (pooled, original)", opts.fdr)
+            }
         );
         let names: Vec<String> = results
             .iter()
@@ -440,11 +457,11 @@ Data: `{}`. Total time {:.0} s.\n",
             "---|".repeat(names.len())
         );
         for (i, a) in results.iter().enumerate() {
-            let sa: Vec<(usize, usize)> = a.fdr_heads.iter().map(|&(l, h, _)| (l, h)).collect();
+            let sa: Vec<(usize, usize)> = headline(a).iter().map(|&(l, h, _)| (l, h)).collect();
             let cells: Vec<String> = results
                 .iter()
                 .map(|b| {
-                    b.fdr_heads
+                    headline(b)
                         .iter()
                         .filter(|&&(l, h, _)| sa.contains(&(l, h)))
                         .count()
@@ -455,7 +472,7 @@ Data: `{}`. Total time {:.0} s.\n",
         }
         let mut count: BTreeMap<(usize, usize), usize> = BTreeMap::new();
         for r in results {
-            for &(l, h, _) in &r.fdr_heads {
+            for &(l, h, _) in &headline(r) {
                 *count.entry((l, h)).or_default() += 1;
             }
         }

@@ -1,7 +1,9 @@
 //! Translation-head discovery: the original study's score and random control, reproduced
-//! exactly, plus bootstrap intervals, permutation tests with FDR control, an alignment-aware
-//! variant, and causal checks by ablation and path patching. `crate::report` writes the
-//! results to disk and `crate::plot` draws them.
+//! exactly, then a paired design (per source: translation − random) with discovery on one half
+//! of the sources and confirmation on the other, a clean random control, a model-free
+//! alignment-aware variant, a second prompt format, and causal checks by ablation (against
+//! layer-matched random heads) and path patching. `crate::report` writes the results to disk
+//! and `crate::plot` draws them.
 
 pub mod align;
 pub mod causal;
