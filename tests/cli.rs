@@ -297,3 +297,20 @@ fn bench_refuses_a_python_without_torch_before_benchmarking() {
         assert!(!stdout.contains("sgemm"), "benchmarks ran first: {stdout}");
     }
 }
+
+#[test]
+fn translation_heads_refuses_a_bad_split_before_loading_the_model() {
+    let out = bin()
+        .args([
+            "translation-heads",
+            "--model",
+            "/nonexistent/model.gguf",
+            "--split",
+            "1.5",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--split 1.5 must be in [0, 1)"), "{stderr}");
+}

@@ -69,6 +69,13 @@ pub struct Args {
 /// Runs every direction, writes the report and prints each direction's heads.
 pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
     let t0 = std::time::Instant::now();
+    // Checked before minutes of model loading.
+    let method = a.method.parse()?;
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.split),
+        "--split {} must be in [0, 1): the share of sources held out for confirmation",
+        a.split
+    );
     let m = a.model.load()?;
     let mut opts = RunOptions::new(a.data.unwrap_or_else(shipped_data_dir), a.out);
     if !a.pairs.is_empty() {
@@ -80,12 +87,7 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
     }
     opts.limit = a.limit;
     opts.fdr = a.fdr;
-    opts.method = a.method.parse()?;
-    anyhow::ensure!(
-        (0.0..1.0).contains(&a.split),
-        "--split {} must be in [0, 1): the share of sources held out for confirmation",
-        a.split
-    );
+    opts.method = method;
     opts.split = a.split;
     opts.min_effect = a.min_effect;
     opts.n_perm = a.permutations;
