@@ -39,6 +39,43 @@ fn column_means(rows: &[Vec<f32>], idx: impl Iterator<Item = usize>, h: usize) -
     s.iter().map(|x| x / n.max(1) as f32).collect()
 }
 
+/// Per-head statistics from the observed differences, each head's bootstrap replicates (sorted
+/// here) and its permutation exceedance count: percentile intervals, p-values that count the
+/// observed arrangement (never 0) and Benjamini–Hochberg q-values.
+fn assemble(
+    diff: Vec<f32>,
+    mut boots: Vec<Vec<f32>>,
+    exceed: &[usize],
+    level: f32,
+    n_perm: usize,
+) -> HeadStats {
+    let alpha = (1.0 - level) / 2.0;
+    let n_boot = boots.first().map_or(0, |b| b.len());
+    let (mut ci_low, mut ci_high) = (
+        Vec::with_capacity(diff.len()),
+        Vec::with_capacity(diff.len()),
+    );
+    for b in boots.iter_mut() {
+        ci_low.push(quantile(b, alpha));
+        ci_high.push(quantile(b, 1.0 - alpha));
+    }
+    let p: Vec<f32> = exceed
+        .iter()
+        .map(|&e| (e + 1) as f32 / (n_perm + 1) as f32)
+        .collect();
+    let q = benjamini_hochberg(&p);
+    HeadStats {
+        diff,
+        ci_low,
+        ci_high,
+        p,
+        q,
+        level,
+        n_boot,
+        n_perm,
+    }
+}
+
 /// Bootstrap (pairs resampled with replacement, each group on its own) and permutation
 /// statistics of `t` (translation scores, [pair][head]) against `r` (random control).
 pub fn head_stats(
@@ -65,14 +102,6 @@ pub fn head_stats(
             boots[k].push(bt[k] - br[k]);
         }
     }
-    let alpha = (1.0 - level) / 2.0;
-    let mut ci_low = Vec::with_capacity(h);
-    let mut ci_high = Vec::with_capacity(h);
-    for b in boots.iter_mut() {
-        ci_low.push(quantile(b, alpha));
-        ci_high.push(quantile(b, 1.0 - alpha));
-    }
-
     // Permutation: shuffle the translation / random labels of the pooled prompts; one
     // permutation serves every head.
     let pooled: Vec<&Vec<f32>> = t.iter().chain(r.iter()).collect();
@@ -102,21 +131,7 @@ pub fn head_stats(
             }
         }
     }
-    let p: Vec<f32> = exceed
-        .iter()
-        .map(|&e| (e + 1) as f32 / (n_perm + 1) as f32)
-        .collect();
-    let q = benjamini_hochberg(&p);
-    HeadStats {
-        diff,
-        ci_low,
-        ci_high,
-        p,
-        q,
-        level,
-        n_boot,
-        n_perm,
-    }
+    assemble(diff, boots, &exceed, level, n_perm)
 }
 
 /// Paired statistics of per-source differences `d` ([source][head], translation − random for
@@ -142,13 +157,6 @@ pub fn paired_stats(
             boots[k].push(x);
         }
     }
-    let alpha = (1.0 - level) / 2.0;
-    let (mut ci_low, mut ci_high) = (Vec::with_capacity(h), Vec::with_capacity(h));
-    for b in boots.iter_mut() {
-        ci_low.push(quantile(b, alpha));
-        ci_high.push(quantile(b, 1.0 - alpha));
-    }
-
     let mut exceed = vec![0usize; h];
     let mut s = vec![0f32; h];
     for _ in 0..n_perm {
@@ -174,21 +182,7 @@ pub fn paired_stats(
             }
         }
     }
-    let p: Vec<f32> = exceed
-        .iter()
-        .map(|&e| (e + 1) as f32 / (n_perm + 1) as f32)
-        .collect();
-    let q = benjamini_hochberg(&p);
-    HeadStats {
-        diff,
-        ci_low,
-        ci_high,
-        p,
-        q,
-        level,
-        n_boot,
-        n_perm,
-    }
+    assemble(diff, boots, &exceed, level, n_perm)
 }
 
 /// A seeded split of `0..n` into (kept, held out), `held` of them held out, each in
