@@ -8,7 +8,8 @@ project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 evcxr="${EVCXR_REPL:-$(command -v evcxr || echo "$HOME/.cargo/bin/evcxr")}"
 if [ ! -x "$evcxr" ]; then
   echo "installing evcxr_repl (several minutes the first time)…" >&2
-  cargo install evcxr_repl --locked >&2
+  # The version built and tested here with this toolchain (the kernel uses evcxr_jupyter 0.22).
+  cargo install evcxr_repl --locked --version 0.22.0 >&2
   evcxr="$HOME/.cargo/bin/evcxr"
 fi
 # shellcheck source=../kernelspec/evcxr-env.sh
