@@ -240,6 +240,21 @@ pub fn ablation_check(
         .zip(&seqs)
         .map(|(p, (ids, n))| segments(model, src, p, ids, *n))
         .collect::<Result<Vec<_>>>()?;
+    // Each prompt's role-aligned donors with their position maps, found once for every layer
+    // and head set.
+    let donors = (0..seqs.len())
+        .map(|i| {
+            (0..seqs.len())
+                .filter(|&j| j != i)
+                .filter_map(|j| match (segs[i], segs[j]) {
+                    (Some(a), Some(b)) => role_map(a, seqs[i].0.len(), b, seqs[j].0.len())
+                        .map(|m| Ok((j, Tensor::from_vec(m, seqs[i].0.len(), model.device())?))),
+                    _ => None,
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let fallbacks = donors.iter().filter(|d| d.is_empty()).count();
 
     // Conditions: baseline, then (found, random draws...) × (mean, resample).
     let mut sets: Vec<Vec<(usize, usize)>> = vec![heads.to_vec()];
@@ -259,7 +274,6 @@ pub fn ablation_check(
     let modes = ["mean", "resample"];
     let rows = 1 + sets.len() * modes.len() + singles.len();
     let mut per_pair: Vec<Vec<f32>> = Vec::with_capacity(seqs.len());
-    let mut fallbacks = 0usize;
     let mut progress = Progress::new(&format!("causal check {src}→{tgt}"), seqs.len(), opts.quiet);
     for (i, (ids, n_prompt)) in seqs.iter().enumerate() {
         let s = ids.len();
@@ -286,8 +300,14 @@ pub fn ablation_check(
                     let rep = if mode == "mean" {
                         mean_l.clone()
                     } else {
-                        donor_z(&zs, &segs, &seqs, i, l, &mut rng)?
-                            .unwrap_or_else(|| mean_l.clone())
+                        // A random role-aligned donor's z on this prompt's positions; else the mean.
+                        match donors[i].as_slice() {
+                            [] => mean_l.clone(),
+                            d => {
+                                let (j, idx) = &d[rng.below(d.len())];
+                                zs[*j][l].index_select(idx, 0)?
+                            }
+                        }
                     };
                     repl.push(rep);
                 }
@@ -317,9 +337,6 @@ pub fn ablation_check(
         let from = n_prompt - 1;
         let logits = model.logits_from(&t, from, &hooks)?;
         per_pair.push(row_logprobs(&logits, ids, from)?);
-        if segs[i].is_none() || !(0..seqs.len()).any(|j| j != i && aligned(&segs, &seqs, i, j)) {
-            fallbacks += 1;
-        }
         progress.inc(1);
     }
     progress.finish();
@@ -377,46 +394,6 @@ pub fn ablation_check(
         effects,
         per_head,
     })
-}
-
-/// Whether prompt `j` can donate to prompt `i` with every part aligned by role.
-fn aligned(
-    segs: &[Option<(usize, usize, usize)>],
-    seqs: &[(Vec<u32>, usize)],
-    i: usize,
-    j: usize,
-) -> bool {
-    match (segs[i], segs[j]) {
-        (Some(a), Some(b)) => role_map(a, seqs[i].0.len(), b, seqs[j].0.len()).is_some(),
-        _ => false,
-    }
-}
-
-/// A random role-aligned donor's `hook_z` at layer `l` for prompt `i`, laid out on `i`'s
-/// positions; `None` when no other prompt aligns.
-fn donor_z(
-    zs: &[Vec<Tensor>],
-    segs: &[Option<(usize, usize, usize)>],
-    seqs: &[(Vec<u32>, usize)],
-    i: usize,
-    l: usize,
-    rng: &mut Rng,
-) -> Result<Option<Tensor>> {
-    let donors: Vec<usize> = (0..seqs.len())
-        .filter(|&j| j != i && aligned(segs, seqs, i, j))
-        .collect();
-    if donors.is_empty() {
-        return Ok(None);
-    }
-    let j = donors[rng.below(donors.len())];
-    let (Some(a), Some(b)) = (segs[i], segs[j]) else {
-        return Ok(None);
-    };
-    let Some(map) = role_map(a, seqs[i].0.len(), b, seqs[j].0.len()) else {
-        return Ok(None);
-    };
-    let idx = Tensor::from_vec(map, seqs[i].0.len(), zs[j][l].device())?;
-    Ok(Some(zs[j][l].index_select(&idx, 0)?))
 }
 
 /// How path patching ranks heads, against the attention score.
