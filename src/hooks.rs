@@ -287,6 +287,10 @@ pub struct HookContext {
     pub n_heads: usize,
     /// Key/value heads per layer (k/v hooks carry this many heads).
     pub n_kv_heads: usize,
+    /// The slot of the activation's first position: 0 in a forward pass; while generating
+    /// with a KV cache, the slots already cached (each step's hooks see only the new
+    /// positions; rows of a batch are left-padded, see [`crate::model::KvCache::pad`]).
+    pub offset: usize,
 }
 
 /// A hook closure: reads the activation and returns it, or a replacement of the same shape.

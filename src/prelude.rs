@@ -9,7 +9,10 @@ pub use crate::lens::{decompose_resid, direct_logit_attribution, head_contributi
 pub use crate::metrics::{
     continuation_logprob, logit_diff, normalized, swap_averaged_logit_diff, LogitDiff, Metric,
 };
-pub use crate::model::{Activation, Config, HookedTransformer, LoadOptions, Logits};
+pub use crate::model::{
+    Activation, Config, GenerateOptions, Generation, HookedTransformer, KvCache, LoadOptions,
+    Logits, Sampling, StopReason,
+};
 pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
 pub use crate::plot::{
     attention_grid, attention_pattern, attention_view, attention_view_with, BarChart, Colormap,

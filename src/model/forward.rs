@@ -1,6 +1,7 @@
 //! The one forward pass every architecture runs, read top to bottom, with a hook point at every
-//! named activation: embed (or start from a residual stream, or a wavefront of them), then per
-//! block attention and MLP, then the final norm and only the logits asked for.
+//! named activation: embed (or start from a residual stream, or a wavefront of them, or continue
+//! a KV cache), then per block attention and MLP, then the final norm and only the logits asked
+//! for.
 //!
 //! The pass is batch-first and uses only ops that candle can differentiate (no fused softmax,
 //! RMSNorm or RoPE), so the same code serves attribution patching.
@@ -16,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::attention::{attention_scores, blocked_attention, repeat_kv, softmax_f32};
 use crate::model::config::Activation;
+use crate::model::kv_cache::KvCache;
 use crate::model::masks::{Mask, BLOCKED_ATTENTION_FROM};
 use crate::model::ops;
 use crate::model::rope::{apply_rope, Rope};
@@ -39,23 +41,22 @@ impl HookedTransformer {
             run.check_finite(true);
         }
         let mut pending: Vec<(usize, Tensor)> = Vec::new();
+        let mut kv = None;
         let (first, mut resid) = match start {
-            Start::Tokens(tokens) => {
-                let tokens = self.check_tokens(tokens)?;
-                let (b, s) = tokens.dims2()?;
-                let x = self
-                    .w
-                    .embed
-                    .index_select(&tokens.flatten_all()?, 0)?
-                    .reshape((b, s, cfg.d_model))?;
-                // HF multiplies by the scale rounded to the activation dtype; so do we.
-                let x = match cfg.embed_scale {
-                    Some(scale) => x.broadcast_mul(
-                        &Tensor::new(scale as f32, &self.device)?.to_dtype(x.dtype())?,
-                    )?,
-                    None => x,
-                };
-                (0, run.at(HookPoint::Embed, x)?)
+            Start::Tokens(tokens) => (0, self.embed(tokens, run)?),
+            Start::Continue { tokens, kv: cache } => {
+                let (b, s) = self.check_tokens(tokens)?.dims2()?;
+                if b != cache.batch() || cache.len() + s > cfg.max_position {
+                    return Err(Error::Invalid(format!(
+                        "cannot continue a KV cache of {} rows and {} slots with ids of shape [{b}, {s}] (context {})",
+                        cache.batch(),
+                        cache.len(),
+                        cfg.max_position
+                    )));
+                }
+                run.set_offset(cache.len());
+                kv = Some(cache);
+                (0, self.embed(tokens, run)?)
             }
             Start::Resid { layer, resid } => {
                 if layer > cfg.n_layers || resid.rank() != 3 || resid.dim(2)? != cfg.d_model {
@@ -90,8 +91,23 @@ impl HookedTransformer {
         };
         let (_, s, _) = resid.dims3()?;
 
-        let ropes = Rope::tables(cfg, s, &self.device)?;
-        let masks = Mask::for_layers(cfg, s, &self.device);
+        // Continuing a cache, each row's new slots sit at its own positions (after its left
+        // padding) and see the cached keys.
+        let (ropes, masks) = match &kv {
+            None => (
+                Rope::tables(cfg, s, &self.device)?,
+                Mask::for_layers(cfg, s, &self.device),
+            ),
+            Some(kv) => {
+                let pos = kv.position_ids(s, &self.device)?;
+                let ropes = Rope::tables(cfg, kv.len() + s, &self.device)?
+                    .iter()
+                    .map(|r| r.at_positions(&pos))
+                    .collect::<Result<Vec<_>>>()?;
+                let masks = Mask::for_layers_cached(cfg, kv.len(), s, kv.pad(), &self.device);
+                (ropes, masks)
+            }
+        };
         for (l, blk) in self.w.blocks.iter().enumerate().skip(first) {
             let lc = &cfg.layers[l];
             let rope = ropes
@@ -106,7 +122,10 @@ impl HookedTransformer {
                 let (_, joining) = pending.remove(0);
                 resid = Tensor::cat(&[&resid, &joining], 0)?;
             }
-            resid = self.block(l, blk, resid, rope, mask, run)?;
+            resid = self.block(l, blk, resid, rope, mask, kv.as_deref_mut(), run)?;
+        }
+        if let Some(kv) = kv {
+            kv.advance(s);
         }
         let b = resid.dim(0)?;
 
@@ -140,6 +159,27 @@ impl HookedTransformer {
         Ok(logits.to_dtype(DType::F32)?)
     }
 
+    /// Token embeddings [b, s, d], scaled where the architecture scales them.
+    fn embed(&self, tokens: &Tensor, run: &mut Run) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let tokens = self.check_tokens(tokens)?;
+        let (b, s) = tokens.dims2()?;
+        let x = self
+            .w
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, s, cfg.d_model))?;
+        // HF multiplies by the scale rounded to the activation dtype; so do we.
+        let x = match cfg.embed_scale {
+            Some(scale) => {
+                x.broadcast_mul(&Tensor::new(scale as f32, &self.device)?.to_dtype(x.dtype())?)?
+            }
+            None => x,
+        };
+        run.at(HookPoint::Embed, x)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         l: usize,
@@ -147,6 +187,7 @@ impl HookedTransformer {
         resid_pre: Tensor,
         rope: &Rope,
         mask: &Mask,
+        kv: Option<&mut KvCache>,
         run: &mut Run,
     ) -> Result<Tensor> {
         let cfg = &self.cfg;
@@ -187,10 +228,16 @@ impl HookedTransformer {
 
         // [b, heads, s, h]; each kv head serves n/k consecutive query heads.
         let qh = q.transpose(1, 2)?.contiguous()?;
-        let kh = repeat_kv(&kk.transpose(1, 2)?, n / k)?;
-        let vh = repeat_kv(&v.transpose(1, 2)?, n / k)?;
+        let (kt, vt) = (kk.transpose(1, 2)?, v.transpose(1, 2)?);
+        // Continuing a cache, the queries see every cached key as well as the new ones.
+        let (kt, vt) = match kv {
+            Some(kv) => kv.append(l, &kt, &vt)?,
+            None => (kt, vt),
+        };
+        let kh = repeat_kv(&kt, n / k)?;
+        let vh = repeat_kv(&vt, n / k)?;
         let seen = run.wants(HookPoint::AttnScores(l)) || run.wants(HookPoint::Pattern(l));
-        let z = if s >= BLOCKED_ATTENTION_FROM && !seen {
+        let z = if s >= BLOCKED_ATTENTION_FROM && !seen && mask.blockable() {
             blocked_attention(cfg, &qh, &kh, &vh, mask)?
         } else {
             let scores = attention_scores(cfg, &qh, &kh, mask.full()?)?;

@@ -1,6 +1,7 @@
 //! Additive attention masks (0 or −∞): causal, with an optional sliding window (keys at
 //! distance < window, as HF and llama.cpp), built once per window and shared by every layer,
-//! whole or in the query blocks of blocked attention.
+//! whole or in the query blocks of blocked attention; and the per-row masks of a pass that
+//! continues a left-padded KV cache, where each row's padding is hidden from its queries.
 
 use std::cell::OnceCell;
 
@@ -18,6 +19,9 @@ pub(crate) struct Mask {
     device: Device,
     full: OnceCell<Tensor>,
     blocks: OnceCell<Vec<QueryBlock>>,
+    // Continuing a KV cache: the queries are slots `offset..offset + s` against keys
+    // `0..offset + s`, and row r's first `pad[r]` slots are left padding.
+    cached: Option<(usize, Vec<usize>)>,
 }
 
 /// Queries q0..q0+nq of blocked attention, the keys k0..k0+nk they can see, and their mask.
@@ -41,6 +45,22 @@ impl Mask {
         masks
     }
 
+    /// One mask per distinct window for `s` new positions continuing a KV cache that holds
+    /// `offset` slots, with `pad[r]` left-padding slots in row r.
+    pub(crate) fn for_layers_cached(
+        cfg: &Config,
+        offset: usize,
+        s: usize,
+        pad: &[usize],
+        device: &Device,
+    ) -> Vec<Mask> {
+        let mut masks = Mask::for_layers(cfg, s, device);
+        for m in &mut masks {
+            m.cached = Some((offset, pad.to_vec()));
+        }
+        masks
+    }
+
     fn new(window: Option<usize>, s: usize, device: &Device) -> Self {
         Mask {
             window,
@@ -48,15 +68,25 @@ impl Mask {
             device: device.clone(),
             full: OnceCell::new(),
             blocks: OnceCell::new(),
+            cached: None,
         }
     }
 
-    /// The [s, s] mask.
+    /// Whether attention may run in query blocks (not when continuing a cache: its masks
+    /// differ per row).
+    pub(crate) fn blockable(&self) -> bool {
+        self.cached.is_none()
+    }
+
+    /// The [s, s] mask, or [b, 1, s, offset + s] when continuing a cache.
     pub(crate) fn full(&self) -> Result<&Tensor> {
         if let Some(m) = self.full.get() {
             return Ok(m);
         }
-        let m = mask_block(0, self.s, 0, self.s, self.window, &self.device)?;
+        let m = match &self.cached {
+            None => mask_block(0, self.s, 0, self.s, self.window, &self.device)?,
+            Some((offset, pad)) => cached_mask(*offset, self.s, pad, self.window, &self.device)?,
+        };
         Ok(self.full.get_or_init(|| m))
     }
 
@@ -93,6 +123,37 @@ impl Mask {
 pub(crate) const BLOCKED_ATTENTION_FROM: usize = 256;
 /// Queries per block.
 const QUERY_BLOCK: usize = 128;
+
+/// Per-row masks [b, 1, s, offset + s] for query slots offset..offset+s: causal and within the
+/// window as [`mask_block`], and never a padding key. A padding query sees only itself, so that
+/// its (unused) row stays finite instead of a softmax over nothing.
+fn cached_mask(
+    offset: usize,
+    s: usize,
+    pad: &[usize],
+    window: Option<usize>,
+    device: &Device,
+) -> Result<Tensor> {
+    let t = offset + s;
+    let mut m = Vec::with_capacity(pad.len() * s * t);
+    for &p in pad {
+        for i in offset..t {
+            m.extend((0..t).map(|j| {
+                let seen = if i < p {
+                    j == i
+                } else {
+                    j >= p && j <= i && window.is_none_or(|w| i - j < w)
+                };
+                if seen {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
+        }
+    }
+    Ok(Tensor::from_vec(m, (pad.len(), 1, s, t), device)?)
+}
 
 /// The additive causal (and sliding-window) mask for queries q0..q0+nq against keys
 /// k0..k0+nk: 0 where visible, -inf elsewhere.

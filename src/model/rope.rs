@@ -1,12 +1,14 @@
 //! Rotary position embeddings: cos / sin tables per (base, scaling), with linear, Llama 3 and
-//! per-frequency (llama.cpp `rope_freqs`) scaling, and rotate-half RoPE.
+//! per-frequency (llama.cpp `rope_freqs`) scaling, and rotate-half RoPE, at positions 0..s or
+//! at each row's own positions (generation from a left-padded KV cache).
 
 use candle_core::{Device, Tensor, D};
 
 use crate::error::Result;
 use crate::model::config::{Config, RopeScaling};
 
-/// RoPE tables for one base frequency and scaling: cos and sin, [s, d_head/2].
+/// RoPE tables for one base frequency and scaling: cos and sin, [s, d_head/2] for positions
+/// 0..s, or [b, s, d_head/2] at per-row positions ([`Rope::at_positions`]).
 pub(crate) struct Rope {
     pub(crate) theta: f64,
     pub(crate) scaling: Option<RopeScaling>,
@@ -50,12 +52,29 @@ impl Rope {
     }
 }
 
-/// Rotate-half RoPE on [b, s, heads, h] with tables [s, h/2].
+impl Rope {
+    /// The tables at per-row positions `pos` [b, s] (u32, each below the table's length):
+    /// [b, s, h/2], the same numbers as the rows of the shared table.
+    pub(crate) fn at_positions(&self, pos: &Tensor) -> Result<Rope> {
+        let (b, s) = pos.dims2()?;
+        let half = self.cos.dim(1)?;
+        let idx = pos.flatten_all()?;
+        Ok(Rope {
+            theta: self.theta,
+            scaling: self.scaling.clone(),
+            cos: self.cos.index_select(&idx, 0)?.reshape((b, s, half))?,
+            sin: self.sin.index_select(&idx, 0)?.reshape((b, s, half))?,
+        })
+    }
+}
+
+/// Rotate-half RoPE on [b, s, heads, h] with tables [s, h/2] (positions 0..s) or [b, s, h/2].
 pub(crate) fn apply_rope(x: &Tensor, rope: &Rope) -> Result<Tensor> {
-    let (_, s, _, h) = x.dims4()?;
+    let (b, s, _, h) = x.dims4()?;
     let half = h / 2;
-    let cos = rope.cos.reshape((1, s, 1, half))?.to_dtype(x.dtype())?;
-    let sin = rope.sin.reshape((1, s, 1, half))?.to_dtype(x.dtype())?;
+    let rows = if rope.cos.rank() == 3 { b } else { 1 };
+    let cos = rope.cos.reshape((rows, s, 1, half))?.to_dtype(x.dtype())?;
+    let sin = rope.sin.reshape((rows, s, 1, half))?.to_dtype(x.dtype())?;
     let x1 = x.narrow(D::Minus1, 0, half)?;
     let x2 = x.narrow(D::Minus1, half, half)?;
     let r1 = (x1.broadcast_mul(&cos)? - x2.broadcast_mul(&sin)?)?;

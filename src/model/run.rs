@@ -20,6 +20,7 @@ pub(crate) struct Run<'a> {
     n_heads: usize,
     n_kv_heads: usize,
     check_finite: bool,
+    offset: usize,
 }
 
 impl<'a> Run<'a> {
@@ -37,7 +38,13 @@ impl<'a> Run<'a> {
             n_heads,
             n_kv_heads,
             check_finite: false,
+            offset: 0,
         }
+    }
+
+    /// The slot of this pass's first position (the cached slots, when continuing a KV cache).
+    pub(crate) fn set_offset(&mut self, offset: usize) {
+        self.offset = offset;
     }
 
     pub(crate) fn hook(
@@ -68,6 +75,7 @@ impl<'a> Run<'a> {
                 layer: p.layer(),
                 n_heads: self.n_heads,
                 n_kv_heads: self.n_kv_heads,
+                offset: self.offset,
             };
             for f in fs {
                 let y = f(&x, &ctx)?;

@@ -94,6 +94,13 @@ pub(crate) enum Start<'t> {
     /// entering l_i join the batch (at its end) when the pass reaches l_i. One pass then
     /// serves patches at many layers, each running only the layers after its own.
     Waves(Vec<(usize, Tensor)>),
+    /// New token ids [b, s] after the positions held in a KV cache, which the pass extends.
+    Continue {
+        /// The new ids.
+        tokens: &'t Tensor,
+        /// Keys and values of the positions before them.
+        kv: &'t mut crate::model::kv_cache::KvCache,
+    },
 }
 
 /// Which logits a forward pass computes.

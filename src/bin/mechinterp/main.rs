@@ -1,7 +1,7 @@
 //! The `mechinterp` command line, a thin layer over the library: each subcommand is one
 //! module that parses its arguments and calls the library.
 //!
-//! `fetch` (the default model), `run` (top next tokens), `tokenize`, `hooks` (hook points and
+//! `fetch` (the default model), `run` (top next tokens), `generate` (continue a prompt), `tokenize`, `hooks` (hook points and
 //! shapes), `cache` (activations to safetensors), `patch` (activation patching), `attribute`
 //! (attribution patching), `logit-lens`, `translation-heads` (the main job) and `bench`.
 
@@ -10,6 +10,7 @@ mod attribute;
 mod bench;
 mod cache;
 mod fetch;
+mod generate;
 mod hooks;
 mod logit_lens;
 mod patch;
@@ -39,6 +40,8 @@ enum Cmd {
     Fetch(fetch::Args),
     /// Print the top-k next tokens for a prompt, with probabilities.
     Run(run::Args),
+    /// Continue a prompt (KV cache; greedy, or sampled with --temperature/--top-k/--top-p).
+    Generate(generate::Args),
     /// Run a prompt and write the logits and every cached activation to a safetensors file.
     Cache(cache::Args),
     /// List the model's hook points with their shapes.
@@ -79,6 +82,7 @@ fn real_main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Fetch(a) => fetch::run(a, out),
         Cmd::Run(a) => run::run(a, out),
+        Cmd::Generate(a) => generate::run(a, out),
         Cmd::Cache(a) => cache::run(a, out),
         Cmd::Hooks(a) => hooks::run(a, out),
         Cmd::Patch(a) => patch::run(a, out),

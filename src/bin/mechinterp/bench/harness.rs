@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use anyhow::Result;
 use candle_core::{Device, Tensor};
-use mechinterp::hooks::{HookContext, HookPoint, Intervention};
+use mechinterp::hooks::{HookContext, HookPoint, Hooks, Intervention};
 use mechinterp::metrics::LogitDiff;
-use mechinterp::model::{Config, HookedTransformer};
+use mechinterp::model::{Config, GenerateOptions, HookedTransformer};
 use mechinterp::patching::{Direction, PatchTarget, Patcher};
 use mechinterp::stats::median;
 use mechinterp::translation::{prompt, score_heads, ScoreOptions, SentencePair};
@@ -235,6 +235,31 @@ pub fn run(
             } else {
                 format!("{long_s} tokens, no logits, blocked attention (FLOPs counted as full)")
             },
+        });
+    }
+
+    // Generation with the KV cache: 32 greedy tokens after the prompt, one row and four.
+    let n_new = 32;
+    let gen = GenerateOptions {
+        stop_at_eos: false,
+        ..GenerateOptions::greedy(n_new)
+    };
+    // Per new token: the blocks at one position and one row of logits (the attention over the
+    // cached keys, and the prefill, are left out: a lower bound).
+    let decode_flops = |rows: usize| (rows * n_new) as f64 * forward_flops(&cfg, 1, 1, 1);
+    for rows in [1usize, 4] {
+        let prompts = vec![CLEAN; rows];
+        let secs = time(repeats.clamp(1, 3), || {
+            model.generate_batch(&prompts, &gen, &Hooks::new())
+        })?;
+        out.push(Timing {
+            name: format!("generate_{rows}x{n_new}"),
+            seconds: secs,
+            tokens: (rows * n_new) as f64,
+            flops: decode_flops(rows),
+            note: format!(
+                "{rows} row(s) × {n_new} greedy tokens after the {s}-token prompt, KV cache (prefill included)"
+            ),
         });
     }
 
