@@ -15,8 +15,8 @@ pub use crate::model::{
 };
 pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
 pub use crate::plot::{
-    attention_grid, attention_pattern, attention_view, attention_view_with, BarChart, Colormap,
-    Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
+    attention_grid, attention_pattern, attention_view, attention_view_with, Annotation, BarChart,
+    Colormap, Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
 };
 pub use crate::table::{Axis, Table};
 pub use crate::tokenizer::Tokenizer;

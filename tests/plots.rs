@@ -1,5 +1,7 @@
 //! Every chart renders to well-formed SVG with the expected cells, points, bars and labels,
-//! including Japanese, Chinese and Arabic tick labels; the attention viewer is self-contained.
+//! including Japanese, Chinese and Arabic tick labels; the attention viewer is self-contained;
+//! and, from each SVG's geometry, every text lies on the canvas and no two texts overlap, for
+//! every chart type at small and large sizes (set MECHINTERP_PLOT_DUMP=dir to keep the SVGs).
 
 use candle_core::{Device, Tensor};
 use mechinterp::prelude::*;
@@ -301,4 +303,289 @@ fn attention_view_is_self_contained_html() {
     };
     assert_ne!(id(html), id(h2.html()));
     assert!(attention_view(&toks[..2], &p).is_err());
+}
+
+/// A text element's box in canvas pixels, from its position, anchor, baseline shift, font size
+/// and rotation; the width is estimated generously (0.62 em per Latin character, 1 em for CJK).
+#[derive(Debug)]
+struct TextBox {
+    #[allow(dead_code)] // read in failure messages
+    text: String,
+    x0: f64,
+    y0: f64,
+    x1: f64,
+    y1: f64,
+}
+
+fn text_boxes(doc: &roxmltree::Document) -> Vec<TextBox> {
+    let num = |n: &roxmltree::Node, a: &str| n.attribute(a).and_then(|v| v.parse::<f64>().ok());
+    doc.descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| {
+            let text = n.text()?.trim().to_string();
+            if text.is_empty() {
+                return None;
+            }
+            let fs = num(&n, "font-size").unwrap_or(12.0);
+            let (x, y) = (num(&n, "x")?, num(&n, "y")?);
+            let w: f64 = text
+                .chars()
+                .map(|c| if (c as u32) >= 0x2E80 { 1.0 } else { 0.62 })
+                .sum::<f64>()
+                * fs;
+            let (a, b) = match n.attribute("text-anchor").unwrap_or("start") {
+                "middle" => (x - w / 2.0, x + w / 2.0),
+                "end" => (x - w, x),
+                _ => (x, x + w),
+            };
+            let (c, d) = match n.attribute("dy").unwrap_or("") {
+                "0.76em" => (y, y + fs),
+                "0.5ex" => (y - fs / 2.0, y + fs / 2.0),
+                "-0.5ex" => (y - fs, y),
+                _ => (y - 0.8 * fs, y + 0.2 * fs),
+            };
+            let corners = [(a, c), (b, c), (a, d), (b, d)];
+            let t = n.attribute("transform").unwrap_or("");
+            let rotated: Vec<(f64, f64)> = if let Some(r) = t.strip_prefix("rotate(") {
+                let v: Vec<f64> = r
+                    .trim_end_matches(')')
+                    .split(',')
+                    .map(|p| p.trim().parse().unwrap())
+                    .collect();
+                let (ang, cx, cy) = (v[0].to_radians(), v[1], v[2]);
+                corners
+                    .iter()
+                    .map(|&(px, py)| {
+                        let (dx, dy) = (px - cx, py - cy);
+                        (
+                            cx + dx * ang.cos() - dy * ang.sin(),
+                            cy + dx * ang.sin() + dy * ang.cos(),
+                        )
+                    })
+                    .collect()
+            } else {
+                corners.to_vec()
+            };
+            let f = |g: fn(f64, f64) -> f64, i: usize| {
+                rotated
+                    .iter()
+                    .map(|p| if i == 0 { p.0 } else { p.1 })
+                    .reduce(g)
+                    .unwrap()
+            };
+            Some(TextBox {
+                text,
+                x0: f(f64::min, 0),
+                x1: f(f64::max, 0),
+                y0: f(f64::min, 1),
+                y1: f(f64::max, 1),
+            })
+        })
+        .collect()
+}
+
+/// Every text lies inside the canvas and no two texts overlap (a 1 px tolerance).
+fn assert_clean(name: &str, svg: &str) {
+    let doc = parse(svg);
+    let root = doc.root_element();
+    let px = |a: &str| {
+        root.attribute(a)
+            .and_then(|v| v.trim_end_matches("px").parse::<f64>().ok())
+            .unwrap()
+    };
+    let (w, h) = (px("width"), px("height"));
+    let boxes = text_boxes(&doc);
+    assert!(!boxes.is_empty(), "{name}: no text");
+    for b in &boxes {
+        assert!(
+            b.x0 >= -1.0 && b.y0 >= -1.0 && b.x1 <= w + 1.0 && b.y1 <= h + 1.0,
+            "{name}: {:?} leaves the {w} × {h} canvas",
+            b
+        );
+    }
+    for (i, a) in boxes.iter().enumerate() {
+        for b in &boxes[i + 1..] {
+            let overlap =
+                a.x0 < b.x1 - 1.0 && b.x0 < a.x1 - 1.0 && a.y0 < b.y1 - 1.0 && b.y0 < a.y1 - 1.0;
+            assert!(!overlap, "{name}: {a:?} overlaps {b:?}");
+        }
+    }
+}
+
+fn long_title() -> String {
+    "head outputs normalized logit diff ( Mary −  John) (denoise): clean 3.214, corrupted -2.876"
+        .into()
+}
+
+fn heatmaps() -> Vec<(String, Heatmap)> {
+    let patch: Vec<f32> = (0..72)
+        .map(|i| ((i * 37 % 17) as f32 - 8.0) / 8.0)
+        .collect();
+    let tokens: Vec<String> =
+        "<bos> EN : ▁I ▁like ▁green ▁apples . ▁FR : ▁J ' aime ▁les ▁pommes ▁vertes ."
+            .split(' ')
+            .map(String::from)
+            .collect();
+    let n = tokens.len();
+    let lens: Vec<f32> = (0..6 * n).map(|i| (i % 7) as f32 / 7.0).collect();
+    let mut out = vec![
+        (
+            "patching 18×4, long title".to_string(),
+            Heatmap::new(
+                patch.clone(),
+                Axis::numbered("layer", 18),
+                Axis::numbered("head", 4),
+            )
+            .unwrap()
+            .title(long_title()),
+        ),
+        (
+            "patching annotated".to_string(),
+            Heatmap::new(
+                patch,
+                Axis::numbered("layer", 18),
+                Axis::numbered("head", 4),
+            )
+            .unwrap()
+            .title(long_title())
+            .annotate_values(2)
+            .value_label("Δ metric (estimate)"),
+        ),
+        (
+            "token columns, annotated with tokens".to_string(),
+            Heatmap::new(
+                lens,
+                Axis::numbered("layer", 6),
+                Axis::labelled("position", tokens.clone()),
+            )
+            .unwrap()
+            .title("logit lens")
+            .annotate_text((0..6 * n).map(|i| tokens[i % n].clone()).collect())
+            .unwrap(),
+        ),
+    ];
+    let mut tiny = Heatmap::new(
+        vec![0.5, -0.5],
+        Axis::numbered("l", 1),
+        Axis::numbered("h", 2),
+    )
+    .unwrap()
+    .title(long_title())
+    .annotate_values(3);
+    tiny.cell = Some((6, 6));
+    out.push(("tiny cells".into(), tiny));
+    out
+}
+
+fn bar_labels(n: usize) -> Vec<(String, f32)> {
+    let names = [
+        "embed",
+        "L0 attn",
+        "L0 mlp",
+        "L17 attn",
+        "L17 mlp",
+        "猫の手",
+        "direct path",
+    ];
+    (0..n)
+        .map(|i| {
+            (
+                format!("{} {i}", names[i % names.len()]),
+                (i as f32 - n as f32 / 2.0) * 0.3,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_chart_keeps_its_text_on_the_canvas_without_overlaps() {
+    let dump = std::env::var("MECHINTERP_PLOT_DUMP").ok();
+    let mut figs: Vec<(String, Figure)> = Vec::new();
+    for (name, h) in heatmaps() {
+        figs.push((name.clone(), h.render().unwrap()));
+        figs.push((
+            format!("{name}, two panels with a figure title"),
+            Panels::new(vec![h.clone(), h.title("second")])
+                .title(long_title() + " " + &long_title())
+                .render()
+                .unwrap(),
+        ));
+    }
+    for (w, h) in [(240u32, 200u32), (420, 300), (1400, 900)] {
+        for n in [3usize, 14, 60] {
+            figs.push((
+                format!("bars {n} at {w}×{h}"),
+                BarChart::new(bar_labels(n))
+                    .labels(&long_title(), "component", "logit contribution")
+                    .size(w, h)
+                    .render()
+                    .unwrap(),
+            ));
+            let x: Vec<String> = bar_labels(n).into_iter().map(|b| b.0).collect();
+            figs.push((
+                format!("lines {n} at {w}×{h}"),
+                LinePlot::new(x)
+                    .series("a", (0..n).map(|i| i as f32).collect())
+                    .unwrap()
+                    .series("b", (0..n).map(|i| (n - i) as f32).collect())
+                    .unwrap()
+                    .labels(&long_title(), "token", "logit")
+                    .size(w, h)
+                    .render()
+                    .unwrap(),
+            ));
+        }
+        figs.push((
+            format!("scatter at {w}×{h}"),
+            ScatterPlot::new(vec![("a".into(), 0.1, 0.2), ("b".into(), -3.0, 2.0)])
+                .labels(
+                    &long_title(),
+                    "attribution estimate",
+                    "activation patching change",
+                )
+                .size(w, h)
+                .render()
+                .unwrap(),
+        ));
+    }
+    for (name, f) in &figs {
+        if let Some(dir) = &dump {
+            let file = name.replace(|c: char| !c.is_ascii_alphanumeric(), "_");
+            f.save_svg(format!("{dir}/{file}.svg")).unwrap();
+        }
+        assert_clean(name, f.svg());
+    }
+}
+
+#[test]
+fn annotations_pick_a_readable_colour() {
+    let h = Heatmap::new(
+        vec![-1.0, 0.0, 1.0],
+        Axis::numbered("l", 1),
+        Axis::numbered("h", 3),
+    )
+    .unwrap()
+    .annotate_values(1);
+    let fig = h.render().unwrap();
+    let doc = parse(fig.svg());
+    let ann: Vec<(String, String)> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("annotation"))
+        .map(|n| {
+            (
+                n.text().unwrap().to_string(),
+                n.attribute("fill").unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Dark blue and dark red ends get white text, the pale middle black.
+    assert_eq!(
+        ann,
+        vec![
+            ("-1.0".to_string(), "#ffffff".to_string()),
+            ("0.0".to_string(), "#000000".to_string()),
+            ("1.0".to_string(), "#ffffff".to_string())
+        ]
+    );
+    assert!(h.clone().annotate_text(vec!["x".into()]).is_err());
 }

@@ -4,9 +4,141 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::{append_overlay, draw_err, esc, fmt_value, tick_label, Figure};
+use plotters::coord::Shift;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{append_overlay, draw_err, draw_text, esc, fmt_value, text_width, tick_label, Figure};
 use crate::error::{Error, Result};
 use crate::table::Table;
+
+const TICK: f64 = 12.0;
+const TITLE: f64 = 18.0;
+const LABEL: f64 = 14.0;
+/// The smallest canvas a chart draws on; smaller sizes are raised to it.
+const MIN_SIZE: (u32, u32) = (240, 200);
+
+/// A chart's size: at least [`MIN_SIZE`].
+fn clamp_size(size: (u32, u32)) -> (u32, u32) {
+    (size.0.max(MIN_SIZE.0), size.1.max(MIN_SIZE.1))
+}
+
+/// Width of the plot area of a chart `w` wide (the y label area and margins taken off).
+fn plot_width(w: u32) -> f64 {
+    w as f64 - 64.0 - 24.0
+}
+
+/// A white canvas `size` wide with the title wrapped across its top, grown taller where the
+/// title and `below` pixels (labels and a readable plot) need it; and the area under the title.
+fn canvas<'a>(
+    svg: &'a mut String,
+    size: (u32, u32),
+    title: &str,
+    below: f64,
+) -> Result<DrawingArea<SVGBackend<'a>, Shift>> {
+    let (w, h) = clamp_size(size);
+    let lines = if title.is_empty() {
+        Vec::new()
+    } else {
+        super::wrap(title, w as f64 - 24.0, TITLE)
+    };
+    let band = if lines.is_empty() {
+        0.0
+    } else {
+        lines.len() as f64 * TITLE * 1.25 + 20.0
+    };
+    let h = h.max((band + below + 24.0).ceil() as u32);
+    let root = SVGBackend::with_string(svg, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_err)?;
+    if lines.is_empty() {
+        return Ok(root);
+    }
+    super::draw_title(&root, &lines, w as f64 / 2.0, 8.0, TITLE)?;
+    Ok(root.split_vertically(band.ceil() as u32).1)
+}
+
+/// The least height a plot area gets.
+const MIN_PLOT: f64 = 100.0;
+
+/// How categorical x labels fit under a plot whose categories are `slot` px apart: across when
+/// every label fits its slot, else reading upwards and, where even that is too tight, every
+/// k-th only.
+struct XLabels {
+    upwards: bool,
+    every: usize,
+    height: f64,
+    widest: f64,
+}
+
+impl XLabels {
+    fn layout(labels: &[String], slot: f64) -> Self {
+        // plotters renders a font of size s at s / 1.24 px; 0.92 keeps a little slack.
+        let widest = labels
+            .iter()
+            .map(|l| 0.92 * text_width(l, TICK))
+            .fold(1.0, f64::max);
+        if widest + 6.0 <= slot {
+            XLabels {
+                upwards: false,
+                every: 1,
+                height: TICK * 1.25 + 6.0,
+                widest,
+            }
+        } else {
+            XLabels {
+                upwards: true,
+                every: ((TICK * 1.25 + 2.0) / slot.max(1e-6)).ceil().max(1.0) as usize,
+                height: widest + 10.0,
+                widest,
+            }
+        }
+    }
+
+    /// The label area's height: the labels, and the axis title under them.
+    fn area(&self, desc: &str) -> u32 {
+        (self.height
+            + if desc.is_empty() {
+                4.0
+            } else {
+                LABEL * 1.25 + 10.0
+            })
+        .ceil() as u32
+    }
+
+    /// Draws label i at pixel (x, y), y being the plot's lower edge.
+    fn draw<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        labels: &[String],
+        at: impl Fn(usize) -> (i32, i32),
+    ) -> Result<()> {
+        // `at` gives canvas pixels; the area draws relative to its own corner.
+        let (bx, by) = area.get_base_pixel();
+        for (i, l) in labels.iter().enumerate().step_by(self.every) {
+            let (x, y) = at(i);
+            let (x, y) = (x - bx, y - by);
+            if self.upwards {
+                draw_text(
+                    area,
+                    l,
+                    (x as f64, y as f64 + 6.0),
+                    TICK,
+                    Pos::new(HPos::Right, VPos::Center),
+                    true,
+                )?;
+            } else {
+                draw_text(
+                    area,
+                    l,
+                    (x as f64, y as f64 + 6.0),
+                    TICK,
+                    Pos::new(HPos::Center, VPos::Top),
+                    false,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Series colours (Tableau 10).
 const PALETTE: [(u8, u8, u8); 10] = [
@@ -58,15 +190,24 @@ pub struct LinePlot {
     pub xlabel: String,
     /// y axis title.
     pub ylabel: String,
+    /// Canvas size in pixels (default 760 × 440).
+    pub size: Option<(u32, u32)>,
 }
 
 impl LinePlot {
+    /// Sets the canvas size in pixels.
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.size = Some((width, height));
+        self
+    }
+
     /// Lines over `x`.
     pub fn new(x: Vec<String>) -> Self {
         LinePlot {
             title: String::new(),
             x,
             series: Vec::new(),
+            size: None,
             xlabel: String::new(),
             ylabel: String::new(),
         }
@@ -121,44 +262,41 @@ impl LinePlot {
         let mut svg = String::new();
         let mut overlay = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (760, 440)).into_drawing_area();
-            root.fill(&WHITE).map_err(draw_err)?;
+            let size = clamp_size(self.size.unwrap_or((760, 440)));
             let xmax = (n.max(2) - 1) as f64;
+            let labels: Vec<String> = self.x.iter().map(|l| tick_label(l)).collect();
+            let xl = XLabels::layout(&labels, plot_width(size.0) / (xmax + 0.6));
+            let root = canvas(
+                &mut svg,
+                size,
+                &self.title,
+                xl.area(&self.xlabel) as f64 + MIN_PLOT,
+            )?;
+            // Margins leave room for half of the first and last labels when they read across.
+            let side = if xl.upwards {
+                12.0
+            } else {
+                (xl.widest / 2.0).max(12.0)
+            };
             let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 18))
                 .margin(12)
-                .x_label_area_size(48)
+                .margin_right(side as u32)
+                .x_label_area_size(xl.area(&self.xlabel))
                 .y_label_area_size(64)
                 .build_cartesian_2d(-0.3f64..xmax + 0.3, lo..hi)
                 .map_err(draw_err)?;
-            let labels = self.x.clone();
-            // Every label when they fit, else every k-th.
-            let widest = labels
-                .iter()
-                .map(|l| super::text_width(&tick_label(l), 12.0))
-                .fold(1.0, f64::max);
-            let every = ((widest + 6.0) * n as f64 / 640.0).ceil().max(1.0) as usize;
-            let fmt = move |v: &f64| {
-                let i = v.round();
-                if (v - i).abs() < 1e-6
-                    && i >= 0.0
-                    && (i as usize) < labels.len()
-                    && (i as usize).is_multiple_of(every)
-                {
-                    tick_label(&labels[i as usize])
-                } else {
-                    String::new()
-                }
-            };
+            let y_ticks = (chart.plotting_area().dim_in_pixel().1 as usize / 30).clamp(2, 10);
             chart
                 .configure_mesh()
                 .x_desc(&self.xlabel)
                 .y_desc(&self.ylabel)
-                .x_labels(n.min(20))
-                .x_label_formatter(&fmt)
+                .x_labels(n.min(40))
+                .x_label_formatter(&|_| String::new())
+                .y_labels(y_ticks)
                 .light_line_style(TRANSPARENT)
                 .draw()
                 .map_err(draw_err)?;
+            xl.draw(&root, &labels, |i| chart.backend_coord(&(i as f64, lo)))?;
             for (k, (name, vals)) in self.series.iter().enumerate() {
                 let c = color(k);
                 let pts: Vec<(f64, f64)> = vals
@@ -224,6 +362,8 @@ pub struct ScatterPlot {
     pub ylabel: String,
     /// Draw the y = x reference line.
     pub diagonal: bool,
+    /// Canvas size in pixels (default 560 × 520).
+    pub size: Option<(u32, u32)>,
 }
 
 impl ScatterPlot {
@@ -235,7 +375,14 @@ impl ScatterPlot {
             xlabel: "x".into(),
             ylabel: "y".into(),
             diagonal: true,
+            size: None,
         }
+    }
+
+    /// Sets the canvas size in pixels.
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.size = Some((width, height));
+        self
     }
 
     /// Sets title and axis titles.
@@ -259,19 +406,27 @@ impl ScatterPlot {
         let mut svg = String::new();
         let mut overlay = String::from("<g class=\"points\">");
         {
-            let root = SVGBackend::with_string(&mut svg, (560, 520)).into_drawing_area();
-            root.fill(&WHITE).map_err(draw_err)?;
+            let root = canvas(
+                &mut svg,
+                self.size.unwrap_or((560, 520)),
+                &self.title,
+                44.0 + MIN_PLOT,
+            )?;
             let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 18))
                 .margin(12)
+                .margin_right(24)
                 .x_label_area_size(44)
                 .y_label_area_size(64)
                 .build_cartesian_2d(xlo..xhi, ylo..yhi)
                 .map_err(draw_err)?;
+            // Numeric ticks about 60 px apart, so their labels never touch.
+            let (pw, ph) = chart.plotting_area().dim_in_pixel();
             chart
                 .configure_mesh()
                 .x_desc(&self.xlabel)
                 .y_desc(&self.ylabel)
+                .x_labels((pw as usize / 60).clamp(2, 10))
+                .y_labels((ph as usize / 30).clamp(2, 10))
                 .light_line_style(TRANSPARENT)
                 .draw()
                 .map_err(draw_err)?;
@@ -323,9 +478,17 @@ pub struct BarChart {
     pub xlabel: String,
     /// y axis title.
     pub ylabel: String,
+    /// Canvas size in pixels (default: 28 px per bar, 420 to 1200 wide, 440 tall).
+    pub size: Option<(u32, u32)>,
 }
 
 impl BarChart {
+    /// Sets the canvas size in pixels.
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.size = Some((width, height));
+        self
+    }
+
     /// A bar chart of labelled values.
     pub fn new(bars: Vec<(String, f32)>) -> Self {
         BarChart {
@@ -333,6 +496,7 @@ impl BarChart {
             bars,
             xlabel: String::new(),
             ylabel: String::new(),
+            size: None,
         }
     }
 
@@ -368,47 +532,40 @@ impl BarChart {
         let n = self.bars.len().max(1);
         let (lo, hi) = padded(self.bars.iter().map(|b| b.1).chain([0.0]));
         let width = (120 + n * 28).clamp(420, 1200) as u32;
-        let rotate = self
-            .bars
-            .iter()
-            .any(|b| super::text_width(&tick_label(&b.0), 12.0) > 26.0);
         let mut svg = String::new();
         let mut overlay = String::from("<g class=\"bars\">");
         {
-            let root = SVGBackend::with_string(&mut svg, (width, 440)).into_drawing_area();
-            root.fill(&WHITE).map_err(draw_err)?;
+            let size = clamp_size(self.size.unwrap_or((width, 440)));
             let labels: Vec<String> = self.bars.iter().map(|b| tick_label(&b.0)).collect();
-            let fmt = move |v: &f64| {
-                let i = (v - 0.5).round();
-                if (v - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                    labels[i as usize].clone()
-                } else {
-                    String::new()
-                }
-            };
+            let xl = XLabels::layout(&labels, plot_width(size.0) / n as f64);
+            let root = canvas(
+                &mut svg,
+                size,
+                &self.title,
+                xl.area(&self.xlabel) as f64 + MIN_PLOT,
+            )?;
             let mut chart = ChartBuilder::on(&root)
-                .caption(&self.title, ("sans-serif", 18))
                 .margin(12)
-                .x_label_area_size(if rotate { 130 } else { 44 })
+                .x_label_area_size(xl.area(&self.xlabel))
                 .y_label_area_size(64)
                 .build_cartesian_2d(0f64..n as f64, lo..hi)
                 .map_err(draw_err)?;
-            let mut mesh = chart.configure_mesh();
-            mesh.x_desc(&self.xlabel)
+            let y_ticks = (chart.plotting_area().dim_in_pixel().1 as usize / 30).clamp(2, 10);
+            chart
+                .configure_mesh()
+                .x_desc(&self.xlabel)
                 .y_desc(&self.ylabel)
                 .axis_desc_style(("sans-serif", 14))
                 .disable_x_mesh()
                 .x_labels(n * 2 + 1)
-                .x_label_formatter(&fmt)
-                .light_line_style(TRANSPARENT);
-            if rotate {
-                mesh.x_label_style(
-                    ("sans-serif", 12)
-                        .into_font()
-                        .transform(FontTransform::Rotate90),
-                );
-            }
-            mesh.draw().map_err(draw_err)?;
+                .x_label_formatter(&|_| String::new())
+                .y_labels(y_ticks)
+                .light_line_style(TRANSPARENT)
+                .draw()
+                .map_err(draw_err)?;
+            xl.draw(&root, &labels, |i| {
+                chart.backend_coord(&(i as f64 + 0.5, lo))
+            })?;
             for (i, (label, v)) in self.bars.iter().enumerate() {
                 if !v.is_finite() {
                     continue;

@@ -15,6 +15,7 @@ use crate::table::{Axis, Table};
 const TICK: f64 = 12.0;
 const LABEL: f64 = 14.0;
 const TITLE: f64 = 16.0;
+const ANNOTATION: f64 = 11.0;
 
 /// A 2-D heatmap with labelled axes, a colour bar and the value of each cell on hover.
 #[derive(Debug, Clone)]
@@ -39,6 +40,17 @@ pub struct Heatmap {
     pub cell: Option<(u32, u32)>,
     /// Extra hover text per cell (row-major), e.g. the top token of a logit-lens cell.
     pub notes: Option<Vec<String>>,
+    /// Text printed in each cell, as papers show small grids.
+    pub annotate: Option<Annotation>,
+}
+
+/// What a heatmap prints in its cells (in black or white, whichever reads on the cell).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Annotation {
+    /// Each cell's value with this many decimals.
+    Values(usize),
+    /// One string per cell, row-major (e.g. the top token of a logit-lens cell).
+    Text(Vec<String>),
 }
 
 impl Heatmap {
@@ -63,6 +75,7 @@ impl Heatmap {
             value_label: String::new(),
             cell: None,
             notes: None,
+            annotate: None,
         })
     }
 
@@ -110,6 +123,45 @@ impl Heatmap {
     pub fn value_label(mut self, l: impl Into<String>) -> Self {
         self.value_label = l.into();
         self
+    }
+
+    /// Prints each cell's value with `decimals` decimals.
+    pub fn annotate_values(mut self, decimals: usize) -> Self {
+        self.annotate = Some(Annotation::Values(decimals));
+        self
+    }
+
+    /// Prints one string per cell (row-major); an error unless there is one per cell.
+    pub fn annotate_text(mut self, text: Vec<String>) -> Result<Self> {
+        if text.len() != self.values.len() {
+            return Err(Error::Shape(format!(
+                "annotate_text: {} strings for {} cells",
+                text.len(),
+                self.values.len()
+            )));
+        }
+        self.annotate = Some(Annotation::Text(text));
+        Ok(self)
+    }
+
+    /// The text printed in cell `i`, if any.
+    fn cell_text(&self, i: usize) -> Option<String> {
+        match &self.annotate {
+            None => None,
+            Some(Annotation::Values(d)) => {
+                let v = self.values[i];
+                v.is_finite().then(|| format!("{v:.d$}", d = *d))
+            }
+            Some(Annotation::Text(t)) => t.get(i).map(|s| tick_label(s)),
+        }
+    }
+
+    /// The widest annotation, in pixels at the annotation font.
+    fn widest_annotation(&self) -> f64 {
+        (0..self.values.len())
+            .filter_map(|i| self.cell_text(i))
+            .map(|t| text_width(&t, ANNOTATION))
+            .fold(0.0, f64::max)
     }
 
     /// Renames the axes (x = columns, y = rows).
@@ -237,12 +289,26 @@ impl Panels {
         // Cell size from the largest panel so panels line up.
         let max_rows = self.panels.iter().map(|p| p.rows.len()).max().unwrap_or(1);
         let max_cols = self.panels.iter().map(|p| p.cols.len()).max().unwrap_or(1);
+        // Annotated cells are made wide and tall enough for their text.
+        let ann_w = self
+            .panels
+            .iter()
+            .map(|p| p.widest_annotation())
+            .fold(0.0, f64::max);
+        let annotated = self.panels.iter().any(|p| p.annotate.is_some());
         let (cw, ch) = first.cell.unwrap_or_else(|| {
             let w = ((760.0 / per_row as f64) / max_cols as f64)
                 .floor()
                 .clamp(5.0, 40.0);
             let h = (440.0 / max_rows as f64).floor().clamp(5.0, 32.0);
-            (w as u32, h as u32)
+            if annotated {
+                (
+                    w.max((ann_w + 6.0).ceil()) as u32,
+                    h.max(ANNOTATION + 6.0) as u32,
+                )
+            } else {
+                (w as u32, h as u32)
+            }
         });
         let (cw, ch) = (cw as f64, ch as f64);
         let x_rotate = self.panels.iter().any(|p| {
@@ -272,19 +338,65 @@ impl Panels {
             .fold(10.0, f64::max)
             + 8.0;
         let left = y_lab_w + LABEL + 10.0;
-        let top = TITLE + 14.0;
+        // Panel titles wrap to the panel (at least 260 px wide, which a long title widens to).
+        let grid_w = left + max_cols as f64 * cw;
+        let wrap_w = grid_w.max(260.0);
+        let titles: Vec<Vec<String>> = self
+            .panels
+            .iter()
+            .map(|p| {
+                if p.title.is_empty() {
+                    Vec::new()
+                } else {
+                    super::wrap(&p.title, wrap_w - 8.0, TITLE)
+                }
+            })
+            .collect();
+        let title_lines = titles.iter().map(Vec::len).max().unwrap_or(0);
+        let panel_w = (grid_w + 16.0).max(
+            titles
+                .iter()
+                .map(|t| super::widest(t, TITLE) + 16.0)
+                .fold(0.0, f64::max),
+        );
+        let top = title_lines as f64 * TITLE * 1.25 + 14.0;
         let bottom = x_lab_h + LABEL + 12.0;
-        let panel_w = left + max_cols as f64 * cw + 16.0;
         let panel_h = top + max_rows as f64 * ch + bottom;
-        let fig_title_h = if self.title.is_empty() {
+        let shared = self.shared_range();
+        let bar_label = if first.value_label.is_empty() {
+            "value"
+        } else {
+            first.value_label.as_str()
+        };
+        let bar_w = if self.shared_scale {
+            let ticks = (0..5)
+                .map(|i| {
+                    let v = shared.1 - (shared.1 - shared.0) * i as f32 / 4.0;
+                    text_width(&fmt_tick(v), TICK - 1.0)
+                })
+                .fold(0.0, f64::max);
+            (14.0 + 20.0 + ticks + 8.0).max(14.0 + text_width(bar_label, TICK) + 8.0)
+        } else {
+            0.0
+        };
+        let mut width = panel_w * per_row as f64 + bar_w + 10.0;
+        let fig_title = if self.title.is_empty() {
+            Vec::new()
+        } else {
+            super::wrap(&self.title, (width - 20.0).max(300.0), TITLE + 2.0)
+        };
+        width = width.max(super::widest(&fig_title, TITLE + 2.0) + 20.0);
+        let fig_title_h = if fig_title.is_empty() {
             0.0
         } else {
-            TITLE + 16.0
+            fig_title.len() as f64 * (TITLE + 2.0) * 1.25 + 12.0
         };
-        let bar_w = if self.shared_scale { 110.0 } else { 0.0 };
-        let width = (panel_w * per_row as f64 + bar_w + 10.0).ceil() as u32;
-        let height = (fig_title_h + panel_h * n_rows as f64 + 6.0).ceil() as u32;
-        let shared = self.shared_range();
+        let width = width.ceil() as u32;
+        // The colour bar is at least 120 px tall, with its label under it.
+        let bar_h = (max_rows as f64 * ch).clamp(120.0, 420.0);
+        let height = (fig_title_h + panel_h * n_rows as f64 + 6.0)
+            .max(fig_title_h + top + bar_h + 8.0 + TICK * 1.25 + 6.0)
+            .ceil() as u32;
 
         let mut svg = String::new();
         let mut overlay = String::new();
@@ -308,17 +420,7 @@ impl Panels {
                 root.draw(&Text::new(s.to_string(), (x as i32, y as i32), style))
                     .map_err(draw_err)
             };
-            if !self.title.is_empty() {
-                text(
-                    &root,
-                    &self.title,
-                    width as f64 / 2.0,
-                    8.0,
-                    TITLE + 2.0,
-                    Pos::new(HPos::Center, VPos::Top),
-                    false,
-                )?;
-            }
+            super::draw_title(&root, &fig_title, width as f64 / 2.0, 8.0, TITLE + 2.0)?;
             for (k, p) in self.panels.iter().enumerate() {
                 let (vmin, vmax) = if self.shared_scale {
                     shared
@@ -329,17 +431,12 @@ impl Panels {
                 let oy = fig_title_h + (k / per_row) as f64 * panel_h;
                 let (x0, y0) = (ox + left, oy + top);
                 let (r, c) = (p.rows.len(), p.cols.len());
-                if !p.title.is_empty() {
-                    text(
-                        &root,
-                        &p.title,
-                        x0 + c as f64 * cw / 2.0,
-                        oy + 4.0,
-                        TITLE,
-                        Pos::new(HPos::Center, VPos::Top),
-                        false,
-                    )?;
-                }
+                // Centred over the cells, moved in where it would pass the panel's edge.
+                let half = super::widest(&titles[k], TITLE) / 2.0;
+                let cx = (x0 + c as f64 * cw / 2.0)
+                    .min(ox + panel_w - half - 4.0)
+                    .max(ox + half + 4.0);
+                super::draw_title(&root, &titles[k], cx, oy + 4.0, TITLE)?;
                 // Frame.
                 root.draw(&Rectangle::new(
                     [
@@ -450,11 +547,49 @@ impl Panels {
                     }
                 }
                 overlay.push_str("</g>");
+                if p.annotate.is_some() {
+                    let _ = write!(overlay, "<g class=\"annotations\" data-panel=\"{k}\">");
+                    for i in 0..r {
+                        for j in 0..c {
+                            let Some(t) = p.cell_text(i * c + j) else {
+                                continue;
+                            };
+                            // Shrunk to fit the cell; left out where even 6 px would not.
+                            let size = ANNOTATION.min((cw - 3.0) / (text_width(&t, 1.0).max(1e-6)));
+                            if size < 6.0 {
+                                continue;
+                            }
+                            let v = p.values[i * c + j];
+                            let tt = if !v.is_finite() {
+                                0.0
+                            } else if vmax > vmin {
+                                ((v - vmin) / (vmax - vmin)) as f64
+                            } else {
+                                0.5
+                            };
+                            let (rr, gg, bb) = p.cmap.rgb(tt);
+                            let luma = 0.299 * rr as f64 + 0.587 * gg as f64 + 0.114 * bb as f64;
+                            let fill = if v.is_finite() && luma < 140.0 {
+                                "#ffffff"
+                            } else {
+                                "#000000"
+                            };
+                            let _ = write!(
+                                overlay,
+                                "<text class=\"annotation\" x=\"{:.1}\" y=\"{:.1}\" dy=\"0.5ex\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"{size:.1}\" fill=\"{fill}\" pointer-events=\"none\">{}</text>",
+                                x0 + (j as f64 + 0.5) * cw,
+                                y0 + (i as f64 + 0.5) * ch,
+                                esc(&t)
+                            );
+                        }
+                    }
+                    overlay.push_str("</g>");
+                }
             }
             if self.shared_scale {
                 let bx = panel_w * per_row as f64 + 14.0;
                 let by = fig_title_h + top;
-                let bh = (max_rows as f64 * ch).clamp(120.0, 420.0);
+                let bh = bar_h;
                 let n = 64;
                 for i in 0..n {
                     let t = 1.0 - i as f64 / (n - 1) as f64;
@@ -491,18 +626,13 @@ impl Panels {
                         false,
                     )?;
                 }
-                let label = if first.value_label.is_empty() {
-                    "value"
-                } else {
-                    first.value_label.as_str()
-                };
                 text(
                     &root,
-                    label,
-                    bx + 8.0,
+                    bar_label,
+                    bx,
                     by + bh + 8.0,
                     TICK,
-                    Pos::new(HPos::Center, VPos::Top),
+                    Pos::new(HPos::Left, VPos::Top),
                     false,
                 )?;
             }

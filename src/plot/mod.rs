@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 pub use charts::{BarChart, LinePlot, ScatterPlot};
 pub use colormap::Colormap;
-pub use heatmap::{attention_grid, attention_pattern, Heatmap, Panels};
+pub use heatmap::{attention_grid, attention_pattern, Annotation, Heatmap, Panels};
 pub use viewer::{attention_view, attention_view_with, Html};
 
 /// A rendered chart: one SVG document.
@@ -123,6 +123,89 @@ pub(crate) fn text_width(s: &str, size: f64) -> f64 {
         .map(|c| if (c as u32) >= 0x2E80 { 1.0 } else { 0.56 })
         .sum::<f64>()
         * size
+}
+
+/// Splits `s` into lines no wider than `max_w` pixels at font `size` (by words; a word longer
+/// than a line is cut), so that titles wrap instead of running off the canvas.
+pub(crate) fn wrap(s: &str, max_w: f64, size: f64) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        let cand = if cur.is_empty() {
+            word.to_string()
+        } else {
+            format!("{cur} {word}")
+        };
+        if text_width(&cand, size) <= max_w || cur.is_empty() && text_width(word, size) <= max_w {
+            cur = cand;
+            continue;
+        }
+        if !cur.is_empty() {
+            lines.push(std::mem::take(&mut cur));
+        }
+        // A word wider than a line is cut into pieces that fit.
+        for c in word.chars() {
+            if !cur.is_empty() && text_width(&format!("{cur}{c}"), size) > max_w {
+                lines.push(std::mem::take(&mut cur));
+            }
+            cur.push(c);
+        }
+    }
+    if !cur.is_empty() || lines.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+/// The widest of some lines, in pixels at font `size`.
+pub(crate) fn widest(lines: &[String], size: f64) -> f64 {
+    lines
+        .iter()
+        .map(|l| text_width(l, size))
+        .fold(0.0, f64::max)
+}
+
+/// Draws text at (x, y) with an anchor, optionally rotated to read upwards.
+pub(crate) fn draw_text<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    s: &str,
+    (x, y): (f64, f64),
+    size: f64,
+    pos: plotters::style::text_anchor::Pos,
+    upwards: bool,
+) -> Result<()> {
+    use plotters::prelude::*;
+    let mut style = TextStyle::from(("sans-serif", size).into_font())
+        .pos(pos)
+        .color(&BLACK);
+    if upwards {
+        style = style.transform(FontTransform::Rotate270);
+    }
+    area.draw(&Text::new(s.to_string(), (x as i32, y as i32), style))
+        .map_err(draw_err)
+}
+
+/// Draws wrapped title lines centred on `cx`, the first line's top at `y`; returns the height
+/// they take.
+pub(crate) fn draw_title<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    lines: &[String],
+    cx: f64,
+    y: f64,
+    size: f64,
+) -> Result<f64> {
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    for (i, l) in lines.iter().enumerate() {
+        draw_text(
+            area,
+            l,
+            (cx, y + i as f64 * size * 1.25),
+            size,
+            Pos::new(HPos::Center, VPos::Top),
+            false,
+        )?;
+    }
+    Ok(lines.len() as f64 * size * 1.25)
 }
 
 /// How a token reads as a tick label: visible whitespace, bounded length.
