@@ -1,10 +1,13 @@
 """Writes the tutorial notebooks' cells (no outputs); scripts/run-notebooks.sh --update then
-executes them in place. Edit the notebooks' text here, not in the .ipynb files."""
-import json, os
+executes them in place. Edit the notebooks' text here, not in the .ipynb files.
+    python3 scripts/make_notebooks.py [NAME …]   (default: every notebook)"""
+import json, os, sys
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
 
 def nb(name, cells):
+    if len(sys.argv) > 1 and not any(name.startswith(a) for a in sys.argv[1:]):
+        return
     out = []
     for kind, src in cells:
         src = src.strip("\n")
@@ -182,9 +185,9 @@ scores.iter().map(|(d, h)| format!("{d}: best head diff {:.3}", h.diff.values.it
 ("md", """
 ## Which heads? Thresholds against a false-discovery rate
 
-The original picked a threshold by eye (0.04 for Gemma 2, 0.075 for Qwen 2.5). Instead we test
-every head: a one-sided permutation test of translation against random (10 000 label
-shuffles), Benjamini–Hochberg over all 72 heads, and 95% bootstrap intervals.
+The original picked a threshold by eye (0.04 for Gemma 2, 0.075 for Qwen2.5). Instead we test
+every head: a one-sided permutation test of translation against random (label
+shuffles), Benjamini–Hochberg over all 72 heads, and bootstrap intervals.
 """),
 ("code", """use mechinterp::translation::{head_stats, HeadStats};
 let stats: Vec<HeadStats> = scores.iter().map(|(_, h)| head_stats(&h.per_pair_translation, &h.per_pair_random, 1000, 10000, 0.95, 7)).collect();
@@ -208,7 +211,7 @@ paired: per source sentence, translation − random. The pooled test above ignor
 resamples the two groups separately and shuffles labels over all prompts) and chooses and
 reports heads on the same sentences. `select_heads` finds heads on a seeded half of the sources
 (a sign-flip permutation test per head, Benjamini–Hochberg at 5%, and a paired difference of
-at least 0.02) and confirms them when their bootstrap interval on the other half lies above
+at least `SelectOptions::min_effect`) and confirms them when their bootstrap interval on the other half lies above
 zero. This is what the main command reports as translation heads.
 """),
 ("code", """use mechinterp::translation::{select_heads, SelectOptions};
@@ -246,14 +249,14 @@ common.iter().take(6).map(|(i, n)| format!("head {}.{} is in the top 8 of {n}/{}
 
 - The diagonal score singles out the same few middle-layer heads in every direction: 5.2, 5.3,
   7.0, 9.3 and 11.2 are in the top 8 of all 12 directions, and 10.2 of 11; the largest EN→FR
-  difference is 0.084 (head 5.3, 95% interval about [0.073, 0.093]).
+  difference is 0.084 (head 5.3, with the interval printed above).
 - With 80 pairs per direction, 29 to 37 of the 72 heads beat the random control at a 5%
   false-discovery rate: attention to the aligned source position is a graded property shared
   by many heads, not a yes/no one. The original's fixed thresholds pick 1–9 heads (0.04) or
   0–2 (0.075) and depend on the language pair more than on the heads.
 - The paired analysis keeps a short list: 8 to 14 heads per direction are found on one half of
   the sources and every one of them replicates on the other, where the pooled test lists 29 to
-  37. The effect floor (0.02) and the held-out half, not the p-values, make the difference.
+  37. The effect floor and the held-out half, not the p-values, make the difference.
 - EN→JA (0.062) and EN→ZH (0.065) give smaller differences than EN→FR, EN→DE and EN→ES
   (0.083–0.088), and JA→EN has the smallest of all (0.043), as expected when word order differs
   and the diagonal is a worse proxy for alignment. Whether the heads *matter* is notebook 03's
@@ -306,7 +309,7 @@ format!("the English word reaches the top 10 before the French one in {earlier} 
 ("md", """
 ## What we learned
 
-- On "J'aime les pommes …", the English word comes first: " green" rises to 92% at layer 13
+- On "J'aime les pommes …", the English word comes first: " green" peaks at layer 13
   while " vertes" is still negligible, and " vertes" takes over from layer 15 (85% at layer 16)
   before the final layer spreads the mass (34%).
 - Over eight one-word prompts the English word enters the top 10 before the French one in 7
@@ -324,7 +327,7 @@ nb("03_ablation", [
 The original study ablated its heads and saw little change. Two things were missing: a metric
 that measures translation, and a control. We use the teacher-forced log-probability of the
 reference translation given the source, over a dataset, and compare the found heads with as
-many random heads, drawn 19 times.
+many random heads, drawn many times.
 """),
 ("code", LOAD + """
 let (pairs, _) = filter_pairs(&model, &load_pairs("../data", "en", "fr")?, "en", "fr")?;
@@ -349,7 +352,7 @@ The heads: the 6 with the largest translation − random difference on EN→FR (
 scoring as notebook 01, on the first 80 pairs). The check ablates them on 16 **held-out** pairs
 (pairs 80 on, never used to choose the heads): mean ablation of `hook_z` (the dataset's mean
 over every position but BOS) and resample ablation (another prompt's `hook_z`, its source
-tokens on source positions and its target tokens on target positions). The control: 19 random
+tokens on source positions and its target tokens on target positions). The control: random
 head sets with the **same number of heads in each layer** as the found set, so that a layer's
 overall importance cannot pass for the heads'.
 """),
@@ -361,7 +364,7 @@ for e in &check.effects {
     let m = e.random.iter().sum::<f32>() / e.random.len() as f32;
     println!("{:>8}: Δ log-prob/token {:+.3} for {:?} vs {:+.3} for layer-matched random heads; z = {:.1}, empirical p = {:.3} (resolution {:.3})", e.mode, e.found, check.heads, m, e.z, e.p, e.p_resolution);
 }"""),
-("md", "Each head on its own (mean ablation), with a 95% bootstrap interval over the 16 pairs:"),
+("md", "Each head on its own (mean ablation), with a bootstrap interval over the pairs:"),
 ("code", """check.per_head.iter().map(|e| format!("head {}.{}: Δ log-prob/token {:+.3} [{:+.3}, {:+.3}]", e.layer, e.head, e.effect, e.ci_low, e.ci_high)).collect::<Vec<_>>()"""),
 ("md", "The random sets' effects and the found heads' effect (mean ablation):"),
 ("code", """{
@@ -380,16 +383,16 @@ for e in &check.effects {
 ## What we learned
 
 - Mean-ablating the six top heads together lowers the log-probability of the reference
-  translation on held-out pairs far more than any of the 19 layer-matched random sets (the
+  translation on held-out pairs far more than any of the layer-matched random sets (the
   summary cell above has the numbers); resample ablation agrees.
-- The empirical p is the smallest 19 draws can give (its resolution is printed with it); the
+- The empirical p is the smallest its number of draws can give (its resolution is printed with it); the
   z-score says how far outside the random sets' range the effect lies. The study's "ablation
   did little" came from its metric and the lack of a control, not from the heads.
 - Alone, most of the six heads move the log-probability little, and only a few have an interval
   that excludes zero: the effect is a joint one, which is why the set, not each head, is tested
   against random sets.
-- Zeroing one head (5.2) on one prompt changes little (0.65 → 0.75): single-head, single-prompt
-  ablations are the wrong test for a distributed mechanism.
+- Zeroing one head (5.2) on one prompt changes little (the probabilities printed above):
+  single-head, single-prompt ablations are the wrong test for a distributed mechanism.
 """),
 ])
 
@@ -412,7 +415,8 @@ format!("clean {:.3}, corrupted {:.3}", p.clean_value(), p.corrupted_value())"""
 ("code", "p.activation(PatchTarget::ResidPre, Direction::Denoise)?"),
 ("md", "Each head's output, denoising and noising:"),
 ("code", "let heads_denoise = p.activation(PatchTarget::HeadOut, Direction::Denoise)?;\nheads_denoise"),
-("code", "let heads_noise = p.activation(PatchTarget::HeadOut, Direction::Noise)?;\nheads_noise"),
+("md", "The same grid can print its values, as papers show small head grids:"),
+("code", "let heads_noise = p.activation(PatchTarget::HeadOut, Direction::Noise)?;\nheads_noise.heatmap()?.annotate_values(2)"),
 ("md", """
 Keys and values are patched per **kv head**: this model has one, so patching it changes the
 keys of all 4 query heads of a layer at once.
@@ -458,18 +462,57 @@ to_logits"""),
 let top = drop.top_k(3);
 let receiver = (top[0].0[0], top[0].0[1]);
 top.iter().map(|(i, v)| format!("head {}.{}: path to logits carries {:.3} of the logit difference", i[0], i[1], v)).collect::<Vec<_>>()"""),
-("md", "Which earlier heads feed that head's **query**, and its **value** (the layer's single kv head)?"),
-("code", """p.path_sweep(&Receivers::Heads(vec![Receiver::Q(receiver.0, receiver.1)]), Direction::Noise, false)?"""),
-("code", """p.path_sweep(&Receivers::Heads(vec![Receiver::V(receiver.0, 0)]), Direction::Noise, false)?"""),
-("code", """format!("Head {}.{} has the strongest path to the logits: the corrupted source through that path alone lowers the logit difference by {:.2}, of a {:.2} gap between the clean and corrupted runs.", receiver.0, receiver.1, top[0].1, p.clean_value() - p.corrupted_value())"""),
+("md", """
+## What feeds that head?
+
+Which earlier heads write what the receiver reads? We patch each sender's path into the
+receiver's **query**, its **key** and its **value** (the layer's single kv head) in turn, all
+other heads frozen, and read the logit difference.
+"""),
+("code", """let q_map = p.path_sweep(&Receivers::Heads(vec![Receiver::Q(receiver.0, receiver.1)]), Direction::Noise, false)?;
+let k_map = p.path_sweep(&Receivers::Heads(vec![Receiver::K(receiver.0, 0)]), Direction::Noise, false)?;
+let v_map = p.path_sweep(&Receivers::Heads(vec![Receiver::V(receiver.0, 0)]), Direction::Noise, false)?;
+q_map"""),
+("code", "v_map"),
+("md", """
+## Reading the maps
+
+A sender matters to the receiver if its path moves the logit difference. Below, for each of the
+three inputs: how much all senders together move it, relative to the whole gap between the
+clean and corrupted runs; the three strongest senders; and whether they are translation heads,
+meaning among the ten heads with the largest translation-minus-random score on EN→FR pairs
+(notebook 01's measure, recomputed here on a few pairs).
+"""),
+("code", """let pairs = load_pairs(mechinterp::translation::shipped_data_dir(), "en", "fr")?;
+let scores = score_heads(&model, &pairs[..24], "en", "fr", &ScoreOptions { quiet: true, ..Default::default() })?;
+let translation_top: Vec<(usize, usize)> = scores.diff.top_k(10).iter().map(|(i, _)| (i[0], i[1])).collect();
+let gap = p.clean_value() - p.corrupted_value();
+let mut totals: Vec<(&str, f32)> = Vec::new();
+for (name, map) in [("query", &q_map), ("key", &k_map), ("value", &v_map)] {
+    let d = map.table.map(|v| p.clean_value() - v);
+    let total: f32 = d.values.iter().filter(|v| v.is_finite()).sum();
+    let senders = d.top_k(3);
+    let known = senders.iter().filter(|(i, _)| translation_top.contains(&(i[0], i[1]))).count();
+    println!("{name:<5}: all senders {total:.2} of the {gap:.2} gap ({:.0}%); strongest {}; {known} of these 3 are translation heads",
+        100.0 * total / gap, senders.iter().map(|(i, v)| format!("{}.{} ({v:.2})", i[0], i[1])).collect::<Vec<_>>().join(", "));
+    totals.push((name, total));
+}
+let (main_input, main_total) = totals.iter().cloned().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+println!("translation heads here: {}", translation_top.iter().map(|(l, h)| format!("{l}.{h}")).collect::<Vec<_>>().join(", "));
+println!("Conclusion: head {}.{} carries {:.2} of the {gap:.2} gap on its direct path; of what reaches it from earlier heads, its {main_input} carries most ({main_total:.2}), and all head-to-head paths together stay {} the direct path.",
+    receiver.0, receiver.1, top[0].1,
+    if totals.iter().map(|t| t.1).sum::<f32>() < 0.5 * top[0].1 { "well below" } else { "comparable to" });"""),
 ("md", """
 ## What we learned
 
-- Through their direct paths to the logits, heads 11.2 and 12.3 each carry about 3.2 of the
-  6.1-unit gap between the clean and corrupted runs, and 12.1 about 2.0: the late heads
-  found by activation patching act directly on the output.
-- The q and v maps show which earlier heads feed 11.2; heads at or after layer 11 cannot be
-  senders and stay blank.
+- The late heads found by activation patching act directly on the output: the path to the
+  logits of the top head alone carries a large part of the gap (the table and the conclusion
+  above give the numbers).
+- Earlier heads feed it only weakly through its query, key or value. What the receiver moves
+  comes mostly from what it reads in the residual stream at the source word, which the token's
+  embedding and the MLPs write, not from other heads' outputs. Among the inputs, the strongest
+  is the one the conclusion names, and its strongest senders include a translation head.
+- Heads at or after the receiver's layer cannot be senders and stay blank in the maps.
 """),
 ])
 
@@ -505,7 +548,7 @@ pts.iter().take(5).map(|(l, e, v)| format!("{l}: estimate {e:+.3}, actual {v:+.3
 - For head outputs the estimate tracks activation patching closely (Pearson 0.993 over 72
   heads).
 - For the residual stream the correlation drops to 0.935, and the worst entries are all at the
-  " green" position in layers 4–8, where the estimate (≈ +3.0) is half the real effect (≈ +6.2):
+  " green" position in layers 4–8, where the estimate is about half the real effect (the table above):
   swapping the word is no small perturbation, and the linear estimate saturates.
 - Use attribution patching to rank candidates in one pass, then confirm them with activation
   patching.
@@ -530,21 +573,279 @@ let a = logit_diff(&eiffel, paris, rome, None)?;
 let b = logit_diff(&colosseum, rome, paris, None)?;
 format!("Eiffel: Paris − Rome = {a:.3}; Colosseum: Rome − Paris = {b:.3}; swap-averaged = {:.3}; prior for Paris over Rome ≈ {:.3}",
         swap_averaged_logit_diff(&eiffel, &colosseum, paris, rome, None)?, (a - b) / 2.0)"""),
-("md", "The same for translation: green → vertes against red → rouges."),
-("code", """let (vertes, rouges) = (model.token_id(" vertes")?, model.token_id(" rouges")?);
-let green = model.forward(&model.to_tokens("EN: I like green apples. FR: J'aime les pommes")?)?;
-let red = model.forward(&model.to_tokens("EN: I like red apples. FR: J'aime les pommes")?)?;
-let (g, r) = (logit_diff(&green, vertes, rouges, None)?, logit_diff(&red, rouges, vertes, None)?);
-format!("green: vertes − rouges = {g:.3}; red: rouges − vertes = {r:.3}; swap-averaged = {:.3}; prior for vertes ≈ {:.3}", (g + r) / 2.0, (g - r) / 2.0)"""),
+("md", """
+## A dataset, not one pair
+
+One pair shows the idea; it cannot say how large the prior is in general, or how often it
+matters. So we build many reversed pairs. Each prompt asks for the French of an adjective in
+front of a feminine plural noun (`English: I like green apples.` / `French: J'aime les pommes`),
+where the answer is the adjective's French form (" vertes"). For two adjectives a and b and one
+noun, the prompt with a gives LD(a) = logit(a) − logit(b), the prompt with b gives
+LD(b) = logit(b) − logit(a); their mean is the swap-averaged effect of the prompt, and half
+their difference is the **prior** for a over b. Adjectives whose French form is not one token
+are left out (the cell says which). One batched forward pass per noun gives every pair.
+"""),
+("code", """let adjectives = [("green", "vertes"), ("red", "rouges"), ("yellow", "jaunes"), ("black", "noires"), ("white", "blanches"),
+                  ("blue", "bleues"), ("big", "grandes"), ("small", "petites"), ("beautiful", "belles"), ("new", "nouvelles"), ("old", "vieilles")];
+let nouns = [("apples", "pommes"), ("cars", "voitures"), ("houses", "maisons"), ("flowers", "fleurs"), ("chairs", "chaises"), ("doors", "portes")];
+let (kept, dropped): (Vec<(&str, &str)>, Vec<(&str, &str)>) = adjectives.iter().copied().partition(|(_, fr)| model.token_id(&format!(" {fr}")).is_ok());
+let ids: Vec<u32> = kept.iter().map(|(_, fr)| model.token_id(&format!(" {fr}"))).collect::<Result<_>>()?;
+let k = kept.len();
+// lg[noun][prompt adjective][answer adjective]: the answer's logit at the prompt's last token.
+let mut lg: Vec<Vec<Vec<f32>>> = Vec::new();
+for (en, fr) in &nouns {
+    let prompts: Vec<String> = kept.iter().map(|(a, _)| format!("English: I like {a} {en}.\\nFrench: J'aime les {fr}")).collect();
+    let refs: Vec<&str> = prompts.iter().map(|s| s.as_str()).collect();
+    let logits = model.forward(&model.to_tokens_batch(&refs)?)?;
+    let mut rows = Vec::new();
+    for (r, &len) in logits.lengths().iter().enumerate() {
+        let last = logits.i((r, len - 1))?.to_vec1::<f32>()?;
+        rows.push(ids.iter().map(|&i| last[i as usize]).collect::<Vec<f32>>());
+    }
+    lg.push(rows);
+}
+println!("{k} adjectives with a one-token French form (left out: {:?}), {} nouns", dropped.iter().map(|a| a.1).collect::<Vec<_>>(), nouns.len());"""),
+("code", """// Per unordered adjective pair, averaged over the nouns; the bootstrap resamples pairs.
+let (mut swap, mut prior) = (Vec::new(), Vec::new());
+let (mut wrong_way, mut prompt_pairs) = (0, 0);
+let mut word_prior = vec![0f32; k];
+for a in 0..k {
+    for b in (a + 1)..k {
+        let (mut s, mut p) = (0f32, 0f32);
+        for n in 0..nouns.len() {
+            let (lda, ldb) = (lg[n][a][a] - lg[n][a][b], lg[n][b][b] - lg[n][b][a]);
+            s += (lda + ldb) / 2.0;
+            p += (lda - ldb) / 2.0;
+            if lda <= 0.0 || ldb <= 0.0 { wrong_way += 1; }
+            prompt_pairs += 1;
+        }
+        swap.push(s / nouns.len() as f32);
+        prior.push(p / nouns.len() as f32);
+        word_prior[a] += p / nouns.len() as f32;
+        word_prior[b] -= p / nouns.len() as f32;
+    }
+}
+fn boot(v: &[f32], f: &dyn Fn(&[f32]) -> f32, seed: u64) -> (f32, f32, f32) {
+    let mut rng = mechinterp::stats::Rng::new(seed);
+    let mut stats: Vec<f32> = (0..2000).map(|_| {
+        let s: Vec<f32> = (0..v.len()).map(|_| v[rng.below(v.len())]).collect();
+        f(&s)
+    }).collect();
+    (f(v), mechinterp::stats::quantile(&mut stats, 0.025), mechinterp::stats::quantile(&mut stats, 0.975))
+}
+let (s, slo, shi) = boot(&swap, &|v| v.iter().sum::<f32>() / v.len() as f32, 1);
+let (p, plo, phi) = boot(&prior, &|v| v.iter().map(|x| x.abs()).sum::<f32>() / v.len() as f32, 2);
+let bigger = swap.iter().zip(&prior).filter(|(s, p)| p.abs() > s.abs()).count();
+println!("{} adjective pairs × {} nouns = {prompt_pairs} prompt pairs", swap.len(), nouns.len());
+println!("swap-averaged logit difference: {s:.2}, 95% bootstrap interval [{slo:.2}, {shi:.2}]");
+println!("size of the prior, mean |prior|: {p:.2}, 95% bootstrap interval [{plo:.2}, {phi:.2}] ({:.0}% of the effect)", 100.0 * p / s);
+println!("adjective pairs whose prior is larger than their effect: {bigger} of {}", swap.len());
+println!("prompt pairs where the plain logit difference points the wrong way on one of the two prompts: {wrong_way} of {prompt_pairs}");
+for w in word_prior.iter_mut() { *w /= (k - 1) as f32; }
+let mut bars: Vec<(String, f32)> = kept.iter().map(|(_, fr)| format!(" {fr}")).zip(word_prior.iter().copied()).collect();
+bars.sort_by(|a, b| b.1.total_cmp(&a.1));
+BarChart::new(bars).labels("Prior of each answer: mean prior over the other adjectives", "answer", "logits")"""),
 ("md", """
 ## What we learned
 
-- The model prefers " Rome" to " Paris" whatever the prompt (prior ≈ −3.5 logits): the Eiffel
-  prompt's plain logit difference (4.0) understates, and the Colosseum prompt's (11.0)
-  overstates, what the prompt itself contributes; the swap-averaged 7.5 cancels the prior.
-- Likewise " rouges" is preferred to " vertes" by about 2.4 logits, so the green/red pair of
-  notebooks 04–06 has an asymmetric baseline (0.65 vs 5.47); the swap average (3.06) is the
-  fairer single number.
+- On one pair, the model prefers " Rome" to " Paris" whatever the prompt (the prior printed in
+  the first cell), so each prompt's plain logit difference misstates what the prompt
+  contributes; the swap average cancels the prior.
+- Over the adjective dataset the cells above give the typical prior, with its interval, next to
+  the swap-averaged effect, and count the pairs where a plain logit difference on one prompt
+  alone would point the wrong way. The bar chart shows which answers the model favours
+  regardless of the prompt: the green/red pair of notebooks 04–06 has an asymmetric baseline
+  for that reason.
+- Report swap-averaged logit differences, and the prior beside them, whenever answers can be
+  exchanged.
 """),
 ])
+
+nb("08_steering", [
+("md", """
+# 08 · Steering: pushing a German translation towards French
+
+A **steering vector** is a direction added to the residual stream while the model writes. Here
+it is the mean difference, at one layer and at the last prompt position, between contexts that
+ask for French and the same contexts asking for German. We add it while the model translates
+into German and measure how far the output moves towards French, two ways:
+
+- the **log-probability gap**: log p(French reference) − log p(German reference) of the two
+  human translations after the German prompt, teacher-forced, per sentence;
+- the **share of French words** in what the model actually writes (greedy, KV-cached
+  generation with the hook active at every step), counting words that occur only in the French
+  or only in the German side of the data.
+
+Against it we set a **control**: a random direction with the same norm at the same layer.
+Every number below is printed by a cell; the last cell states the outcome, whatever it is.
+"""),
+("code", LOAD + """
+let fr = load_pairs(mechinterp::translation::shipped_data_dir(), "en", "fr")?;
+let de = load_pairs(mechinterp::translation::shipped_data_dir(), "en", "de")?;
+// The same English sentence with its French and German translations.
+let triples: Vec<(String, String, String)> = fr.iter()
+    .filter_map(|p| de.iter().find(|q| q.src == p.src).map(|q| (p.src.clone(), p.tgt.clone(), q.tgt.clone())))
+    .collect();
+let example = triples[0].clone();
+let build: Vec<(String, String, String)> = triples[1..49].to_vec();
+let test: Vec<(String, String, String)> = triples[triples.len() - 12..].to_vec();
+fn prompt(ex: &(String, String, String), en: &str, french: bool) -> String {
+    let (lang, shown) = if french { ("French", &ex.1) } else { ("German", &ex.2) };
+    format!("English: {}\\n{lang}: {shown}\\nEnglish: {en}\\n{lang}:", ex.0)
+}
+println!("{} sentences with both translations: 1 worked example, {} to build the vector, {} to test", triples.len(), build.len(), test.len());
+println!("{}", prompt(&example, &test[0].0, false));"""),
+("md", """
+## The vector: French contexts minus German contexts
+
+For each building sentence we run the French-target and the German-target prompt and keep
+`hook_resid_post` of every layer at the last position (where the model is about to write the
+first translated word). The mean difference per layer is the steering vector; its norm grows
+with depth as the residual stream does.
+"""),
+("code", """let n_layers = model.cfg().n_layers;
+let mut sum: Vec<Tensor> = vec![Tensor::zeros(model.cfg().d_model, DType::F32, &Device::Cpu)?; n_layers];
+for t in &build {
+    for (sign, french) in [(1.0, true), (-1.0, false)] {
+        let toks = model.to_tokens(&prompt(&example, &t.0, french))?;
+        let s = toks.dim(1)?;
+        let cache = model.cache_activations(&toks, |n: &str| n.ends_with("hook_resid_post"))?;
+        for l in 0..n_layers {
+            sum[l] = (&sum[l] + (cache.act("resid_post", l)?.i((0, s - 1))? * sign)?)?;
+        }
+    }
+}
+let steer: Vec<Tensor> = sum.iter().map(|v| v / build.len() as f64).collect::<candle_core::Result<_>>()?;
+let norms: Vec<f32> = steer.iter().map(|v| v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()).collect::<candle_core::Result<_>>()?;
+// The control: one seeded Gaussian direction, scaled to each layer's steering norm.
+let mut rng = mechinterp::stats::Rng::new(8);
+let gauss: Vec<f32> = (0..model.cfg().d_model).map(|_| {
+    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+}).collect();
+let g = Tensor::new(gauss.as_slice(), &Device::Cpu)?;
+let g = (&g / g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>() as f64)?;
+let control: Vec<Tensor> = norms.iter().map(|n| &g * *n as f64).collect::<candle_core::Result<_>>()?;
+LinePlot::new((0..n_layers).map(|l| l.to_string()).collect())
+    .series("‖mean French − German‖", norms.clone())?
+    .labels("Steering vector norm per layer", "layer", "L2 norm")"""),
+("md", """
+## Dose–response: the log-probability gap
+
+We add `scale × vector` to `hook_resid_post` at one layer (every position), for several layers
+and scales, and average the gap over the test sentences. Scale 0 is the unsteered model.
+"""),
+("code", """fn hooks_for(v: &Tensor, layer: usize, scale: f64) -> Result<Hooks> {
+    Hooks::new().intervene(&format!("blocks.{layer}.hook_resid_post"), Intervention::Add((v * scale)?))
+}
+/// Mean over the test sentences of log p(French reference) − log p(German reference).
+fn lp_gap(model: &HookedTransformer, ex: &(String, String, String), test: &[(String, String, String)], hooks: &Hooks) -> Result<f32> {
+    let mut total = 0.0;
+    for t in test {
+        let p = prompt(ex, &t.0, false);
+        total += continuation_logprob_with_hooks(model, &p, &format!(" {}", t.1), hooks)?.total
+            - continuation_logprob_with_hooks(model, &p, &format!(" {}", t.2), hooks)?.total;
+    }
+    Ok(total / test.len() as f32)
+}
+let layers = [4usize, 8, 12, 16];
+let scales = [0.0, 0.25, 0.5, 1.0, 2.0];
+let base = lp_gap(&model, &example, &test, &Hooks::new())?;
+let mut curves: Vec<(usize, Vec<f32>)> = Vec::new();
+for &l in &layers {
+    let mut c = Vec::new();
+    for &s in &scales {
+        c.push(if s == 0.0 { base } else { lp_gap(&model, &example, &test, &hooks_for(&steer[l], l, s)?)? });
+    }
+    println!("layer {l:>2}: {}", c.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
+    curves.push((l, c));
+}
+// The layer where half the vector already moves the gap most.
+let half = scales.iter().position(|&s| s == 0.5).unwrap();
+let best = curves.iter().max_by(|a, b| a.1[half].total_cmp(&b.1[half])).unwrap().0;
+let ctl: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { lp_gap(&model, &example, &test, &hooks_for(&control[best], best, s)?) }).collect::<Result<_>>()?;
+println!("control at layer {best}: {}", ctl.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
+println!("unsteered gap {base:.2}; chosen layer {best}");
+{
+    let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
+    for (l, c) in &curves { plot = plot.series(&format!("steer at layer {l}"), c.clone())?; }
+    plot.series(&format!("random control at layer {best}"), ctl.clone())?
+        .labels("log p(French ref) − log p(German ref) after a German prompt", "scale", "nats per sentence")
+}"""),
+("md", """
+## What the model writes
+
+Now generation: the same German prompts, greedy, stopping at the end of the line, with the
+vector (or the control) added at the chosen layer during every step. We count French-only and
+German-only words and show the first output at each scale.
+"""),
+("code", """fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphabetic()).filter(|w| w.chars().count() > 1).map(|w| w.to_lowercase()).collect()
+}
+let fr_words: std::collections::HashSet<String> = fr.iter().flat_map(|p| words(&p.tgt)).collect();
+let de_words: std::collections::HashSet<String> = de.iter().flat_map(|p| words(&p.tgt)).collect();
+/// French-only words / (French-only + German-only words), and that count.
+fn french_share(texts: &[String], fr: &std::collections::HashSet<String>, de: &std::collections::HashSet<String>) -> (f32, usize) {
+    let (mut f, mut d) = (0usize, 0usize);
+    for w in texts.iter().flat_map(|t| words(t)) {
+        match (fr.contains(&w), de.contains(&w)) { (true, false) => f += 1, (false, true) => d += 1, _ => {} }
+    }
+    (f as f32 / (f + d).max(1) as f32, f + d)
+}
+let prompts: Vec<String> = test.iter().map(|t| prompt(&example, &t.0, false)).collect();
+let opts = GenerateOptions::greedy(20).stop_at("\\n");
+let mut shares: Vec<(String, Vec<f32>)> = Vec::new();
+let mut degenerate: Vec<(String, f64, usize)> = Vec::new();
+/// Text that is mostly one fragment repeated: few distinct character trigrams.
+fn repetitive(t: &str) -> bool {
+    let c: Vec<char> = t.chars().collect();
+    let grams: std::collections::HashSet<&[char]> = c.windows(3).collect();
+    c.len() < 3 || (grams.len() as f32) < 0.4 * (c.len() - 2) as f32
+}
+for (name, v) in [("steer", &steer[best]), ("control", &control[best])] {
+    let mut row = Vec::new();
+    for &s in &scales {
+        let refs: Vec<&str> = prompts.iter().map(|s| s.as_str()).collect();
+        let gens = model.generate_batch(&refs, &opts, &hooks_for(v, best, s)?)?;
+        let texts: Vec<String> = gens.iter().map(|g| g.text.clone()).collect();
+        let (share, n) = french_share(&texts, &fr_words, &de_words);
+        let stuck = texts.iter().filter(|t| repetitive(t)).count();
+        println!("{name:<7} ×{s:<4}: French share {share:.2} of {n:>3} counted words, {stuck:>2}/{} outputs repetitive; first {:?}", texts.len(), texts[0]);
+        row.push(share);
+        degenerate.push((name.to_string(), s, stuck));
+    }
+    shares.push((name.to_string(), row));
+}
+{
+    let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
+    for (n, r) in &shares { plot = plot.series(n, r.clone())?; }
+    plot.labels(&format!("Share of French words in the output (layer {best})"), "scale", "French / (French + German) words")
+}"""),
+("md", """
+## What happened
+
+The cell below reads the numbers above and says what they show: where the gap and the share
+first move, whether the control moves them, and whether the text stays language at all.
+"""),
+("code", """/// The first scale whose change from `base` reaches half of the largest change.
+fn first_moved(scales: &[f64], v: &[f32], base: f32) -> Option<f64> {
+    let most = v.iter().map(|x| (x - base).abs()).fold(0.0, f32::max);
+    scales.iter().zip(v).find(|(_, x)| (**x - base).abs() >= 0.5 * most && most > 0.0).map(|(s, _)| *s)
+}
+let steer_curve = curves.iter().find(|c| c.0 == best).unwrap().1.clone();
+println!("Log-probability gap at layer {best}: {:.2} unsteered, {:.2} at the largest scale (control: {:.2}).", base, steer_curve[scales.len() - 1], ctl[scales.len() - 1]);
+println!("Half of the steered gap's change is reached by scale ×{}.", first_moved(&scales, &steer_curve, base).unwrap_or(f64::NAN));
+println!("French word share: {:.2} unsteered; steered {:?}; control {:?}.", shares[0].1[0], shares[0].1.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>(), shares[1].1.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>());
+let steers = shares[0].1.iter().skip(1).any(|&x| x > 0.5) && shares[1].1.iter().all(|&x| x < 0.5);
+println!("Outcome: {}.", if steers {
+    "the French − German direction turns German output French, and a random direction of the same norm does not"
+} else {
+    "the steering vector does not move the written output towards French more than the control does"
+});
+for (name, s, stuck) in &degenerate {
+    if *stuck * 2 > test.len() { println!("  {name} ×{s}: most outputs ({stuck}/{}) are repeated fragments, not language", test.len()); }
+}"""),
+])
+
 print("ok")

@@ -3,6 +3,7 @@
 # error, error or panic. First it checks that a panicking cell does fail the run.
 #   scripts/run-notebooks.sh           execute into a scratch folder (CI)
 #   scripts/run-notebooks.sh --update  execute in place, for committing with outputs
+#   scripts/run-notebooks.sh [--update] notebooks/05*.ipynb …   only these
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cache="${MECHINTERP_CACHE:-$HOME/.cache/mechinterp}"
@@ -10,7 +11,8 @@ venv="$cache/venv"
 export JUPYTER_PATH="$venv/share/jupyter"
 export MECHINTERP_NOTEBOOK_STRICT=1
 update=0
-[ "${1:-}" = "--update" ] && update=1
+[ "${1:-}" = "--update" ] && { update=1; shift; }
+selected=("$@")
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 run() {
@@ -46,7 +48,8 @@ for bad in tests/notebooks/*.ipynb; do
   echo "ok: $bad fails the run, as it must"
 done
 passed=0
-for nb in notebooks/*.ipynb; do
+[ ${#selected[@]} -gt 0 ] || selected=(notebooks/*.ipynb)
+for nb in "${selected[@]}"; do
   t0=$(date +%s)
   if [ "$update" = 1 ]; then
     run --inplace "$nb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: $nb"; exit 1; }

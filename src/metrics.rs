@@ -139,21 +139,54 @@ pub fn continuation_logprob(
     prompt: &str,
     continuation: &str,
 ) -> Result<ContinuationLogProb> {
-    let tok = model.tokenizer()?;
+    let (t, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
+    let logits = model.forward(&t)?.i(0)?; // [n, v]
+                                           // Position i predicts token i + 1.
+    score_continuation(model, &logits.narrow(0, p - 1, cont.len())?, &cont)
+}
+
+/// [`continuation_logprob`] with hooks active (a steering vector, an ablation): how likely the
+/// intervened model finds the continuation.
+pub fn continuation_logprob_with_hooks(
+    model: &HookedTransformer,
+    prompt: &str,
+    continuation: &str,
+    hooks: &crate::hooks::Hooks,
+) -> Result<ContinuationLogProb> {
+    let (t, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
+    // Logits from the last prompt position on only: the prompt's own are not needed.
+    let logits = model.logits_from(&t, p - 1, hooks)?.i(0)?;
+    score_continuation(model, &logits.narrow(0, 0, cont.len())?, &cont)
+}
+
+/// The prompt's ids (with BOS) followed by the continuation's (without) as [1, n], the
+/// prompt's length, and the continuation's ids.
+fn prompt_and_continuation(
+    model: &HookedTransformer,
+    prompt: &str,
+    continuation: &str,
+) -> Result<(Tensor, usize, Vec<u32>)> {
     let mut ids = model.encode(prompt)?;
-    let cont = tok.encode(continuation, false)?;
+    let cont = model.tokenizer()?.encode(continuation, false)?;
     if cont.is_empty() {
         return Err(Error::Invalid("the continuation is empty".into()));
     }
     let p = ids.len();
     ids.extend_from_slice(&cont);
     let n = ids.len();
-    let t = Tensor::from_vec(ids.clone(), (1, n), model.device())?;
-    let logits = model.forward(&t)?.i(0)?; // [n, v]
-                                           // Position i predicts token i + 1.
-    let lp = candle_nn::ops::log_softmax(&logits.narrow(0, p - 1, cont.len())?, D::Minus1)?;
-    let idx = Tensor::from_vec(cont.clone(), (cont.len(), 1), model.device())?;
+    Ok((Tensor::from_vec(ids, (1, n), model.device())?, p, cont))
+}
+
+/// Each continuation token's log-probability from the logits [len, v] that predict it.
+fn score_continuation(
+    model: &HookedTransformer,
+    logits: &Tensor,
+    cont: &[u32],
+) -> Result<ContinuationLogProb> {
+    let lp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let idx = Tensor::from_vec(cont.to_vec(), (cont.len(), 1), model.device())?;
     let picked = lp.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+    let tok = model.tokenizer()?;
     Ok(ContinuationLogProb {
         total: picked.iter().sum(),
         tokens: cont

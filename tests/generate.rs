@@ -124,28 +124,13 @@ fn sliding_windows_longer_than_the_output() {
     let prompts = vec![vec![2, 11, 12, 13, 14, 15], vec![2, 40]];
     check(&wide, "gemma3 (window 64)", &prompts, 10, &Hooks::new());
     // The window changes what is generated, so the test above could fail.
-    let a = m
-        .generate_ids(
-            &prompts,
-            &GenerateOptions {
-                keep_logits: true,
-                stop_at_eos: false,
-                ..GenerateOptions::greedy(10)
-            },
-            &Hooks::new(),
-        )
-        .unwrap();
-    let b = wide
-        .generate_ids(
-            &prompts,
-            &GenerateOptions {
-                keep_logits: true,
-                stop_at_eos: false,
-                ..GenerateOptions::greedy(10)
-            },
-            &Hooks::new(),
-        )
-        .unwrap();
+    let opts = GenerateOptions {
+        keep_logits: true,
+        stop_at_eos: false,
+        ..GenerateOptions::greedy(10)
+    };
+    let a = m.generate_ids(&prompts, &opts, &Hooks::new()).unwrap();
+    let b = wide.generate_ids(&prompts, &opts, &Hooks::new()).unwrap();
     let d = max_abs_diff(a[0].logits.as_ref().unwrap(), b[0].logits.as_ref().unwrap());
     assert!(d > 1e-3, "the window made no difference ({d})");
 }

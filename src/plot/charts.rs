@@ -115,26 +115,14 @@ impl XLabels {
         let (bx, by) = area.get_base_pixel();
         for (i, l) in labels.iter().enumerate().step_by(self.every) {
             let (x, y) = at(i);
-            let (x, y) = (x - bx, y - by);
-            if self.upwards {
-                draw_text(
-                    area,
-                    l,
-                    (x as f64, y as f64 + 6.0),
-                    TICK,
-                    Pos::new(HPos::Right, VPos::Center),
-                    true,
-                )?;
+            // Upwards, the label's end touches the axis; across, its top does.
+            let pos = if self.upwards {
+                Pos::new(HPos::Right, VPos::Center)
             } else {
-                draw_text(
-                    area,
-                    l,
-                    (x as f64, y as f64 + 6.0),
-                    TICK,
-                    Pos::new(HPos::Center, VPos::Top),
-                    false,
-                )?;
-            }
+                Pos::new(HPos::Center, VPos::Top)
+            };
+            let at = ((x - bx) as f64, (y - by) as f64 + 6.0);
+            draw_text(area, l, at, TICK, pos, self.upwards)?;
         }
         Ok(())
     }

@@ -403,23 +403,6 @@ impl Panels {
         {
             let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
             root.fill(&WHITE).map_err(draw_err)?;
-            let text = |root: &DrawingArea<SVGBackend, _>,
-                        s: &str,
-                        x: f64,
-                        y: f64,
-                        size: f64,
-                        pos: Pos,
-                        rot: bool|
-             -> Result<()> {
-                let mut style = TextStyle::from(("sans-serif", size).into_font())
-                    .pos(pos)
-                    .color(&BLACK);
-                if rot {
-                    style = style.transform(FontTransform::Rotate270);
-                }
-                root.draw(&Text::new(s.to_string(), (x as i32, y as i32), style))
-                    .map_err(draw_err)
-            };
             super::draw_title(&root, &fig_title, width as f64 / 2.0, 8.0, TITLE + 2.0)?;
             for (k, p) in self.panels.iter().enumerate() {
                 let (vmin, vmax) = if self.shared_scale {
@@ -452,11 +435,10 @@ impl Panels {
                 // Ticks: every label when there is room, else every k-th.
                 let ystep = ((TICK + 2.0) / ch).ceil().max(1.0) as usize;
                 for (i, l) in p.rows.labels.iter().enumerate().step_by(ystep) {
-                    text(
+                    super::draw_text(
                         &root,
                         &tick_label(l),
-                        x0 - 5.0,
-                        y0 + (i as f64 + 0.5) * ch,
+                        (x0 - 5.0, y0 + (i as f64 + 0.5) * ch),
                         TICK,
                         Pos::new(HPos::Right, VPos::Center),
                         false,
@@ -471,41 +453,37 @@ impl Panels {
                     let x = x0 + (j as f64 + 0.5) * cw;
                     let y = y0 + r as f64 * ch + 5.0;
                     if x_rotate {
-                        text(
+                        super::draw_text(
                             &root,
                             &tick_label(l),
-                            x,
-                            y,
+                            (x, y),
                             TICK,
                             Pos::new(HPos::Right, VPos::Center),
                             true,
                         )?;
                     } else {
-                        text(
+                        super::draw_text(
                             &root,
                             &tick_label(l),
-                            x,
-                            y,
+                            (x, y),
                             TICK,
                             Pos::new(HPos::Center, VPos::Top),
                             false,
                         )?;
                     }
                 }
-                text(
+                super::draw_text(
                     &root,
                     &p.cols.name,
-                    x0 + c as f64 * cw / 2.0,
-                    y0 + r as f64 * ch + x_lab_h + 6.0,
+                    (x0 + c as f64 * cw / 2.0, y0 + r as f64 * ch + x_lab_h + 6.0),
                     LABEL,
                     Pos::new(HPos::Center, VPos::Top),
                     false,
                 )?;
-                text(
+                super::draw_text(
                     &root,
                     &p.rows.name,
-                    ox + 4.0,
-                    y0 + r as f64 * ch / 2.0,
+                    (ox + 4.0, y0 + r as f64 * ch / 2.0),
                     LABEL,
                     Pos::new(HPos::Center, VPos::Top),
                     true,
@@ -616,21 +594,19 @@ impl Panels {
                 for i in 0..5 {
                     let f = i as f64 / 4.0;
                     let v = shared.1 - (shared.1 - shared.0) * f as f32;
-                    text(
+                    super::draw_text(
                         &root,
                         &fmt_tick(v),
-                        bx + 20.0,
-                        by + bh * f,
+                        (bx + 20.0, by + bh * f),
                         TICK - 1.0,
                         Pos::new(HPos::Left, VPos::Center),
                         false,
                     )?;
                 }
-                text(
+                super::draw_text(
                     &root,
                     bar_label,
-                    bx,
-                    by + bh + 8.0,
+                    (bx, by + bh + 8.0),
                     TICK,
                     Pos::new(HPos::Left, VPos::Top),
                     false,
