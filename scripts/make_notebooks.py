@@ -310,8 +310,8 @@ format!("the English word reaches the top 10 before the French one in {earlier} 
 ## What we learned
 
 - On "J'aime les pommes …", the English word comes first: " green" peaks at layer 13
-  while " vertes" is still negligible, and " vertes" takes over from layer 15 (85% at layer 16)
-  before the final layer spreads the mass (34%).
+  while " vertes" is still negligible, and " vertes" takes over from layer 15 (the chart
+  above) before the final layer spreads the mass.
 - Over eight one-word prompts the English word enters the top 10 before the French one in 7
   (usually at layer 12, the French one at 13–18): this 270M model's intermediate layers read
   as English, as reported for larger models.
@@ -715,8 +715,8 @@ for t in &build {
         }
     }
 }
-let steer: Vec<Tensor> = sum.iter().map(|v| v / build.len() as f64).collect::<candle_core::Result<_>>()?;
-let norms: Vec<f32> = steer.iter().map(|v| v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()).collect::<candle_core::Result<_>>()?;
+let steer: Vec<Tensor> = sum.iter().map(|v| Ok((v / build.len() as f64)?)).collect::<Result<_>>()?;
+let norms: Vec<f32> = steer.iter().map(|v| Ok(v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?)).collect::<Result<_>>()?;
 // The control: one seeded Gaussian direction, scaled to each layer's steering norm.
 let mut rng = mechinterp::stats::Rng::new(8);
 let gauss: Vec<f32> = (0..model.cfg().d_model).map(|_| {
@@ -725,8 +725,8 @@ let gauss: Vec<f32> = (0..model.cfg().d_model).map(|_| {
     ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
 }).collect();
 let g = Tensor::new(gauss.as_slice(), &Device::Cpu)?;
-let g = (&g / g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>() as f64)?;
-let control: Vec<Tensor> = norms.iter().map(|n| &g * *n as f64).collect::<candle_core::Result<_>>()?;
+let g = (&g / g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64)?;
+let control: Vec<Tensor> = norms.iter().map(|n| Ok((&g * *n as f64)?)).collect::<Result<_>>()?;
 LinePlot::new((0..n_layers).map(|l| l.to_string()).collect())
     .series("‖mean French − German‖", norms.clone())?
     .labels("Steering vector norm per layer", "layer", "L2 norm")"""),
@@ -734,7 +734,8 @@ LinePlot::new((0..n_layers).map(|l| l.to_string()).collect())
 ## Dose–response: the log-probability gap
 
 We add `scale × vector` to `hook_resid_post` at one layer (every position), for several layers
-and scales, and average the gap over the test sentences. Scale 0 is the unsteered model.
+and scales, and average the gap over half of the test sentences. Scale 0 is the unsteered
+model.
 """),
 ("code", """fn hooks_for(v: &Tensor, layer: usize, scale: f64) -> Result<Hooks> {
     Hooks::new().intervene(&format!("blocks.{layer}.hook_resid_post"), Intervention::Add((v * scale)?))
@@ -751,12 +752,14 @@ fn lp_gap(model: &HookedTransformer, ex: &(String, String, String), test: &[(Str
 }
 let layers = [4usize, 8, 12, 16];
 let scales = [0.0, 0.25, 0.5, 1.0, 2.0];
-let base = lp_gap(&model, &example, &test, &Hooks::new())?;
+// Teacher-forced scoring is the slow part: half of the test sentences suffice here.
+let scored: Vec<(String, String, String)> = test[..test.len() / 2].to_vec();
+let base = lp_gap(&model, &example, &scored, &Hooks::new())?;
 let mut curves: Vec<(usize, Vec<f32>)> = Vec::new();
 for &l in &layers {
     let mut c = Vec::new();
     for &s in &scales {
-        c.push(if s == 0.0 { base } else { lp_gap(&model, &example, &test, &hooks_for(&steer[l], l, s)?)? });
+        c.push(if s == 0.0 { base } else { lp_gap(&model, &example, &scored, &hooks_for(&steer[l], l, s)?)? });
     }
     println!("layer {l:>2}: {}", c.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
     curves.push((l, c));
@@ -764,7 +767,7 @@ for &l in &layers {
 // The layer where half the vector already moves the gap most.
 let half = scales.iter().position(|&s| s == 0.5).unwrap();
 let best = curves.iter().max_by(|a, b| a.1[half].total_cmp(&b.1[half])).unwrap().0;
-let ctl: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { lp_gap(&model, &example, &test, &hooks_for(&control[best], best, s)?) }).collect::<Result<_>>()?;
+let ctl: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { lp_gap(&model, &example, &scored, &hooks_for(&control[best], best, s)?) }).collect::<Result<_>>()?;
 println!("control at layer {best}: {}", ctl.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
 println!("unsteered gap {base:.2}; chosen layer {best}");
 {
@@ -794,9 +797,9 @@ fn french_share(texts: &[String], fr: &std::collections::HashSet<String>, de: &s
     (f as f32 / (f + d).max(1) as f32, f + d)
 }
 let prompts: Vec<String> = test.iter().map(|t| prompt(&example, &t.0, false)).collect();
-let opts = GenerateOptions::greedy(20).stop_at("\\n");
+let opts = GenerateOptions::greedy(16).stop_at("\\n");
 let mut shares: Vec<(String, Vec<f32>)> = Vec::new();
-let mut degenerate: Vec<(String, f64, usize)> = Vec::new();
+let mut stuck_counts: Vec<(String, Vec<usize>)> = Vec::new();
 /// Text that is mostly one fragment repeated: few distinct character trigrams.
 fn repetitive(t: &str) -> bool {
     let c: Vec<char> = t.chars().collect();
@@ -804,23 +807,27 @@ fn repetitive(t: &str) -> bool {
     c.len() < 3 || (grams.len() as f32) < 0.4 * (c.len() - 2) as f32
 }
 for (name, v) in [("steer", &steer[best]), ("control", &control[best])] {
-    let mut row = Vec::new();
+    let (mut row, mut stuck_row) = (Vec::new(), Vec::new());
     for &s in &scales {
         let refs: Vec<&str> = prompts.iter().map(|s| s.as_str()).collect();
         let gens = model.generate_batch(&refs, &opts, &hooks_for(v, best, s)?)?;
         let texts: Vec<String> = gens.iter().map(|g| g.text.clone()).collect();
-        let (share, n) = french_share(&texts, &fr_words, &de_words);
-        let stuck = texts.iter().filter(|t| repetitive(t)).count();
-        println!("{name:<7} ×{s:<4}: French share {share:.2} of {n:>3} counted words, {stuck:>2}/{} outputs repetitive; first {:?}", texts.len(), texts[0]);
+        // Repeated fragments are not language: the share counts the other outputs only.
+        let fluent: Vec<String> = texts.iter().filter(|t| !repetitive(t)).cloned().collect();
+        let (share, n) = french_share(&fluent, &fr_words, &de_words);
+        let share = if n == 0 { f32::NAN } else { share };
+        let stuck = texts.len() - fluent.len();
+        println!("{name:<7} ×{s:<4}: {stuck:>2}/{} outputs repeated fragments; French share of the rest {share:.2} ({n:>2} counted words); first {:?}", texts.len(), texts[0]);
         row.push(share);
-        degenerate.push((name.to_string(), s, stuck));
+        stuck_row.push(stuck);
     }
     shares.push((name.to_string(), row));
+    stuck_counts.push((name.to_string(), stuck_row));
 }
 {
     let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
     for (n, r) in &shares { plot = plot.series(n, r.clone())?; }
-    plot.labels(&format!("Share of French words in the output (layer {best})"), "scale", "French / (French + German) words")
+    plot.labels(&format!("Share of French words in the non-repetitive outputs (layer {best})"), "scale", "French / (French + German) words")
 }"""),
 ("md", """
 ## What happened
@@ -837,15 +844,21 @@ let steer_curve = curves.iter().find(|c| c.0 == best).unwrap().1.clone();
 println!("Log-probability gap at layer {best}: {:.2} unsteered, {:.2} at the largest scale (control: {:.2}).", base, steer_curve[scales.len() - 1], ctl[scales.len() - 1]);
 println!("Half of the steered gap's change is reached by scale ×{}.", first_moved(&scales, &steer_curve, base).unwrap_or(f64::NAN));
 println!("French word share: {:.2} unsteered; steered {:?}; control {:?}.", shares[0].1[0], shares[0].1.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>(), shares[1].1.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>());
-let steers = shares[0].1.iter().skip(1).any(|&x| x > 0.5) && shares[1].1.iter().all(|&x| x < 0.5);
-println!("Outcome: {}.", if steers {
-    "the French − German direction turns German output French, and a random direction of the same norm does not"
+// A scale "works" when most outputs are language and most of their words are French.
+let n_out = test.len();
+fn works(share: f32, stuck: usize, n: usize) -> bool { share > 0.5 && stuck * 2 <= n }
+let good: Vec<f64> = (1..scales.len()).filter(|&i| works(shares[0].1[i], stuck_counts[0].1[i], n_out)).map(|i| scales[i]).collect();
+let control_good: Vec<f64> = (1..scales.len()).filter(|&i| works(shares[1].1[i], stuck_counts[1].1[i], n_out)).map(|i| scales[i]).collect();
+let control_broken: Vec<f64> = (1..scales.len()).filter(|&i| stuck_counts[1].1[i] * 2 > n_out).map(|i| scales[i]).collect();
+println!("Scales at which the steered German prompts come out as French text: {good:?}; for the control: {control_good:?}.");
+println!("Scales at which the control turns most outputs into repeated fragments: {control_broken:?}.");
+println!("Outcome: {}.", if !good.is_empty() && control_good.is_empty() {
+    "adding the French − German direction turns German translations into French ones, while a random direction of the same norm never does: it leaves German or, from some scale on, breaks the text"
+} else if good.is_empty() {
+    "the steering vector does not turn the written output French at any scale tried"
 } else {
-    "the steering vector does not move the written output towards French more than the control does"
-});
-for (name, s, stuck) in &degenerate {
-    if *stuck * 2 > test.len() { println!("  {name} ×{s}: most outputs ({stuck}/{}) are repeated fragments, not language", test.len()); }
-}"""),
+    "the random control turns the output French as well, so the effect is not specific to the French − German direction"
+});"""),
 ])
 
 print("ok")
