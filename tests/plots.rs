@@ -309,7 +309,6 @@ fn attention_view_is_self_contained_html() {
 /// and rotation; the width is estimated generously (0.62 em per Latin character, 1 em for CJK).
 #[derive(Debug)]
 struct TextBox {
-    #[allow(dead_code)] // read in failure messages
     text: String,
     x0: f64,
     y0: f64,
@@ -384,7 +383,8 @@ fn text_boxes(doc: &roxmltree::Document) -> Vec<TextBox> {
         .collect()
 }
 
-/// Every text lies inside the canvas and no two texts overlap (a 1 px tolerance).
+/// Every text lies inside the canvas, covers no cell, bar or point, and no two texts overlap
+/// (a 1 px tolerance).
 fn assert_clean(name: &str, svg: &str) {
     let doc = parse(svg);
     let root = doc.root_element();
@@ -402,6 +402,36 @@ fn assert_clean(name: &str, svg: &str) {
             "{name}: {:?} leaves the {w} × {h} canvas",
             b
         );
+    }
+    // Labels never cover the data: heatmap cells, bars and points (cell annotations excepted).
+    let marks: Vec<(f64, f64, f64, f64)> = doc
+        .descendants()
+        .filter_map(|n| {
+            let f = |a: &str| n.attribute(a).and_then(|v| v.parse::<f64>().ok());
+            match n.attribute("class") {
+                Some("cell") | Some("bar") => {
+                    let (x, y) = (f("x")?, f("y")?);
+                    Some((x, y, x + f("width")?, y + f("height")?))
+                }
+                Some("point") => {
+                    let (x, y, r) = (f("cx")?, f("cy")?, f("r")?);
+                    Some((x - r, y - r, x + r, y + r))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    let annotations: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("annotation"))
+        .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+        .collect();
+    for b in boxes.iter().filter(|b| !annotations.contains(&b.text)) {
+        for m in &marks {
+            let overlap =
+                b.x0 < m.2 - 1.0 && m.0 < b.x1 - 1.0 && b.y0 < m.3 - 1.0 && m.1 < b.y1 - 1.0;
+            assert!(!overlap, "{name}: {b:?} covers a data mark at {m:?}");
+        }
     }
     for (i, a) in boxes.iter().enumerate() {
         for b in &boxes[i + 1..] {

@@ -56,6 +56,25 @@ fn canvas<'a>(
     Ok(root.split_vertically(band.ceil() as u32).1)
 }
 
+const LEGEND: f64 = 13.0;
+
+/// Legend entries (a line and the series name) laid out in rows `width` wide: each entry's x,
+/// its width, and the y of its row's centre.
+fn legend_layout(names: &[&str], width: f64) -> Vec<(f64, f64, f64)> {
+    let (mut x, mut y) = (0.0, 0.0);
+    let mut out = Vec::with_capacity(names.len());
+    for n in names {
+        let w = 24.0 + text_width(n, LEGEND) + 16.0;
+        if x > 0.0 && x + w > width {
+            x = 0.0;
+            y += LEGEND * 1.5;
+        }
+        out.push((x, w, y));
+        x += w;
+    }
+    out
+}
+
 /// The least height a plot area gets.
 const MIN_PLOT: f64 = 100.0;
 
@@ -254,12 +273,35 @@ impl LinePlot {
             let xmax = (n.max(2) - 1) as f64;
             let labels: Vec<String> = self.x.iter().map(|l| tick_label(l)).collect();
             let xl = XLabels::layout(&labels, plot_width(size.0) / (xmax + 0.6));
+            // The legend sits in a band above the plot, where it cannot cover the data.
+            let names: Vec<&str> = self.series.iter().map(|s| s.0.as_str()).collect();
+            let legend = legend_layout(&names, size.0 as f64 - 24.0);
+            let band = legend.iter().map(|e| e.2).fold(0.0, f64::max)
+                + if legend.is_empty() { 0.0 } else { 24.0 };
             let root = canvas(
                 &mut svg,
                 size,
                 &self.title,
-                xl.area(&self.xlabel) as f64 + MIN_PLOT,
+                xl.area(&self.xlabel) as f64 + MIN_PLOT + band,
             )?;
+            let (legend_area, root) = root.split_vertically(band.ceil() as u32);
+            for (k, (x, _, y)) in legend.iter().enumerate() {
+                let (x, y) = (12.0 + x, y + 10.0);
+                legend_area
+                    .draw(&PathElement::new(
+                        vec![(x as i32, y as i32), (x as i32 + 18, y as i32)],
+                        color(k).stroke_width(2),
+                    ))
+                    .map_err(draw_err)?;
+                draw_text(
+                    &legend_area,
+                    names[k],
+                    (x + 24.0, y),
+                    LEGEND,
+                    Pos::new(HPos::Left, VPos::Center),
+                    false,
+                )?;
+            }
             // Margins leave room for half of the first and last labels when they read across.
             let side = if xl.upwards {
                 12.0
@@ -295,11 +337,7 @@ impl LinePlot {
                     .collect();
                 chart
                     .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                    .map_err(draw_err)?
-                    .label(name.clone())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
-                    });
+                    .map_err(draw_err)?;
                 let _ = write!(
                     overlay,
                     "<g class=\"points\" data-series=\"{}\">",
@@ -318,14 +356,6 @@ impl LinePlot {
                 }
                 overlay.push_str("</g>");
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(180, 180, 180))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(draw_err)?;
             root.present().map_err(draw_err)?;
         }
         Ok(Figure::new(append_overlay(svg, &overlay)))
