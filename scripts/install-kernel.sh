@@ -12,7 +12,9 @@ minimal=0
 
 if ! command -v evcxr_jupyter >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/evcxr_jupyter" ]; then
   echo "installing evcxr_jupyter (about 10 minutes the first time)…"
-  cargo install evcxr_jupyter --locked
+  # One build folder for evcxr_jupyter and evcxr_repl (scripts/repl.sh): the second install
+  # reuses the evcxr crate and the dependencies the first one compiled.
+  CARGO_TARGET_DIR="$cache/evcxr-install-target" cargo install evcxr_jupyter --locked --version 0.22.0
 fi
 if [ ! -x "$venv/bin/jupyter-nbconvert" ]; then
   echo "creating the Jupyter virtualenv in $venv…"
