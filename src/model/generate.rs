@@ -7,7 +7,6 @@ use candle_core::{DType, Tensor};
 use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::model::kv_cache::KvCache;
-use crate::model::run::Run;
 use crate::model::transformer::{HookedTransformer, LogitRows, Start};
 use crate::stats::Rng;
 
@@ -83,7 +82,7 @@ impl GenerateOptions {
         {
             if !(temperature.is_finite() && *temperature > 0.0) {
                 return Err(Error::Invalid(format!(
-                    "temperature must be a positive number, got {temperature}; use Sampling::Greedy for temperature 0"
+                    "temperature must be a positive number, got {temperature}; use greedy decoding for temperature 0 (Sampling::Greedy; on the command line, omit --temperature)"
                 )));
             }
             if *top_k == Some(0) {
@@ -179,9 +178,6 @@ impl HookedTransformer {
             return Err(Error::Invalid(
                 "generate needs at least one prompt, each of at least one token".into(),
             ));
-        }
-        for p in hooks.map.keys() {
-            p.check_layers(self.cfg.n_layers)?;
         }
         let b = prompts.len();
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
@@ -294,17 +290,12 @@ impl HookedTransformer {
         kv: &mut KvCache,
         hooks: &Hooks,
     ) -> Result<Tensor> {
-        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
-        for (p, fs) in &hooks.map {
-            for f in fs {
-                run.hook(*p, f.as_ref());
-            }
-        }
-        let s = self.check_tokens(tokens)?.dim(1)?;
+        let mut run = self.hooked_run(hooks)?;
+        let s = tokens.dim(tokens.rank().saturating_sub(1))?;
         let logits = self.forward_inner(
             Start::Continue { tokens, kv },
             &mut run,
-            LogitRows::From(s - 1),
+            LogitRows::From(s.saturating_sub(1)),
         )?;
         Ok(logits.squeeze(1)?)
     }

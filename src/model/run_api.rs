@@ -107,13 +107,7 @@ impl HookedTransformer {
     /// Logits from position `from` on ([b, s − from, d_vocab]), with a [`Hooks`] set applied:
     /// what teacher-forced scoring of a continuation needs, without unembedding the prompt.
     pub fn logits_from(&self, tokens: &Tensor, from: usize, hooks: &Hooks) -> Result<Tensor> {
-        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
-        for (p, fs) in &hooks.map {
-            p.check_layers(self.cfg.n_layers)?;
-            for f in fs {
-                run.hook(*p, f.as_ref());
-            }
-        }
+        let mut run = self.hooked_run(hooks)?;
         self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::From(from))
     }
 
@@ -148,6 +142,15 @@ impl HookedTransformer {
         hooks: &Hooks,
         filter: impl Fn(&str) -> bool,
     ) -> Result<(Logits, ActivationCache)> {
+        let mut run = self.hooked_run(hooks)?;
+        run.cache_when(&filter);
+        let logits = self.forward_run(tokens, &mut run)?;
+        let mut cache = run.into_cache();
+        cache.set_seq_lengths(logits.lengths().to_vec());
+        Ok((logits, cache))
+    }
+    /// A run with every hook of `hooks` registered (each checked against the model's layers).
+    pub(crate) fn hooked_run<'h>(&self, hooks: &'h Hooks) -> Result<Run<'h>> {
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
         for (p, fs) in &hooks.map {
             p.check_layers(self.cfg.n_layers)?;
@@ -155,12 +158,9 @@ impl HookedTransformer {
                 run.hook(*p, f.as_ref());
             }
         }
-        run.cache_when(&filter);
-        let logits = self.forward_run(tokens, &mut run)?;
-        let mut cache = run.into_cache();
-        cache.set_seq_lengths(logits.lengths().to_vec());
-        Ok((logits, cache))
+        Ok(run)
     }
+
     pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Logits> {
         let logits = self.forward_inner(Start::Tokens(tokens), run, LogitRows::All)?;
         Logits::new(logits, self.seq_lengths(tokens)?)
