@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::logits::row_positions;
 use crate::model::transformer::select_positions;
-use crate::model::HookedTransformer;
+use crate::model::{HookedTransformer, Matrix};
 use crate::table::{Axis, Table};
 
 /// The accumulated residual stream of one prompt at every layer, ready to unembed.
@@ -101,13 +101,15 @@ impl LogitLens {
     /// Lens logits at a position for every layer, [n_layers + 1, d_vocab].
     pub fn logits_at(&self, pos: usize) -> Result<Tensor> {
         self.check_pos(pos)?;
-        let w = self.model.weights();
-        let unembed = w
-            .unembed
-            .as_ref()
-            .unwrap_or(&w.embed)
-            .to_dtype(DType::F32)?;
-        let logits = self.normed.i((.., pos))?.matmul(&unembed.t()?)?;
+        let x = self.normed.i((.., pos))?.to_dtype(DType::F32)?;
+        // The forward pass's own unembedding (so a streamed model gives the same bits); a
+        // half-precision one is widened so that the lens computes in f32.
+        let logits = match self.model.unembed() {
+            Matrix::Dense(u) if u.dtype() != DType::F32 => {
+                x.matmul(&u.to_dtype(DType::F32)?.t()?)?
+            }
+            unembed => unembed.linear(&x, None)?,
+        };
         Ok(match self.model.cfg().final_softcap {
             Some(c) => ((logits / c)?.tanh()? * c)?,
             None => logits,
@@ -211,6 +213,7 @@ pub fn head_contributions(
     let (b, s, _, _) = z.dims4()?;
     let wo = model.weights().blocks[l]
         .w_o
+        .dense()?
         .to_dtype(DType::F32)?
         .reshape((d, n, h))?
         .permute((1, 2, 0))?
@@ -255,7 +258,6 @@ pub fn direct_logit_attribution(
 ) -> Result<Dla> {
     let cfg = model.cfg();
     let w = model.weights();
-    let unembed = w.unembed.as_ref().unwrap_or(&w.embed);
     for t in [correct, incorrect] {
         if t as usize >= cfg.d_vocab {
             return Err(Error::Invalid(format!(
@@ -264,8 +266,11 @@ pub fn direct_logit_attribution(
             )));
         }
     }
-    let u =
-        (unembed.i(correct as usize)? - unembed.i(incorrect as usize)?)?.to_dtype(DType::F32)?;
+    let pair = model
+        .unembed()
+        .rows(&Tensor::new(&[correct, incorrect], model.device())?)?
+        .to_dtype(DType::F32)?;
+    let u = (pair.i(0)? - pair.i(1)?)?;
     // Direction in the residual stream: u ⊙ w_final / rms_final (per row), at pos.
     let scale = cache.get("ln_final.hook_scale")?.to_dtype(DType::F32)?; // [b, s, 1]
     let (b, s, _) = scale.dims3()?;

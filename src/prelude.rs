@@ -12,7 +12,7 @@ pub use crate::metrics::{
 };
 pub use crate::model::{
     Activation, Config, GenerateOptions, Generation, HookedTransformer, KvCache, LoadOptions,
-    Logits, Sampling, StopReason,
+    Logits, Sampling, StopReason, WeightMode,
 };
 pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
 pub use crate::plot::{

@@ -409,10 +409,10 @@ fn k_quants_dequantize_as_gguf_py_does() {
                 let w = m.weights();
                 let b = &w.blocks[0];
                 match name {
-                    "token_embd.weight" => w.embed.clone(),
-                    "blk.0.attn_k.weight" => b.w_k.clone(),
-                    "blk.0.attn_output.weight" => b.w_o.clone(),
-                    "blk.0.ffn_down.weight" => b.w_down.clone(),
+                    "token_embd.weight" => w.embed.dense().unwrap(),
+                    "blk.0.attn_k.weight" => b.w_k.dense().unwrap(),
+                    "blk.0.attn_output.weight" => b.w_o.dense().unwrap(),
+                    "blk.0.ffn_down.weight" => b.w_down.dense().unwrap(),
                     other => panic!("no mapping for {other}"),
                 }
             };

@@ -50,7 +50,7 @@ fn cache_has_every_hook_point_with_transformer_lens_shapes() {
     );
     // hook_embed is the embedding row times sqrt(d_model).
     let e = cache.get("hook_embed").unwrap().i((0, 0)).unwrap();
-    let want = (m.weights().embed.i(2).unwrap() * (d as f64).sqrt()).unwrap();
+    let want = (m.weights().embed.dense().unwrap().i(2).unwrap() * (d as f64).sqrt()).unwrap();
     assert!(max_abs_diff(&e, &want) < 1e-6);
 }
 

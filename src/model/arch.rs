@@ -2,11 +2,15 @@
 //! in a GGUF file (config and tensors), and how those tensors differ from what the forward pass
 //! expects. A safetensors folder and a GGUF file are two [`TensorSource`]s for the same code.
 
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::config::Config;
+use crate::model::matrix::{permute_rows, Matrix, WeightMode};
 use crate::model::transformer::{BlockWeights, Weights};
 
 /// The `architectures` entries we load from config.json.
@@ -51,6 +55,14 @@ pub trait TensorSource {
     fn format(&self) -> Format;
     /// The named tensor on `device`, converted to `dtype`; `None` when absent.
     fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Option<Tensor>>;
+    /// The named tensor as stored (quantised blocks), for weights kept quantised; `None`
+    /// when absent. Only GGUF files have them.
+    fn quantised(&self, name: &str, device: &Device) -> Result<Option<QTensor>> {
+        let _ = (name, device);
+        Err(Error::Load(
+            "only GGUF files can keep their weights quantised (stream / quantized); load safetensors as f32 or bf16".into(),
+        ))
+    }
 }
 
 /// One weight of the model, named independently of any file format.
@@ -211,13 +223,14 @@ impl Arch {
         format!("blk.{l}.{s}")
     }
 
-    /// Loads the weights from either source. Matrices come in `dtype`; norms in f32, with
-    /// Gemma's (1 + w) folded in (GGUF files already carry it).
+    /// Loads the weights from either source. Matrices come in `dtype`, or stay quantised as
+    /// `mode` says; norms in f32, with Gemma's (1 + w) folded in (GGUF files already carry it).
     pub fn weights(
         self,
         cfg: &Config,
         src: &dyn TensorSource,
         dtype: DType,
+        mode: WeightMode,
         device: &Device,
     ) -> Result<Weights> {
         let format = src.format();
@@ -261,6 +274,36 @@ impl Arch {
                 Ok(None)
             }
         };
+        let matrix = |w: W, l: usize| -> Result<Matrix> {
+            if mode == WeightMode::Dense {
+                return Ok(Matrix::Dense(get(w, l, dtype)?));
+            }
+            let q = src.quantised(&name(w, l), device)?.ok_or_else(|| {
+                Error::Load(format!("the checkpoint has no tensor `{}`", name(w, l)))
+            })?;
+            // The same permutation as the dense path, moving whole rows of blocks.
+            let q = match (format, self, w) {
+                (Format::Gguf, Arch::Llama, W::Q | W::K) => {
+                    let heads = if w == W::Q {
+                        cfg.n_heads
+                    } else {
+                        cfg.n_kv_heads
+                    };
+                    let rows = q.shape().dims()[0];
+                    let index =
+                        Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((rows, 1))?;
+                    let from: Vec<usize> = unpermute(&index, heads)?
+                        .flatten_all()?
+                        .to_vec1::<u32>()?
+                        .into_iter()
+                        .map(|r| r as usize)
+                        .collect();
+                    permute_rows(&q, &from)?
+                }
+                _ => q,
+            };
+            Matrix::quantised(vec![Arc::new(q)], mode == WeightMode::Quantized)
+        };
         let bias = |on: bool, w: W, l: usize| -> Result<Option<Tensor>> {
             if on {
                 Ok(Some(get(w, l, dtype)?))
@@ -268,11 +311,11 @@ impl Arch {
                 Ok(None)
             }
         };
-        let embed = get(W::Embed, 0, dtype)?;
+        let embed = matrix(W::Embed, 0)?;
         let unembed = if cfg.tied_embeddings {
             None
         } else {
-            Some(get(W::Unembed, 0, dtype)?)
+            Some(matrix(W::Unembed, 0)?)
         };
         let mut blocks = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
@@ -281,19 +324,19 @@ impl Arch {
                 ln1_post: when(cfg.post_norms, W::Ln1Post, l)?,
                 ln2: norm(W::Ln2, l)?,
                 ln2_post: when(cfg.post_norms, W::Ln2Post, l)?,
-                w_q: get(W::Q, l, dtype)?,
-                w_k: get(W::K, l, dtype)?,
-                w_v: get(W::V, l, dtype)?,
-                w_o: get(W::O, l, dtype)?,
+                w_q: matrix(W::Q, l)?,
+                w_k: matrix(W::K, l)?,
+                w_v: matrix(W::V, l)?,
+                w_o: matrix(W::O, l)?,
                 b_q: bias(cfg.qkv_bias, W::QBias, l)?,
                 b_k: bias(cfg.qkv_bias, W::KBias, l)?,
                 b_v: bias(cfg.qkv_bias, W::VBias, l)?,
                 b_o: bias(cfg.o_bias, W::OBias, l)?,
                 q_norm: when(cfg.qk_norm, W::QNorm, l)?,
                 k_norm: when(cfg.qk_norm, W::KNorm, l)?,
-                w_gate: get(W::Gate, l, dtype)?,
-                w_up: get(W::Up, l, dtype)?,
-                w_down: get(W::Down, l, dtype)?,
+                w_gate: matrix(W::Gate, l)?,
+                w_up: matrix(W::Up, l)?,
+                w_down: matrix(W::Down, l)?,
             });
         }
         Ok(Weights {

@@ -19,6 +19,7 @@ use crate::model::attention::{attention_scores, blocked_attention, repeat_kv, so
 use crate::model::config::Activation;
 use crate::model::kv_cache::KvCache;
 use crate::model::masks::{Mask, BLOCKED_ATTENTION_FROM};
+use crate::model::matrix::Matrix;
 use crate::model::ops;
 use crate::model::rope::{apply_rope, Rope};
 use crate::model::run::Run;
@@ -149,9 +150,12 @@ impl HookedTransformer {
                 )?)
             }
         };
-        let unembed = self.w.unembed.as_ref().unwrap_or(&self.w.embed);
-        let logits = linear(&normed.reshape((b * rows, cfg.d_model))?, unembed, None)?
-            .reshape((b, rows, cfg.d_vocab))?;
+        let logits = linear(
+            &normed.reshape((b * rows, cfg.d_model))?,
+            self.unembed(),
+            None,
+        )?
+        .reshape((b, rows, cfg.d_vocab))?;
         let logits = match cfg.final_softcap {
             Some(c) => ((logits / c)?.tanh()? * c)?,
             None => logits,
@@ -164,11 +168,7 @@ impl HookedTransformer {
         let cfg = &self.cfg;
         let tokens = self.check_tokens(tokens)?;
         let (b, s) = tokens.dims2()?;
-        let x = self
-            .w
-            .embed
-            .index_select(&tokens.flatten_all()?, 0)?
-            .reshape((b, s, cfg.d_model))?;
+        let x = self.w.embed.rows(&tokens)?.reshape((b, s, cfg.d_model))?;
         // HF multiplies by the scale rounded to the activation dtype; so do we.
         let x = match cfg.embed_scale {
             Some(scale) => {
@@ -253,8 +253,9 @@ impl HookedTransformer {
             // Per-head outputs: result[b,s,i,:] = W_O[:, i*h..(i+1)*h] z[b,s,i,:].
             let zh = z.permute((2, 0, 1, 3))?.reshape((n, b * s, h))?;
             // [n, h, d] as a strided view: gemm takes the strides, a copy of W_O per layer
-            // cost more than the product.
-            let wo = w.w_o.reshape((d, n, h))?.permute((1, 2, 0))?;
+            // cost more than the product. (Quantised W_O is dequantised for it: exact in
+            // stream mode; in quantized mode the heads then sum to the dequantised product.)
+            let wo = w.w_o.dense()?.reshape((d, n, h))?.permute((1, 2, 0))?;
             let result = zh
                 .matmul(&wo)?
                 .reshape((n, b, s, d))?
@@ -310,8 +311,8 @@ impl HookedTransformer {
 }
 
 /// x [.., in] @ w[out, in]^T (+ b); the backward skips the weight's gradient.
-fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    Ok(ops::linear(x, w, b)?)
+fn linear(x: &Tensor, w: &Matrix, b: Option<&Tensor>) -> Result<Tensor> {
+    w.linear(x, b)
 }
 
 /// RMSNorm over the last dim, computed in f32: returns (rms [.., 1], x / rms * w).

@@ -479,13 +479,25 @@ impl TensorSource for Gguf {
         }
         Ok(Some(self.read(name, device, dtype)?))
     }
+
+    fn quantised(&self, name: &str, device: &Device) -> Result<Option<QTensor>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        let mut file = self.file.borrow_mut();
+        Ok(Some(
+            self.content
+                .tensor(&mut *file, name, device)
+                .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?,
+        ))
+    }
 }
 
 impl HookedTransformer {
     /// Loads a GGUF model (gemma2, gemma3, llama, qwen2, qwen3), dequantizing every tensor to
-    /// f32 on the CPU.
+    /// f32, on the CPU (or the device `MECHINTERP_DEVICE` names).
     pub fn from_gguf(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_gguf_on(path, &Device::Cpu)
+        Self::from_gguf_with(path, &crate::model::LoadOptions::from_env()?)
     }
 
     /// Loads a GGUF model onto a device.
@@ -500,7 +512,8 @@ impl HookedTransformer {
     }
 
     /// Loads a GGUF model with options: `dtype: BF16` halves the weights' memory (norm
-    /// weights stay f32).
+    /// weights stay f32); `weights: Stream` or `Quantized` keeps the file's quantised blocks
+    /// in memory instead (see [`crate::model::WeightMode`]).
     pub fn from_gguf_with(
         path: impl AsRef<Path>,
         opts: &crate::model::LoadOptions,
@@ -514,11 +527,12 @@ impl HookedTransformer {
                         .into(),
             });
         }
+        opts.check()?;
         let g = Gguf::open(path)?;
         let arch = g.arch()?;
         let vocab = g.vocab()?;
         let cfg = g.config(arch, &vocab)?;
-        let w = arch.weights(&cfg, &g, opts.dtype, &opts.device)?;
+        let w = arch.weights(&cfg, &g, opts.dtype, opts.weights, &opts.device)?;
         let tokenizer = Tokenizer::from_gguf_vocab(&vocab)?;
         HookedTransformer::new(cfg, w, Some(tokenizer))
     }
@@ -599,7 +613,7 @@ impl HookedTransformer {
     /// needed), `ollama:NAME[:TAG]`, a `.gguf` file, a local folder of safetensors, or a
     /// Hugging Face repo id.
     pub fn from_spec(spec: &str) -> Result<Self> {
-        Self::from_spec_with(spec, &crate::model::LoadOptions::default())
+        Self::from_spec_with(spec, &crate::model::LoadOptions::from_env()?)
     }
 
     /// [`HookedTransformer::from_spec`] with load options (dtype, device…).

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::arch::{Arch, Format, TensorSource};
+use crate::model::matrix::WeightMode;
 use crate::model::transformer::HookedTransformer;
 use crate::tokenizer::Tokenizer;
 
@@ -24,6 +25,10 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Where the model runs.
     pub device: Device,
+    /// How GGUF weight matrices are held: dense (dequantised at load, the default), or kept
+    /// quantised and streamed (exact) or multiplied as they are (fast, approximate). See
+    /// [`WeightMode`]; safetensors checkpoints load dense.
+    pub weights: WeightMode,
     /// Hub cache folder; `None` is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
     pub cache_dir: Option<PathBuf>,
     /// Use only the cache; `None` reads `HF_HUB_OFFLINE`.
@@ -40,6 +45,7 @@ impl Default for LoadOptions {
             revision: "main".into(),
             dtype: DType::F32,
             device: Device::Cpu,
+            weights: WeightMode::Dense,
             cache_dir: None,
             offline: None,
             token: None,
@@ -130,7 +136,7 @@ impl HookedTransformer {
     /// Loads a Hugging Face model by repo id (e.g. `Qwen/Qwen2.5-3B`) in f32 on the CPU,
     /// downloading what the hub cache lacks.
     pub fn from_pretrained(repo_id: &str) -> Result<Self> {
-        Self::from_pretrained_with(repo_id, &LoadOptions::default())
+        Self::from_pretrained_with(repo_id, &LoadOptions::from_env()?)
     }
 
     /// Loads a Hugging Face model with options (revision, dtype, device, cache, offline, token).
@@ -192,7 +198,7 @@ impl HookedTransformer {
 
     /// Loads a model from a folder holding config.json, tokenizer.json and safetensors.
     pub fn from_local_dir(path: impl AsRef<Path>) -> Result<Self> {
-        Self::from_local_dir_with(path, &LoadOptions::default())
+        Self::from_local_dir_with(path, &LoadOptions::from_env()?)
     }
 
     /// Loads a model from a folder, with options (dtype, device).
@@ -233,11 +239,73 @@ impl TensorSource for Mmapped {
     }
 }
 
+impl LoadOptions {
+    /// The defaults, on the device `MECHINTERP_DEVICE` names (`cpu`, the default, `cuda` or
+    /// `cuda:N`): how the plain loaders (`from_gguf`, `from_spec`, …) and the CLI choose it,
+    /// so that a test suite or a notebook runs on a GPU unchanged.
+    pub fn from_env() -> Result<Self> {
+        let device = match std::env::var("MECHINTERP_DEVICE")
+            .ok()
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("") | Some("cpu") => Device::Cpu,
+            Some(v) if v == "cuda" || v.starts_with("cuda:") => {
+                let n = v
+                    .strip_prefix("cuda:")
+                    .map(|n| n.parse::<usize>())
+                    .transpose()
+                    .map_err(|_| {
+                        Error::Invalid(format!(
+                            "MECHINTERP_DEVICE={v}: expected cuda:N with N a GPU index"
+                        ))
+                    })?
+                    .unwrap_or(0);
+                Device::new_cuda(n).map_err(|e| {
+                    Error::Invalid(format!(
+                        "MECHINTERP_DEVICE={v}, but no CUDA device {n} could be opened ({e}); build with `--features cuda` on a machine with a GPU, or unset it"
+                    ))
+                })?
+            }
+            Some(v) => {
+                return Err(Error::Invalid(format!(
+                    "MECHINTERP_DEVICE={v} is not a device: use cpu, cuda or cuda:N"
+                )))
+            }
+        };
+        Ok(LoadOptions {
+            device,
+            ..Default::default()
+        })
+    }
+
+    /// Refuses combinations that cannot be honoured: a dtype other than f32 / bf16 / f16, or
+    /// weights kept quantised with half-precision activations (their projections run in f32).
+    pub(crate) fn check(&self) -> Result<()> {
+        if !matches!(self.dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(Error::Invalid(format!(
+                "dtype {:?} is not supported: use F32, BF16 or F16",
+                self.dtype
+            )));
+        }
+        if self.weights != WeightMode::Dense && self.dtype != DType::F32 {
+            return Err(Error::Invalid(format!(
+                "weights `{}` compute in f32, but dtype {:?} was asked for; use dtype F32 with it, or dense weights for bf16 / f16",
+                self.weights.name(),
+                self.dtype
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn load_files(files: &Files, opts: &LoadOptions) -> Result<HookedTransformer> {
-    if !matches!(opts.dtype, DType::F32 | DType::BF16 | DType::F16) {
+    opts.check()?;
+    if opts.weights != WeightMode::Dense {
         return Err(Error::Invalid(format!(
-            "dtype {:?} is not supported: use F32, BF16 or F16",
-            opts.dtype
+            "weights `{}` keep a GGUF file's quantised blocks, but {} is a safetensors checkpoint; load it dense (f32 or bf16), or pass a .gguf file",
+            opts.weights.name(),
+            files.config.parent().map_or_else(|| "this".into(), |p| p.display().to_string())
         )));
     }
     let text = std::fs::read_to_string(&files.config)
@@ -248,7 +316,7 @@ fn load_files(files: &Files, opts: &LoadOptions) -> Result<HookedTransformer> {
     let cfg = arch.config(&json)?;
     // SAFETY: the files are not modified while mapped; the hub cache only adds files.
     let st = unsafe { MmapedSafetensors::multi(&files.weights)? };
-    let w = arch.weights(&cfg, &Mmapped(st), opts.dtype, &opts.device)?;
+    let w = arch.weights(&cfg, &Mmapped(st), opts.dtype, opts.weights, &opts.device)?;
     let tokenizer = match &files.tokenizer {
         Some(p) => {
             let tc = match &files.tokenizer_config {

@@ -1,6 +1,7 @@
-//! Kernels the forward pass needs that candle handles badly: a projection whose backward
-//! skips the weight gradient (and that multiplies bf16 weights a slab at a time), and a
-//! vectorisable GELU (tanh approximation) with its own backward.
+//! Kernels the forward pass needs that candle handles badly: a dense projection and its
+//! backward (bf16 weights multiplied a slab at a time), used by [`crate::model::matrix`]'s
+//! projection op whose backward skips the weight gradient, and a vectorisable GELU (tanh
+//! approximation) with its own backward.
 //!
 //! candle's matmul backward always computes the gradient of both operands, so a backward
 //! through the 262 144 × 640 unembedding allocates, zeroes and fills a 671 MB weight gradient
@@ -14,22 +15,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape
 /// Up to this many rows, a projection to fewer outputs than inputs runs as `(w xᵀ)ᵀ`.
 const FLIP_ROWS: usize = 64;
 
-/// `x [.., in] @ w[out, in]ᵀ (+ b)`. When `x` carries a gradient, the backward computes only
-/// the gradient with respect to `x`.
-pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
-    let y = if x.track_op() && x.device().is_cpu() && x.rank() == 2 {
-        x.contiguous()?.apply_op1(Project { w: w.clone() })?
-    } else {
-        project(x, w)?
-    };
-    match b {
-        Some(b) => y.broadcast_add(b),
-        None => Ok(y),
-    }
-}
-
 /// `x @ wᵀ` without gradient bookkeeping, choosing the fastest way on the CPU.
-fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     if w.dtype() == DType::BF16 && w.device().is_cpu() {
         // candle has no bf16 gemm on the CPU and widens the *whole* weight storage to f32 at
         // every call (671 MB for the embedding); widen one slab of rows at a time instead.
@@ -48,7 +35,7 @@ fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
 }
 
 /// `g @ w` (the projection's backward), bf16 weights widened a slab at a time.
-fn project_back(g: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+pub(crate) fn project_back(g: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     if w.dtype() == DType::BF16 && w.device().is_cpu() {
         let gf = g.to_dtype(DType::F32)?;
         let mut acc: Option<Tensor> = None;
@@ -88,29 +75,8 @@ pub fn gelu_tanh(x: &Tensor) -> candle_core::Result<Tensor> {
     }
 }
 
-/// The projection as a custom op: forward is candle's matmul, backward skips the weight.
-struct Project {
-    w: Tensor,
-}
-
-impl CustomOp1 for Project {
-    fn name(&self) -> &'static str {
-        "mechinterp-project"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = cpu_tensor(s, l)?;
-        let y = project(&x, &self.w)?;
-        Ok((cpu_storage(&y)?, y.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, _y: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(project_back(grad, &self.w)?))
-    }
-}
-
 /// A tensor copied out of contiguous CPU storage.
-fn cpu_tensor(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
+pub(crate) fn cpu_tensor(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
     let (a, b) = l
         .contiguous_offsets()
         .ok_or_else(|| candle_core::Error::Msg("expected a contiguous input".into()))?;
@@ -128,7 +94,7 @@ fn cpu_tensor(s: &CpuStorage, l: &Layout) -> candle_core::Result<Tensor> {
 }
 
 /// The storage of a CPU tensor, copied.
-fn cpu_storage(y: &Tensor) -> candle_core::Result<CpuStorage> {
+pub(crate) fn cpu_storage(y: &Tensor) -> candle_core::Result<CpuStorage> {
     let y = y.flatten_all()?;
     Ok(match y.dtype() {
         DType::F32 => CpuStorage::F32(y.to_vec1()?),
@@ -243,6 +209,13 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]
 mod tests {
     use super::*;
     use candle_core::Var;
+
+    /// The projection the forward pass uses, over a dense weight.
+    fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle_core::Result<Tensor> {
+        crate::model::Matrix::Dense(w.clone())
+            .linear(x, b)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))
+    }
 
     #[test]
     fn exp_matches_libm() {

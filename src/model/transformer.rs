@@ -7,6 +7,7 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::config::Config;
+use crate::model::matrix::{Matrix, WeightMode};
 use crate::tokenizer::Tokenizer;
 
 /// Weights of one transformer block, PyTorch layout (out, in).
@@ -21,13 +22,13 @@ pub struct BlockWeights {
     /// RMSNorm after the MLP, before the residual add (Gemma 2/3).
     pub ln2_post: Option<Tensor>,
     /// Query projection [n_heads*d_head, d_model].
-    pub w_q: Tensor,
+    pub w_q: Matrix,
     /// Key projection [n_kv_heads*d_head, d_model].
-    pub w_k: Tensor,
+    pub w_k: Matrix,
     /// Value projection [n_kv_heads*d_head, d_model].
-    pub w_v: Tensor,
+    pub w_v: Matrix,
     /// Output projection [d_model, n_heads*d_head].
-    pub w_o: Tensor,
+    pub w_o: Matrix,
     /// Query bias (Qwen 2).
     pub b_q: Option<Tensor>,
     /// Key bias (Qwen 2).
@@ -41,21 +42,22 @@ pub struct BlockWeights {
     /// Per-head key RMSNorm weight [d_head].
     pub k_norm: Option<Tensor>,
     /// MLP gate projection [d_mlp, d_model].
-    pub w_gate: Tensor,
+    pub w_gate: Matrix,
     /// MLP up projection [d_mlp, d_model].
-    pub w_up: Tensor,
+    pub w_up: Matrix,
     /// MLP down projection [d_model, d_mlp].
-    pub w_down: Tensor,
+    pub w_down: Matrix,
 }
 
 /// All weights of a model.
 #[derive(Debug, Clone)]
 pub struct Weights {
-    /// Token embedding [d_vocab, d_model]. Matrices share the model's dtype; norm weights are
-    /// kept in f32 (with any +1 offset already added), as HF computes norms in f32.
-    pub embed: Tensor,
+    /// Token embedding [d_vocab, d_model]. Dense matrices share the model's dtype (GGUF ones
+    /// may stay quantised, see [`WeightMode`]); norm weights and biases are dense, norms in f32
+    /// (with any +1 offset already added), as HF computes norms in f32.
+    pub embed: Matrix,
     /// Unembedding [d_vocab, d_model]; `None` when tied to the embedding.
-    pub unembed: Option<Tensor>,
+    pub unembed: Option<Matrix>,
     /// Final RMSNorm weight.
     pub ln_final: Tensor,
     /// Blocks, in order.
@@ -70,9 +72,10 @@ pub struct HookedTransformer {
     pub(crate) w: Weights,
     // Shared so that clones (patchers, lenses) are cheap: the vocabulary is large.
     pub(crate) tokenizer: Option<std::sync::Arc<Tokenizer>>,
-    // Per layer, [W_q; W_k; W_v] in one matrix: one projection instead of three. The blocks'
-    // w_q, w_k and w_v are views into it, so the weights are not held twice.
-    pub(crate) qkv: Vec<Tensor>,
+    // Per layer, [W_q; W_k; W_v] in one matrix: one projection instead of three. Dense
+    // blocks' w_q, w_k and w_v are views into it, quantised ones share its blocks, so the
+    // weights are not held twice.
+    pub(crate) qkv: Vec<Matrix>,
     pub(crate) device: Device,
     pub(crate) check_finite: bool,
     // TransformerLens's default: prepend BOS (else EOS) to every text.
@@ -145,7 +148,7 @@ impl HookedTransformer {
     /// Assembles a model from a config, weights and (optionally) a tokenizer, checking shapes.
     pub fn new(cfg: Config, w: Weights, tokenizer: Option<Tokenizer>) -> Result<Self> {
         cfg.validate()?;
-        let device = w.embed.device().clone();
+        let device = crate::model::matrix::device_of(&w.embed);
         let mut m = HookedTransformer {
             cfg,
             w,
@@ -161,10 +164,12 @@ impl HookedTransformer {
             m.cfg.n_kv_heads * m.cfg.d_head,
         );
         for b in m.w.blocks.iter_mut() {
-            let fused = Tensor::cat(&[&b.w_q, &b.w_k, &b.w_v], 0)?;
-            b.w_q = fused.narrow(0, 0, nh)?;
-            b.w_k = fused.narrow(0, nh, kh)?;
-            b.w_v = fused.narrow(0, nh + kh, kh)?;
+            let fused = Matrix::stack_rows(&[&b.w_q, &b.w_k, &b.w_v])?;
+            if let Matrix::Dense(f) = &fused {
+                b.w_q = Matrix::Dense(f.narrow(0, 0, nh)?);
+                b.w_k = Matrix::Dense(f.narrow(0, nh, kh)?);
+                b.w_v = Matrix::Dense(f.narrow(0, nh + kh, kh)?);
+            }
             m.qkv.push(fused);
         }
         Ok(m)
@@ -178,20 +183,19 @@ impl HookedTransformer {
             c.n_kv_heads * c.d_head,
             c.d_mlp,
         );
-        let want = |name: String, t: &Tensor, shape: &[usize]| -> Result<()> {
-            if t.dims() != shape {
+        let want = |name: String, dims: &[usize], shape: &[usize]| -> Result<()> {
+            if dims != shape {
                 return Err(Error::Load(format!(
-                    "weight {name} has shape {:?}, expected {shape:?} from the config",
-                    t.dims()
+                    "weight {name} has shape {dims:?}, expected {shape:?} from the config"
                 )));
             }
             Ok(())
         };
-        want("embed".into(), &self.w.embed, &[c.d_vocab, d])?;
+        want("embed".into(), &self.w.embed.dims(), &[c.d_vocab, d])?;
         if let Some(u) = &self.w.unembed {
-            want("unembed".into(), u, &[c.d_vocab, d])?;
+            want("unembed".into(), &u.dims(), &[c.d_vocab, d])?;
         }
-        want("ln_final".into(), &self.w.ln_final, &[d])?;
+        want("ln_final".into(), self.w.ln_final.dims(), &[d])?;
         if self.w.blocks.len() != c.n_layers {
             return Err(Error::Load(format!(
                 "{} blocks of weights for {} layers",
@@ -200,15 +204,15 @@ impl HookedTransformer {
             )));
         }
         for (l, b) in self.w.blocks.iter().enumerate() {
-            want(format!("blocks.{l}.w_q"), &b.w_q, &[nh, d])?;
-            want(format!("blocks.{l}.w_k"), &b.w_k, &[kh, d])?;
-            want(format!("blocks.{l}.w_v"), &b.w_v, &[kh, d])?;
-            want(format!("blocks.{l}.w_o"), &b.w_o, &[d, nh])?;
-            want(format!("blocks.{l}.w_gate"), &b.w_gate, &[m, d])?;
-            want(format!("blocks.{l}.w_up"), &b.w_up, &[m, d])?;
-            want(format!("blocks.{l}.w_down"), &b.w_down, &[d, m])?;
-            want(format!("blocks.{l}.ln1"), &b.ln1, &[d])?;
-            want(format!("blocks.{l}.ln2"), &b.ln2, &[d])?;
+            want(format!("blocks.{l}.w_q"), &b.w_q.dims(), &[nh, d])?;
+            want(format!("blocks.{l}.w_k"), &b.w_k.dims(), &[kh, d])?;
+            want(format!("blocks.{l}.w_v"), &b.w_v.dims(), &[kh, d])?;
+            want(format!("blocks.{l}.w_o"), &b.w_o.dims(), &[d, nh])?;
+            want(format!("blocks.{l}.w_gate"), &b.w_gate.dims(), &[m, d])?;
+            want(format!("blocks.{l}.w_up"), &b.w_up.dims(), &[m, d])?;
+            want(format!("blocks.{l}.w_down"), &b.w_down.dims(), &[d, m])?;
+            want(format!("blocks.{l}.ln1"), b.ln1.dims(), &[d])?;
+            want(format!("blocks.{l}.ln2"), b.ln2.dims(), &[d])?;
             if c.qk_norm != (b.q_norm.is_some() && b.k_norm.is_some()) {
                 return Err(Error::Load(format!(
                     "blocks.{l}: q/k norm weights do not match the config (qk_norm = {})",
@@ -241,6 +245,52 @@ impl HookedTransformer {
     /// The model's weights.
     pub fn weights(&self) -> &Weights {
         &self.w
+    }
+
+    /// How the weight matrices are held (dense, or a GGUF file's blocks kept quantised).
+    pub fn weight_mode(&self) -> WeightMode {
+        self.w.embed.mode()
+    }
+
+    /// Bytes the weights take in memory (quantised matrices at their stored size).
+    pub fn weight_bytes(&self) -> usize {
+        let t = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        let o = |x: &Option<Tensor>| x.as_ref().map_or(0, t);
+        let w = &self.w;
+        let blocks: usize = w
+            .blocks
+            .iter()
+            .zip(&self.qkv)
+            .map(|(b, qkv)| {
+                // w_q, w_k and w_v are views into (or share the blocks of) the fused qkv.
+                qkv.bytes()
+                    + [&b.w_o, &b.w_gate, &b.w_up, &b.w_down]
+                        .iter()
+                        .map(|m| m.bytes())
+                        .sum::<usize>()
+                    + t(&b.ln1)
+                    + t(&b.ln2)
+                    + [
+                        &b.ln1_post,
+                        &b.ln2_post,
+                        &b.b_q,
+                        &b.b_k,
+                        &b.b_v,
+                        &b.b_o,
+                        &b.q_norm,
+                        &b.k_norm,
+                    ]
+                    .iter()
+                    .map(|x| o(x))
+                    .sum::<usize>()
+            })
+            .sum();
+        w.embed.bytes() + w.unembed.as_ref().map_or(0, Matrix::bytes) + t(&w.ln_final) + blocks
+    }
+
+    /// The unembedding [d_vocab, d_model] (the embedding when they are tied).
+    pub fn unembed(&self) -> &Matrix {
+        self.w.unembed.as_ref().unwrap_or(&self.w.embed)
     }
 
     /// The device the weights live on.

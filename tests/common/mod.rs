@@ -221,7 +221,7 @@ pub fn reference_model(m: &HookedTransformer, mode: RefMode) -> reference::Model
     let w = m.weights();
     let mut map: HashMap<String, Tensor> = HashMap::new();
     let minus1 = |t: &Tensor| (t - 1.0).unwrap();
-    map.insert("model.embed_tokens.weight".into(), w.embed.clone());
+    map.insert("model.embed_tokens.weight".into(), w.embed.dense().unwrap());
     map.insert("model.norm.weight".into(), minus1(&w.ln_final));
     for (l, b) in w.blocks.iter().enumerate() {
         let p = |s: &str| format!("model.layers.{l}.{s}");
@@ -243,13 +243,13 @@ pub fn reference_model(m: &HookedTransformer, mode: RefMode) -> reference::Model
             p("self_attn.k_norm.weight"),
             minus1(b.k_norm.as_ref().unwrap()),
         );
-        map.insert(p("self_attn.q_proj.weight"), b.w_q.clone());
-        map.insert(p("self_attn.k_proj.weight"), b.w_k.clone());
-        map.insert(p("self_attn.v_proj.weight"), b.w_v.clone());
-        map.insert(p("self_attn.o_proj.weight"), b.w_o.clone());
-        map.insert(p("mlp.gate_proj.weight"), b.w_gate.clone());
-        map.insert(p("mlp.up_proj.weight"), b.w_up.clone());
-        map.insert(p("mlp.down_proj.weight"), b.w_down.clone());
+        map.insert(p("self_attn.q_proj.weight"), b.w_q.dense().unwrap());
+        map.insert(p("self_attn.k_proj.weight"), b.w_k.dense().unwrap());
+        map.insert(p("self_attn.v_proj.weight"), b.w_v.dense().unwrap());
+        map.insert(p("self_attn.o_proj.weight"), b.w_o.dense().unwrap());
+        map.insert(p("mlp.gate_proj.weight"), b.w_gate.dense().unwrap());
+        map.insert(p("mlp.up_proj.weight"), b.w_up.dense().unwrap());
+        map.insert(p("mlp.down_proj.weight"), b.w_down.dense().unwrap());
     }
     let global = c
         .layers
@@ -374,4 +374,53 @@ pub fn fixture_texts() -> Vec<String> {
             v["text"].as_str().unwrap().to_string()
         })
         .collect()
+}
+
+/// A copy of the GGUF file at `src` in `dir` with every weight matrix (a 2-D `.weight` other
+/// than a norm, whose rows are whole blocks) quantised to `dtype` by candle's quantiser; norms,
+/// biases and the metadata as they were.
+pub fn requantised(src: &Path, dir: &Path, dtype: GgmlDType) -> PathBuf {
+    let mut f = std::fs::File::open(src).unwrap();
+    let content = gguf_file::Content::read(&mut f).unwrap();
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, QTensor)> = names
+        .iter()
+        .map(|name| {
+            let q = content.tensor(&mut f, name, &Device::Cpu).unwrap();
+            let dims = q.shape().dims().to_vec();
+            let matrix = dims.len() == 2
+                && name.ends_with(".weight")
+                && !name.contains("norm")
+                && dims[1].is_multiple_of(dtype.block_size());
+            if !matrix {
+                return (name.to_string(), q);
+            }
+            let w = q.dequantize(&Device::Cpu).unwrap();
+            (name.to_string(), QTensor::quantize(&w, dtype).unwrap())
+        })
+        .collect();
+    let meta: Vec<(&str, &Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let stem = src.file_stem().unwrap().to_string_lossy();
+    let path = dir.join(format!("{stem}.{dtype:?}.gguf"));
+    let mut out = std::fs::File::create(&path).unwrap();
+    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut out, &meta, &refs).unwrap();
+    path
+}
+
+/// A model loaded from a GGUF file with its weights held as `mode` says.
+pub fn load_as(path: &Path, mode: WeightMode) -> HookedTransformer {
+    HookedTransformer::from_gguf_with(
+        path,
+        &LoadOptions {
+            weights: mode,
+            ..LoadOptions::from_env().unwrap()
+        },
+    )
+    .unwrap()
 }

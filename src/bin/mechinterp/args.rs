@@ -14,9 +14,15 @@ pub struct ModelArgs {
     /// Qwen/Qwen2.5-3B).
     #[arg(long, default_value = "gemma3-270m")]
     pub model: String,
-    /// Weights and activations dtype: f32, or bf16 / f16 (half the memory, slower on a CPU).
-    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16", "f16"])]
-    pub dtype: String,
+    /// How to hold the weights: f32 (the reference), bf16 / f16 (half the memory, slower on a
+    /// CPU), or for a GGUF file `stream` (kept quantised, dequantised block by block: exact
+    /// f32 results in about the file's memory) or `quantized` (quantised matmuls: fast,
+    /// approximate; see PERFORMANCE.md).
+    #[arg(long, value_parser = ["f32", "bf16", "f16", "stream", "quantized"])]
+    pub weights: Option<String>,
+    /// The same as `--weights f32|bf16|f16` (the older spelling).
+    #[arg(long, value_parser = ["f32", "bf16", "f16"], conflicts_with = "weights")]
+    pub dtype: Option<String>,
     /// Do not prepend BOS to texts (TransformerLens's default prepends the tokenizer's BOS, or
     /// its EOS where it has none); gives HF's ids for tokenizers whose own rule adds nothing.
     #[arg(long)]
@@ -26,14 +32,22 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Loads the model as the flags say.
     pub fn load(&self) -> Result<HookedTransformer> {
-        let dtype = match self.dtype.as_str() {
-            "bf16" => DType::BF16,
-            "f16" => DType::F16,
-            _ => DType::F32,
+        let what = self
+            .weights
+            .as_deref()
+            .or(self.dtype.as_deref())
+            .unwrap_or("f32");
+        let (dtype, weights) = match what {
+            "bf16" => (DType::BF16, WeightMode::Dense),
+            "f16" => (DType::F16, WeightMode::Dense),
+            "stream" => (DType::F32, WeightMode::Stream),
+            "quantized" => (DType::F32, WeightMode::Quantized),
+            _ => (DType::F32, WeightMode::Dense),
         };
         let opts = LoadOptions {
             dtype,
-            ..Default::default()
+            weights,
+            ..LoadOptions::from_env()?
         };
         Ok(HookedTransformer::from_spec_with(&self.model, &opts)?.with_prepend_bos(!self.no_bos))
     }

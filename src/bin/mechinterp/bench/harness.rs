@@ -107,33 +107,88 @@ pub const CLEAN: &str = "After a long and tiring day at the busy market in the o
 /// The corrupted prompt.
 pub const CORRUPT: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, Mary gave a warm drink to";
 
-/// Runs every benchmark; `pairs` are the sentence pairs for translation scoring (100 used).
+/// Which operations to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Set {
+    /// Everything.
+    Full,
+    /// What differs between ways of holding the weights: the forward, the 72-head sweep,
+    /// attribution and translation scores.
+    Weights,
+    /// For big models: the forward and translation scores only (use `--pairs` to time a few
+    /// pairs and scale to 100).
+    Scale,
+}
+
+/// Runs the benchmarks; `pairs` are the sentence pairs for translation scoring, of which
+/// `n_pairs` are run (the time is reported for 100, scaled when fewer were run).
 pub fn run(
     model: &HookedTransformer,
     repeats: usize,
     pairs: &[SentencePair],
+    set: Set,
+    n_pairs: usize,
 ) -> Result<(Vec<Timing>, f64)> {
     let cfg = model.cfg().clone();
     let toks = model.to_tokens(CLEAN)?;
     let s = toks.dim(1)?;
     let mut out = Vec::new();
     let peak = sgemm_peak(repeats.max(5))?;
+    let secs = time(repeats, || model.forward(&toks))?;
+    out.push(Timing {
+        name: "forward".into(),
+        seconds: secs,
+        tokens: s as f64,
+        flops: forward_flops(&cfg, s, 1, s),
+        note: format!("{s} tokens, logits at every position"),
+    });
+    if set == Set::Full {
+        cache_and_patch(model, repeats, &toks, &mut out)?;
+    }
+    if set != Set::Scale {
+        let metric = LogitDiff::from_strs(model, " Mary", " John")?;
+        let p = Patcher::new(model, CLEAN, CORRUPT, metric)?.quiet(true);
+        head_sweep(model, &p, repeats, &mut out)?;
+        if set == Set::Full {
+            naive_sweep(model, &mut out)?;
+        }
+        let secs = time(repeats.clamp(1, 3), || p.attribution(Direction::Denoise))?;
+        out.push(Timing {
+            name: "attribution_patching".into(),
+            seconds: secs,
+            tokens: s as f64,
+            flops: 3.0 * forward_flops(&cfg, s, 1, 1),
+            note: "one forward + backward on the corrupted run".into(),
+        });
+    }
+    if set == Set::Full {
+        long_prompt(model, repeats, &mut out)?;
+    }
+    if set != Set::Scale {
+        let rows: &[usize] = if set == Set::Full { &[1, 4] } else { &[1] };
+        generation(model, repeats, s, rows, &mut out)?;
+    }
+    translation(model, repeats, pairs, n_pairs, &mut out)?;
+    Ok((out, peak))
+}
 
-    // One forward over the prompt with logits at every position, however it is run.
+/// `run_with_cache` and a forward with one head zeroed, over the prompt.
+fn cache_and_patch(
+    model: &HookedTransformer,
+    repeats: usize,
+    toks: &Tensor,
+    out: &mut Vec<Timing>,
+) -> Result<()> {
+    let cfg = model.cfg();
+    let s = toks.dim(1)?;
     let whole_prompt = |name: &str, seconds: Vec<f64>, note: String| Timing {
         name: name.into(),
         seconds,
         tokens: s as f64,
-        flops: forward_flops(&cfg, s, 1, s),
+        flops: forward_flops(cfg, s, 1, s),
         note,
     };
-    let secs = time(repeats, || model.forward(&toks))?;
-    out.push(whole_prompt(
-        "forward",
-        secs,
-        format!("{s} tokens, logits at every position"),
-    ));
-    let secs = time(repeats, || model.run_with_cache(&toks))?;
+    let secs = time(repeats, || model.run_with_cache(toks))?;
     out.push(whole_prompt(
         "run_with_cache",
         secs,
@@ -142,22 +197,31 @@ pub fn run(
     let z = Intervention::ZeroHead(1);
     let hook = move |x: &Tensor, ctx: &HookContext| z.apply(x, ctx);
     let secs = time(repeats, || {
-        model.run_with_hooks(&toks, &[("blocks.9.attn.hook_z", &hook)])
+        model.run_with_hooks(toks, &[("blocks.9.attn.hook_z", &hook)])
     })?;
     out.push(whole_prompt(
         "patched_forward",
         secs,
         "one hook_z replacement, full forward".into(),
     ));
+    Ok(())
+}
 
-    let metric = LogitDiff::from_strs(model, " Mary", " John")?;
-    let p = Patcher::new(model, CLEAN, CORRUPT, metric)?.quiet(true);
+/// Activation patching of every head's output.
+fn head_sweep(
+    model: &HookedTransformer,
+    p: &Patcher,
+    repeats: usize,
+    out: &mut Vec<Timing>,
+) -> Result<()> {
+    let cfg = model.cfg();
+    let s = model.to_tokens(CLEAN)?.dim(1)?;
     let secs = time(repeats.clamp(1, 3), || {
         p.activation(PatchTarget::HeadOut, Direction::Denoise)
     })?;
     let sweep_flops: f64 = (0..cfg.n_layers)
         .map(|l| {
-            block_flops(&cfg, s, cfg.n_heads, l)
+            block_flops(cfg, s, cfg.n_heads, l)
                 + cfg.n_heads as f64 * 2.0 * (cfg.d_model * cfg.d_vocab) as f64
         })
         .sum();
@@ -171,9 +235,15 @@ pub fn run(
             cfg.n_layers * cfg.n_heads
         ),
     });
+    Ok(())
+}
 
-    // The same sweep done the naive way, for the before/after ratio: one full forward per head
-    // with logits at every position, from the patcher's own clean cache.
+/// The same sweep done the naive way, for the before/after ratio: one full forward per head
+/// with logits at every position, from the clean run's own cache.
+fn naive_sweep(model: &HookedTransformer, out: &mut Vec<Timing>) -> Result<()> {
+    let cfg = model.cfg();
+    let toks = model.to_tokens(CLEAN)?;
+    let s = toks.dim(1)?;
     let (_, clean_cache) = model.run_with_cache(&toks)?;
     let corrupt = model.to_tokens(CORRUPT)?;
     let secs = time(1, || {
@@ -197,21 +267,17 @@ pub fn run(
         name: "head_patching_sweep_naive".into(),
         seconds: secs,
         tokens: (cfg.n_layers * cfg.n_heads * s) as f64,
-        flops: (cfg.n_layers * cfg.n_heads) as f64 * forward_flops(&cfg, s, 1, s),
+        flops: (cfg.n_layers * cfg.n_heads) as f64 * forward_flops(cfg, s, 1, s),
         note: "the same sweep as 72 separate full forwards with all logits (the before)".into(),
     });
+    Ok(())
+}
 
-    let secs = time(repeats, || p.attribution(Direction::Denoise))?;
-    out.push(Timing {
-        name: "attribution_patching".into(),
-        seconds: secs,
-        tokens: s as f64,
-        flops: 3.0 * forward_flops(&cfg, s, 1, 1),
-        note: "one forward + backward on the corrupted run".into(),
-    });
-
-    // A long prompt, activations only: attention in query blocks that skip the keys they
-    // cannot see (the default) against the full s × s computation (forced by caching patterns).
+/// A long prompt, activations only: attention in query blocks that skip the keys they cannot
+/// see (the default) against the full s × s computation (forced by caching patterns).
+fn long_prompt(model: &HookedTransformer, repeats: usize, out: &mut Vec<Timing>) -> Result<()> {
+    let cfg = model.cfg();
+    let s = model.to_tokens(CLEAN)?.dim(1)?;
     let long_s = 2048.min(cfg.max_position);
     // BOS appears once, so each copy adds s - 1 tokens (and a little slack for the joins).
     let long_text = std::iter::repeat_n(CLEAN, long_s / s.saturating_sub(1).max(1) + 4)
@@ -229,7 +295,7 @@ pub fn run(
             name: name.into(),
             seconds: secs,
             tokens: long_s as f64,
-            flops: block_flops(&cfg, long_s, 1, 0),
+            flops: block_flops(cfg, long_s, 1, 0),
             note: if full {
                 format!("{long_s} tokens, no logits, full s × s attention (the before)")
             } else {
@@ -237,8 +303,19 @@ pub fn run(
             },
         });
     }
+    Ok(())
+}
 
-    // Generation with the KV cache: 32 greedy tokens after the prompt, one row and four.
+/// Generation with the KV cache: 32 greedy tokens after the `s`-token prompt, for each batch
+/// size in `batch_rows`.
+fn generation(
+    model: &HookedTransformer,
+    repeats: usize,
+    s: usize,
+    batch_rows: &[usize],
+    out: &mut Vec<Timing>,
+) -> Result<()> {
+    let cfg = model.cfg();
     let n_new = 32;
     let gen = GenerateOptions {
         stop_at_eos: false,
@@ -246,8 +323,8 @@ pub fn run(
     };
     // Per new token: the blocks at one position and one row of logits (the attention over the
     // cached keys, and the prefill, are left out: a lower bound).
-    let decode_flops = |rows: usize| (rows * n_new) as f64 * forward_flops(&cfg, 1, 1, 1);
-    for rows in [1usize, 4] {
+    let decode_flops = |rows: usize| (rows * n_new) as f64 * forward_flops(cfg, 1, 1, 1);
+    for &rows in batch_rows {
         let prompts = vec![CLEAN; rows];
         let secs = time(repeats.clamp(1, 3), || {
             model.generate_batch(&prompts, &gen, &Hooks::new())
@@ -262,8 +339,20 @@ pub fn run(
             ),
         });
     }
+    Ok(())
+}
 
-    let pairs: Vec<SentencePair> = pairs.iter().take(100).cloned().collect();
+/// Translation and random-control scores of every head over `n_pairs` EN→FR pairs, reported
+/// per 100 pairs.
+fn translation(
+    model: &HookedTransformer,
+    repeats: usize,
+    pairs: &[SentencePair],
+    n_pairs: usize,
+    out: &mut Vec<Timing>,
+) -> Result<()> {
+    let cfg = model.cfg();
+    let pairs: Vec<SentencePair> = pairs.iter().take(n_pairs.max(1)).cloned().collect();
     let opts = ScoreOptions {
         quiet: true,
         ..Default::default()
@@ -276,21 +365,24 @@ pub fn run(
                 .map(|t| t.dim(1).unwrap_or(0))
         })
         .sum::<mechinterp::Result<usize>>()?;
+    let n = pairs.len();
+    let scale = 100.0 / n as f64;
     let secs = time(repeats.clamp(1, 3), || {
         score_heads(model, &pairs, "en", "fr", &opts)
     })?;
-    let avg = ntok / pairs.len().max(1);
+    let avg = ntok / n;
     out.push(Timing {
         name: "translation_scores".into(),
-        seconds: secs,
-        tokens: 2.0 * ntok as f64,
-        flops: 2.0 * block_flops(&cfg, avg, pairs.len(), 0),
-        note: format!(
-            "{} pairs: translation and random prompts, patterns only (no logits)",
-            pairs.len()
-        ),
+        seconds: secs.iter().map(|t| t * scale).collect(),
+        tokens: 2.0 * ntok as f64 * scale,
+        flops: 2.0 * block_flops(cfg, avg, 100, 0),
+        note: if n >= 100 {
+            format!("{n} pairs: translation and random prompts, patterns only (no logits)")
+        } else {
+            format!("100 pairs, scaled from {n} timed: translation and random prompts, patterns only (no logits)")
+        },
     });
-    Ok((out, peak))
+    Ok(())
 }
 
 /// The report: a table and JSON.

@@ -3,6 +3,7 @@
 
 mod harness;
 mod python;
+mod weights;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,10 +32,26 @@ pub struct Args {
     /// Skip TransformerLens's 72-head sweep in the baseline (it takes minutes).
     #[arg(long)]
     baseline_skip_sweep: bool,
+    /// Which operations: `full`; `weights` (forward, head sweep, attribution, translation
+    /// scores: what depends on how the weights are held); `scale` (forward and translation
+    /// scores, for big models).
+    #[arg(long, value_enum, default_value = "full")]
+    set: harness::Set,
+    /// Translation pairs to time (the time is reported per 100, scaled when fewer).
+    #[arg(long, default_value_t = 100)]
+    pairs: usize,
+    /// Compare ways of holding a GGUF file's weights, e.g. `f32,stream,quantized`: each is
+    /// benchmarked in its own process (load time, peak RSS, the `weights` set), then, when f32
+    /// is among them, the others' deviation from it is measured on real prompts.
+    #[arg(long, value_delimiter = ',')]
+    compare_weights: Vec<String>,
 }
 
 /// Runs the benchmarks, prints the table and the same-run ratios, writes JSON.
 pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
+    if !a.compare_weights.is_empty() {
+        return weights::compare(&a, out);
+    }
     // Everything the baseline needs is checked before minutes of benchmarks.
     let baseline = match a.baseline_python {
         Some(python) => {
@@ -55,11 +72,29 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         }
         None => None,
     };
+    let t0 = std::time::Instant::now();
     let m = a.model.load()?;
+    let load_s = t0.elapsed().as_secs_f64();
+    let loaded = weights::Memory::now();
     let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
-    let (timings, peak) = harness::run(&m, a.repeats, &pairs)?;
+    let (timings, peak) = harness::run(&m, a.repeats, &pairs, a.set, a.pairs)?;
     let (table, mut j) = harness::report(&timings, peak);
-    write!(out, "{table}")?;
+    let end = weights::Memory::now();
+    let memory = format!(
+        "weights held as {} ({} MB); load {load_s:.2} s; RSS after load {} MB (peak {} MB), peak over the run {} MB\n\n",
+        m.weight_mode().name(),
+        m.weight_bytes() >> 20,
+        loaded.rss_mb,
+        loaded.peak_mb,
+        end.peak_mb
+    );
+    write!(out, "{memory}{table}")?;
+    j["load_s"] = serde_json::json!(load_s);
+    j["weight_mode"] = serde_json::json!(m.weight_mode().name());
+    j["weight_mb"] = serde_json::json!(m.weight_bytes() >> 20);
+    j["rss_after_load_mb"] = serde_json::json!(loaded.rss_mb);
+    j["peak_rss_after_load_mb"] = serde_json::json!(loaded.peak_mb);
+    j["peak_rss_mb"] = serde_json::json!(end.peak_mb);
     out.flush()?;
     let raw = match &baseline {
         Some(b) => Some(python::python_baseline(b)?),
