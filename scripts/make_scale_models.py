@@ -60,17 +60,41 @@ def tensors(s):
         yield "output.weight", (s["vocab"], d), True
 
 
+# Language tags the translation prompts use ("EN: … FR: …"), which the scorer needs as single
+# tokens; the tiny fixture vocabulary splits them, so merges are added for them.
+TAGS = ["EN", "FR", "DE", "ES", "IT", "JA", "ZH", "RU", "PT"]
+
+
 def tokenizer_fields():
-    """The tiny Qwen 2 fixture's tokenizer.* metadata, as (key, value, type)."""
+    """The tiny Qwen 2 fixture's tokenizer.* metadata, as (key, value, type, sub-type), with a
+    token and a merge for each language tag, bare and after a space."""
     r = gguf.GGUFReader(ROOT / "tests/fixtures/models/qwen2/model.gguf")
-    out = []
+    fields = {}
     for key, f in r.fields.items():
         if not key.startswith("tokenizer."):
             continue
         vtype = f.types[0]
         sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-        out.append((key, f.contents(), vtype, sub))
-    return out
+        fields[key] = [f.contents(), vtype, sub]
+    toks = fields["tokenizer.ggml.tokens"][0]
+    types = fields["tokenizer.ggml.token_type"][0]
+    merges = fields["tokenizer.ggml.merges"][0]
+    have = set(toks)
+
+    def add(left, right):
+        if left + right in have or left not in have or right not in have:
+            return
+        toks.append(left + right)
+        types.append(1)
+        merges.append(f"{left} {right}")
+        have.add(left + right)
+
+    for tag in TAGS:
+        for prefix in ["", "\u0120"]:
+            if prefix:
+                add(prefix, tag[0])
+            add(prefix + tag[0], tag[1])
+    return [(k, v, t, sub) for k, (v, t, sub) in fields.items()]
 
 
 def write(s, qtypes, out_dir):
@@ -121,12 +145,44 @@ def write(s, qtypes, out_dir):
         print(f"wrote {path} ({os.path.getsize(path) / 2**30:.2f} GiB)")
 
 
+def retokenize(path):
+    """Rewrites a file this script made with the current tokenizer metadata, copying the
+    tensors as they are (minutes instead of regenerating them)."""
+    r = gguf.GGUFReader(path)
+    tmp = Path(str(path) + ".tmp")
+    w = gguf.GGUFWriter(tmp, "qwen2")
+    for key, f in r.fields.items():
+        if key.startswith("tokenizer.") or key.startswith("GGUF.") or key == "general.architecture":
+            continue
+        vtype = f.types[0]
+        sub = f.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        w.add_key_value(key, f.contents(), vtype, sub_type=sub)
+    for key, val, vtype, sub in tokenizer_fields():
+        w.add_key_value(key, val, vtype, sub_type=sub)
+    for t in r.tensors:
+        w.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, raw_dtype=t.tensor_type)
+    w.write_header_to_file(tmp)
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    for t in r.tensors:
+        w.write_tensor_data(t.data)
+    w.close()
+    os.replace(tmp, path)
+    print(f"rewrote {path}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.expanduser("~/.cache/mechinterp/scale"))
     ap.add_argument("--only", choices=sorted(SHAPES), action="append")
     ap.add_argument("--types", default="q4_0,q8_0")
+    ap.add_argument("--retokenize", nargs="+", metavar="FILE",
+                    help="rewrite files made by an earlier version with the current tokenizer")
     a = ap.parse_args()
+    if a.retokenize:
+        for f in a.retokenize:
+            retokenize(Path(f))
+        return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     qtypes = {t: TYPES[t] for t in a.types.split(",")}

@@ -314,3 +314,55 @@ fn translation_heads_refuses_a_bad_split_before_loading_the_model() {
     assert!(!out.status.success());
     assert!(stderr.contains("--split 1.5 must be in [0, 1)"), "{stderr}");
 }
+
+#[test]
+fn weights_flag_streams_a_quantised_file_to_the_same_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let f32_file = write_tiny_gguf(dir.path(), &Tiny::default(), 5);
+    let model = requantised(
+        &f32_file,
+        dir.path(),
+        candle_core::quantized::GgmlDType::Q8_0,
+    );
+    let run = |weights: &str| {
+        let out = bin()
+            .args([
+                "run",
+                " the cat",
+                "--top-k",
+                "5",
+                "--weights",
+                weights,
+                "--model",
+            ])
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{weights}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Everything but the first line, which says how long the forward took.
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().skip(1).collect::<Vec<_>>().join("\n")
+    };
+    let (dense, stream) = (run("f32"), run("stream"));
+    assert_eq!(dense, stream, "stream must print what f32 prints");
+    assert!(run("quantized").lines().count() >= 5);
+    // --weights and the older --dtype are one choice: both at once is refused.
+    let out = bin()
+        .args([
+            "run",
+            " the cat",
+            "--weights",
+            "stream",
+            "--dtype",
+            "bf16",
+            "--model",
+        ])
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

@@ -15,9 +15,9 @@ pub struct ModelArgs {
     #[arg(long, default_value = "gemma3-270m")]
     pub model: String,
     /// How to hold the weights: f32 (the reference), bf16 / f16 (half the memory, slower on a
-    /// CPU), or for a GGUF file `stream` (kept quantised, dequantised block by block: exact
-    /// f32 results in about the file's memory) or `quantized` (quantised matmuls: fast,
-    /// approximate; see PERFORMANCE.md).
+    /// CPU), or for a GGUF file `stream` (kept quantised, each matrix dequantised when used:
+    /// the f32 results bit for bit in about the file's memory) or `quantized` (quantised
+    /// matmuls: approximate; fast only where candle has a packed kernel; see PERFORMANCE.md).
     #[arg(long, value_parser = ["f32", "bf16", "f16", "stream", "quantized"])]
     pub weights: Option<String>,
     /// The same as `--weights f32|bf16|f16` (the older spelling).

@@ -131,6 +131,12 @@ pub fn run(
 ) -> Result<(Vec<Timing>, f64)> {
     let cfg = model.cfg().clone();
     let toks = model.to_tokens(CLEAN)?;
+    // The prompt is 40 tokens with the default model's tokenizer; another tokenizer may cut it
+    // finer, so the scale set times its first 40 tokens.
+    let toks = match set {
+        Set::Scale => toks.narrow(1, 0, toks.dim(1)?.min(40))?,
+        _ => toks,
+    };
     let s = toks.dim(1)?;
     let mut out = Vec::new();
     let peak = sgemm_peak(repeats.max(5))?;
