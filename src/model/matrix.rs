@@ -207,7 +207,7 @@ impl Matrix {
             x.contiguous()?.apply_op1(Project { w: self.clone() })?
         } else if x.track_op() {
             // Off the CPU candle differentiates its own matmul (computing a weight gradient).
-            x.matmul(&self.dense()?.t()?)?
+            x.broadcast_matmul(&self.dense()?.t()?)?
         } else {
             self.project(x)?
         };
