@@ -276,11 +276,11 @@ fn quantised_modes_are_refused_where_they_cannot_be_honoured() {
 }
 
 #[test]
-fn our_q8_0_and_q4_0_decoders_give_candles_bits() {
+fn our_q8_0_q5_0_and_q4_0_decoders_give_candles_bits() {
     // Stream mode decodes these two types itself (faster); the rest of the suite compares whole
     // models, this compares every value of a matrix with more rows than one band.
     let w = Tensor::randn(0f32, 1.0, (3000, 256), &Device::Cpu).unwrap();
-    for dt in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+    for dt in [GgmlDType::Q8_0, GgmlDType::Q5_0, GgmlDType::Q4_0] {
         let q = std::sync::Arc::new(candle_core::quantized::QTensor::quantize(&w, dt).unwrap());
         let want = q.dequantize(&Device::Cpu).unwrap();
         let got = mechinterp::model::Matrix::quantised(vec![q], false)

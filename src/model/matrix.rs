@@ -306,8 +306,8 @@ impl Matrix {
 }
 
 /// Rows `start..start + n` of a quantised [rows, cols] tensor, dequantised to f32 on every
-/// thread candle uses. Q8_0 and Q4_0 (the types of the default model's embedding and of the
-/// scale files) are decoded here, straight into the result, with candle's arithmetic (so the
+/// thread candle uses. Q8_0, Q5_0 and Q4_0 (the default model's embedding and most of its
+/// projections, and the scale files) are decoded here, straight into the result, with candle's arithmetic (so the
 /// same bits) but in loops that vectorise: candle's own decoder is sequential and bounds-checked,
 /// and in stream mode it was most of a forward pass. Other types go through candle, a band of
 /// rows per thread. Each row is a whole number of blocks (GGUF requires it), so this equals
@@ -330,6 +330,7 @@ fn dequantize_in_bands(q: &QTensor, start: usize, n: usize) -> Result<Tensor> {
     let decode: Option<Decoder> = match q.dtype() {
         GgmlDType::Q8_0 => Some(decode_q8_0),
         GgmlDType::Q4_0 => Some(decode_q4_0),
+        GgmlDType::Q5_0 => Some(decode_q5_0),
         _ => None,
     };
     if let (Some(decode), true) = (decode, device.is_cpu()) {
@@ -390,6 +391,22 @@ fn decode_q4_0(src: &[u8], dst: &mut [f32]) {
         for ((l, h), &q) in lo.iter_mut().zip(hi.iter_mut()).zip(&b[2..18]) {
             *l = ((q & 0x0F) as i16 - 8) as f32 * d;
             *h = ((q >> 4) as i16 - 8) as f32 * d;
+        }
+    }
+}
+
+/// Q5_0 blocks (an f16 scale, 32 high bits, then 16 bytes of two low nibbles) to f32, as
+/// candle computes them.
+fn decode_q5_0(src: &[u8], dst: &mut [f32]) {
+    for (b, y) in src.chunks_exact(22).zip(dst.chunks_exact_mut(32)) {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+        let (lo, hi) = y.split_at_mut(16);
+        for (j, ((l, h), &q)) in lo.iter_mut().zip(hi.iter_mut()).zip(&b[6..22]).enumerate() {
+            let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
+            let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
+            *l = (((q & 0x0F) | xh_0) as i32 - 16) as f32 * d;
+            *h = (((q >> 4) | xh_1) as i32 - 16) as f32 * d;
         }
     }
 }
