@@ -2,9 +2,11 @@
 # The GPU check of issue 16, for a session that the `device` tool lends a machine (one H200;
 # CUDA's nvcc and drivers, no Rust toolchain, no network, 64 MiB carried with the tree).
 #
-# 1. Here (no GPU needed): build the CUDA binaries. candle's kernels are compiled by nvcc, which
-#    this script fetches from PyPI into ~/.cache/mechinterp/cuda (the nvidia-cuda-nvcc and
-#    -runtime wheels), for compute capability 9.0 (Hopper); cudarc loads the driver at run time.
+# 1. Here (no GPU needed): build the CUDA binaries. candle's kernels and cudarc's build need
+#    CUDA's nvcc on PATH (or CUDA_ROOT), for compute capability 9.0 (Hopper); cudarc loads the
+#    driver at run time. PyPI's nvidia-cuda-nvcc wheels do not do: they ship ptxas and libnvvm
+#    but no nvcc driver (tried 2026-12-02). Debian's nvidia-cuda-toolkit (non-free) or NVIDIA's
+#    toolkit installer do.
 #        scripts/gpu-check.sh build            -> .gpu/ (git-ignored): mechinterp, tests, model
 # 2. There: run it with the device tool, carrying .gpu, for example
 #        run(command="scripts/gpu-check.sh run", carry=[".gpu"], timeout_s=420)
@@ -15,14 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 case "${1:-}" in
 build)
-  cuda="$HOME/.cache/mechinterp/cuda"
-  if [ ! -x "$cuda/venv/bin/python" ]; then
-    python3 -m venv "$cuda/venv"
-    "$cuda/venv/bin/pip" install -q "nvidia-cuda-nvcc-cu12==12.8.*" "nvidia-cuda-runtime-cu12==12.8.*" \
-      "nvidia-cublas-cu12==12.8.*" "nvidia-curand-cu12==10.3.*" "nvidia-cuda-nvrtc-cu12==12.8.*"
+  if ! command -v nvcc >/dev/null 2>&1; then
+    echo "no nvcc on PATH: install CUDA's toolkit (Debian: nvidia-cuda-toolkit from non-free; or NVIDIA's installer) and run again" >&2
+    exit 1
   fi
-  nv="$("$cuda/venv/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))')/nvidia"
-  export PATH="$nv/cuda_nvcc/bin:$PATH" CUDA_ROOT="$nv/cuda_nvcc" CUDA_COMPUTE_CAP=90
+  export CUDA_COMPUTE_CAP=90
   export CARGO_TARGET_DIR="$HOME/.cache/mechinterp-target-cuda"
   cargo build --release --features cuda --bin mechinterp
   cargo test --release --features cuda --no-run --test checkpoints --test weights --test generate \
@@ -35,7 +34,7 @@ for line in sys.stdin:
   rm -rf .gpu && mkdir -p .gpu/bin
   cp "$CARGO_TARGET_DIR/release/mechinterp" .gpu/bin/
   while read -r name exe; do cp "$exe" ".gpu/bin/test-$name"; done < /tmp/gpu-tests.txt
-  cp "$(cargo run -q --release -- fetch --print-path 2>/dev/null || echo "$HOME/.cache/mechinterp/gemma-3-270m-q4_k_m.gguf")" .gpu/model.gguf
+  cp "$HOME/.cache/mechinterp/gemma-3-270m-q4_k_m.gguf" .gpu/model.gguf
   grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
   du -sh .gpu
   ;;
