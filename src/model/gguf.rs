@@ -110,15 +110,19 @@ impl Gguf {
     /// Dequantizes one tensor and converts it; the quantized copy is freed right after, so
     /// loading never holds two copies of the weights.
     fn read(&self, name: &str, device: &Device, dtype: DType) -> Result<Tensor> {
-        let mut file = self.file.borrow_mut();
-        let q = self
-            .content
-            .tensor(&mut *file, name, device)
-            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
+        let q = self.stored(name, device)?;
         match dtype {
             DType::BF16 | DType::F16 if device.is_cpu() => Ok(dequantize_in_slabs(&q, dtype)?),
             _ => Ok(q.dequantize(device)?.to_dtype(dtype)?),
         }
+    }
+
+    /// One tensor as the file stores it (quantised blocks), read into memory.
+    fn stored(&self, name: &str, device: &Device) -> Result<QTensor> {
+        let mut file = self.file.borrow_mut();
+        self.content
+            .tensor(&mut *file, name, device)
+            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
     }
 
     fn strings(&self, key: &str) -> Result<Vec<String>> {
@@ -484,12 +488,7 @@ impl TensorSource for Gguf {
         if !self.has(name) {
             return Ok(None);
         }
-        let mut file = self.file.borrow_mut();
-        Ok(Some(
-            self.content
-                .tensor(&mut *file, name, device)
-                .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?,
-        ))
+        Ok(Some(self.stored(name, device)?))
     }
 }
 

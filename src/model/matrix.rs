@@ -37,7 +37,7 @@ pub enum WeightMode {
 }
 
 impl WeightMode {
-    /// The CLI's name for the mode.
+    /// A short name for messages (`dense`, `stream`, `quantized`).
     pub fn name(self) -> &'static str {
         match self {
             WeightMode::Dense => "dense",
@@ -148,6 +148,14 @@ impl Matrix {
         }
     }
 
+    /// The device it lives on.
+    pub fn device(&self) -> Device {
+        match self {
+            Matrix::Dense(t) => t.device().clone(),
+            Matrix::Gguf(q) => q.parts.first().map(|p| p.device()).unwrap_or(Device::Cpu),
+        }
+    }
+
     /// How it is held.
     pub fn mode(&self) -> WeightMode {
         match self {
@@ -174,14 +182,7 @@ impl Matrix {
     pub fn dense(&self) -> Result<Tensor> {
         match self {
             Matrix::Dense(t) => Ok(t.clone()),
-            Matrix::Gguf(q) => {
-                let parts = q
-                    .parts
-                    .iter()
-                    .map(|p| dequantize_in_bands(p, 0, p.shape().dims()[0]))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Tensor::cat(&parts, 0)?)
-            }
+            Matrix::Gguf(q) => self.slab(0, q.rows),
         }
     }
 
@@ -288,7 +289,8 @@ impl Matrix {
         match self {
             Matrix::Dense(w) => Ok(w.narrow(0, start, n)?),
             Matrix::Gguf(q) => {
-                // The slab may span parts (a fused q/k/v): dequantise each piece.
+                // The slab may span parts (a fused q/k/v): dequantise each piece (`cat` of one
+                // piece copies nothing).
                 let mut pieces = Vec::new();
                 let mut offset = 0;
                 for p in &q.parts {
@@ -474,13 +476,5 @@ fn candle_err(e: Error) -> candle_core::Error {
     match e {
         Error::Candle(e) => e,
         other => candle_core::Error::Msg(other.to_string()),
-    }
-}
-
-/// The device a matrix lives on.
-pub(crate) fn device_of(m: &Matrix) -> Device {
-    match m {
-        Matrix::Dense(t) => t.device().clone(),
-        Matrix::Gguf(q) => q.parts.first().map(|p| p.device()).unwrap_or(Device::Cpu),
     }
 }

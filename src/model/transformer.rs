@@ -148,7 +148,7 @@ impl HookedTransformer {
     /// Assembles a model from a config, weights and (optionally) a tokenizer, checking shapes.
     pub fn new(cfg: Config, w: Weights, tokenizer: Option<Tokenizer>) -> Result<Self> {
         cfg.validate()?;
-        let device = crate::model::matrix::device_of(&w.embed);
+        let device = w.embed.device();
         let mut m = HookedTransformer {
             cfg,
             w,

@@ -1,6 +1,7 @@
 //! The timed operations of `mechinterp bench`, with honest FLOP counts: the plain forward,
-//! caching, patching, attribution and translation scoring, against this machine's matmul peak
-//! measured with the same kernel; and the same-run ratios against the Python baselines.
+//! caching, patching, attribution, generation and translation scoring, against this machine's
+//! matmul peak measured with the same kernel; the process's memory (from /proc); and the
+//! same-run ratios against the Python baselines.
 
 use std::time::Instant;
 
@@ -51,6 +52,33 @@ impl Timing {
             "tokens_per_s": self.tokens / m, "gflops": self.flops / m / 1e9,
             "repeats": self.seconds.len(), "note": self.note,
         })
+    }
+}
+
+/// This process's resident memory now and its high-water mark, in MB (from /proc/self/status).
+pub struct Memory {
+    /// VmRSS.
+    pub rss_mb: u64,
+    /// VmHWM: the most the process has held at once.
+    pub peak_mb: u64,
+}
+
+impl Memory {
+    /// Reads /proc/self/status (zeros where it cannot be read).
+    pub fn now() -> Memory {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kb = |key: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Memory {
+            rss_mb: kb("VmRSS:") / 1024,
+            peak_mb: kb("VmHWM:") / 1024,
+        }
     }
 }
 

@@ -75,11 +75,11 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
     let t0 = std::time::Instant::now();
     let m = a.model.load()?;
     let load_s = t0.elapsed().as_secs_f64();
-    let loaded = weights::Memory::now();
+    let loaded = harness::Memory::now();
     let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
     let (timings, peak) = harness::run(&m, a.repeats, &pairs, a.set, a.pairs)?;
     let (table, mut j) = harness::report(&timings, peak);
-    let end = weights::Memory::now();
+    let end = harness::Memory::now();
     let memory = format!(
         "weights held as {} ({} MB); load {load_s:.2} s; RSS after load {} MB (peak {} MB), peak over the run {} MB\n\n",
         m.weight_mode().name(),

@@ -11,6 +11,7 @@ use mechinterp::metrics::LogitDiff;
 use mechinterp::model::{HookedTransformer, LoadOptions, WeightMode};
 use mechinterp::patching::{Direction, PatchTarget, Patcher};
 use mechinterp::stats::{pearson, spearman};
+use mechinterp::table::Table;
 use mechinterp::translation::{
     load_pairs, prompt, score_heads, shipped_data_dir, ScoreOptions, SentencePair,
 };
@@ -19,33 +20,6 @@ use serde_json::{json, Value};
 use super::harness::{CLEAN, CORRUPT};
 use super::Args;
 use crate::args::write_json;
-
-/// This process's resident memory now and its high-water mark, in MB (from /proc/self/status).
-pub struct Memory {
-    /// VmRSS.
-    pub rss_mb: u64,
-    /// VmHWM: the most the process has held at once.
-    pub peak_mb: u64,
-}
-
-impl Memory {
-    /// Reads /proc/self/status (zeros where it cannot be read).
-    pub fn now() -> Memory {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let kb = |key: &str| -> u64 {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        Memory {
-            rss_mb: kb("VmRSS:") / 1024,
-            peak_mb: kb("VmHWM:") / 1024,
-        }
-    }
-}
 
 /// The operations compared across modes (JSON keys of the `weights` set).
 const OPS: &[&str] = &[
@@ -143,20 +117,21 @@ pub fn compare(a: &Args, out: &mut impl Write) -> Result<()> {
             )
         };
         let reference = load(WeightMode::Dense)?;
-        let mut dev = serde_json::Map::new();
+        let mut others = Vec::new();
         for (name, mode) in [
             ("stream", WeightMode::Stream),
             ("quantized", WeightMode::Quantized),
         ] {
-            if !has(name) {
-                continue;
+            if has(name) {
+                others.push((name, load(mode)?));
             }
-            let other = load(mode)?;
-            let (text, j) = deviation(&reference, &other, &pairs)?;
+        }
+        let mut dev = serde_json::Map::new();
+        for (name, text, j) in deviations(&reference, &others, &pairs)? {
             writeln!(out, "\n{name} against f32:\n{text}")?;
-            out.flush()?;
             dev.insert(name.into(), j);
         }
+        out.flush()?;
         result["deviation_from_f32"] = Value::Object(dev);
     }
     write_json(&a.json, &result)
@@ -168,84 +143,83 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     Ok(d)
 }
 
-/// How far `other` is from `reference`: logits on every translation prompt, the head-patching
-/// table of the benchmark's pair, and the translation-head ranking.
-fn deviation(
+/// How far each of `others` is from `reference`: logits on every translation prompt, the
+/// head-patching table of the benchmark's pair, and the translation-head ranking. The
+/// reference runs once for all of them.
+fn deviations(
     reference: &HookedTransformer,
-    other: &HookedTransformer,
+    others: &[(&'static str, HookedTransformer)],
     pairs: &[SentencePair],
-) -> Result<(String, Value)> {
-    // Logits at every position of every prompt.
-    let (mut worst, mut agree, mut positions) = (0f32, 0usize, 0usize);
-    let mut worst_rel = 0f32;
+) -> Result<Vec<(&'static str, String, Value)>> {
+    // Logits at every position of every prompt: per model, the worst |Δ|, the worst relative to
+    // the prompt's largest |logit|, and the positions whose arg-max agrees.
+    let mut logit_dev = vec![(0f32, 0f32, 0usize); others.len()];
+    let mut positions = 0usize;
     for p in pairs {
         let ids = reference.to_tokens(&prompt("en", "fr", p))?;
         let a = reference.forward(&ids)?.squeeze(0)?;
-        let b = other.forward(&ids)?.squeeze(0)?;
-        let d = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
         let range = a.abs()?.max_all()?.to_scalar::<f32>()?;
-        worst = worst.max(d);
-        worst_rel = worst_rel.max(d / range.max(1e-6));
         let ta: Vec<u32> = a.argmax(1)?.to_vec1()?;
-        let tb: Vec<u32> = b.argmax(1)?.to_vec1()?;
-        agree += ta.iter().zip(&tb).filter(|(x, y)| x == y).count();
         positions += ta.len();
+        for ((_, m), (worst, worst_rel, agree)) in others.iter().zip(logit_dev.iter_mut()) {
+            let b = m.forward(&ids)?.squeeze(0)?;
+            let d = (&a - &b)?.abs()?.max_all()?.to_scalar::<f32>()?;
+            *worst = worst.max(d);
+            *worst_rel = worst_rel.max(d / range.max(1e-6));
+            let tb: Vec<u32> = b.argmax(1)?.to_vec1()?;
+            *agree += ta.iter().zip(&tb).filter(|(x, y)| x == y).count();
+        }
     }
-    let top1 = agree as f64 / positions.max(1) as f64;
-
-    // The 72-head activation-patching table.
-    let table = |m: &HookedTransformer| -> Result<(Vec<f32>, Vec<f32>)> {
+    // The 72-head activation-patching table, raw and normalized.
+    let patching = |m: &HookedTransformer| -> Result<(Table, Table)> {
         let metric = LogitDiff::from_strs(m, " Mary", " John")?;
         let p = Patcher::new(m, CLEAN, CORRUPT, metric)?.quiet(true);
         let r = p.activation(PatchTarget::HeadOut, Direction::Denoise)?;
-        Ok((r.table.values.clone(), r.normalized().values))
+        let normalized = r.normalized();
+        Ok((r.table, normalized))
     };
-    let (ra, na) = table(reference)?;
-    let (rb, nb) = table(other)?;
-    let patch_r = pearson(&ra, &rb);
-    let patch_max = na
-        .iter()
-        .zip(&nb)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let top = |v: &[f32], k: usize| -> Vec<usize> {
-        let mut i: Vec<usize> = (0..v.len()).collect();
-        i.sort_by(|&x, &y| v[y].abs().total_cmp(&v[x].abs()));
-        i.truncate(k);
-        i
-    };
-    let overlap = |a: &[usize], b: &[usize]| a.iter().filter(|x| b.contains(x)).count();
-    let patch_top = overlap(&top(&na, 5), &top(&nb, 5));
-
     // The translation-head ranking (translation − random score of every head).
     let opts = ScoreOptions {
         quiet: true,
         ..Default::default()
     };
-    let sa = score_heads(reference, pairs, "en", "fr", &opts)?
-        .diff
-        .values;
-    let sb = score_heads(other, pairs, "en", "fr", &opts)?.diff.values;
-    let rho = spearman(&sa, &sb);
-    let rank_top = |v: &[f32]| -> Vec<usize> {
-        let mut i: Vec<usize> = (0..v.len()).collect();
-        i.sort_by(|&x, &y| v[y].total_cmp(&v[x]));
-        i.truncate(10);
-        i
+    let ranking = |m: &HookedTransformer| score_heads(m, pairs, "en", "fr", &opts).map(|s| s.diff);
+    let shared = |a: &Table, b: &Table, k: usize| {
+        let top = |t: &Table| t.top_k(k).into_iter().map(|(i, _)| i).collect::<Vec<_>>();
+        let tb = top(b);
+        top(a).iter().filter(|i| tb.contains(i)).count()
     };
-    let heads_top = overlap(&rank_top(&sa), &rank_top(&sb));
+    let (ra, na) = patching(reference)?;
+    let sa = ranking(reference)?;
     let n = pairs.len();
-    let text = format!(
-        "  logits over {n} EN→FR prompts ({positions} positions): max |Δlogit| {worst:.3} ({:.1}% of the largest |logit| of its prompt), top-1 agreement {:.2}%\n  72-head patching table: Pearson {patch_r:.4}, max |Δ normalized| {patch_max:.3}, top-5 heads shared {patch_top}/5\n  translation-head ranking ({n} pairs): Spearman {rho:.4}, top-10 heads shared {heads_top}/10\n",
-        100.0 * worst_rel,
-        100.0 * top1
-    );
-    let j = json!({
-        "pairs": n, "positions": positions, "max_abs_logit_diff": worst,
-        "max_rel_logit_diff": worst_rel, "top1_agreement": top1,
-        "patching_pearson": patch_r, "patching_max_abs_normalized_diff": patch_max,
-        "patching_top5_shared": patch_top,
-        "translation_spearman": rho, "translation_top10_shared": heads_top,
-    });
-    Ok((text, j))
+    let mut out = Vec::new();
+    for ((name, m), (worst, worst_rel, agree)) in others.iter().zip(logit_dev) {
+        let top1 = agree as f64 / positions.max(1) as f64;
+        let (rb, nb) = patching(m)?;
+        let patch_r = pearson(&ra.values, &rb.values);
+        let patch_max = na
+            .values
+            .iter()
+            .zip(&nb.values)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        let patch_top = shared(&na.map(f32::abs), &nb.map(f32::abs), 5);
+        let sb = ranking(m)?;
+        let rho = spearman(&sa.values, &sb.values);
+        let heads_top = shared(&sa, &sb, 10);
+        let text = format!(
+            "  logits over {n} EN→FR prompts ({positions} positions): max |Δlogit| {worst:.3} ({:.1}% of the largest |logit| of its prompt), top-1 agreement {:.2}%\n  72-head patching table: Pearson {patch_r:.4}, max |Δ normalized| {patch_max:.3}, top-5 heads shared {patch_top}/5\n  translation-head ranking ({n} pairs): Spearman {rho:.4}, top-10 heads shared {heads_top}/10\n",
+            100.0 * worst_rel,
+            100.0 * top1
+        );
+        let j = json!({
+            "pairs": n, "positions": positions, "max_abs_logit_diff": worst,
+            "max_rel_logit_diff": worst_rel, "top1_agreement": top1,
+            "patching_pearson": patch_r, "patching_max_abs_normalized_diff": patch_max,
+            "patching_top5_shared": patch_top,
+            "translation_spearman": rho, "translation_top10_shared": heads_top,
+        });
+        out.push((*name, text, j));
+    }
+    Ok(out)
 }
