@@ -290,3 +290,33 @@ fn our_q8_0_q5_0_and_q4_0_decoders_give_candles_bits() {
         assert_eq!(max_abs_diff(&want, &got), 0.0, "{dt:?}");
     }
 }
+
+#[test]
+fn files_written_by_llama_cpps_converter_stream_to_hf_transformers_logits() {
+    // Not our files: llama.cpp's convert_hf_to_gguf.py wrote these (Q8_0, BF16, F16), and HF
+    // transformers computed the reference logits on the weights gguf-py dequantizes from them.
+    for (name, kind) in [("llama", "q8_0"), ("qwen3", "bf16"), ("gemma3", "f16")] {
+        let path = model_dir(name).join(format!("model.{kind}.gguf"));
+        let dense = load_as(&path, WeightMode::Dense);
+        let stream = load_as(&path, WeightMode::Stream);
+        let ids = fixture_ids(name);
+        assert_same_caches(&dense, &stream, &ids, &format!("{name}.{kind}.gguf"));
+        let r = candle_core::safetensors::load(
+            model_dir(name).join(format!("reference.{kind}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let got = stream.forward(&ids).unwrap().i(0).unwrap();
+        let d = max_abs_diff(&got, &r["logits"]);
+        let q = max_abs_diff(
+            &load_as(&path, WeightMode::Quantized)
+                .forward(&ids)
+                .unwrap()
+                .i(0)
+                .unwrap(),
+            &r["logits"],
+        );
+        println!("{name}.{kind}.gguf: stream vs HF {d:.1e}, quantized vs HF {q:.1e}");
+        assert!(d <= 1e-4, "{name} {kind}: stream off HF by {d}");
+    }
+}
