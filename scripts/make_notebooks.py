@@ -740,15 +740,16 @@ model.
 ("code", """fn hooks_for(v: &Tensor, layer: usize, scale: f64) -> Result<Hooks> {
     Hooks::new().intervene(&format!("blocks.{layer}.hook_resid_post"), Intervention::Add((v * scale)?))
 }
-/// Mean over the test sentences of log p(French reference) − log p(German reference).
+/// Mean over the test sentences of log p(French reference) − log p(German reference), both
+/// references scored after the German prompt in one batched, teacher-forced pass.
 fn lp_gap(model: &HookedTransformer, ex: &(String, String, String), test: &[(String, String, String)], hooks: &Hooks) -> Result<f32> {
-    let mut total = 0.0;
-    for t in test {
-        let p = prompt(ex, &t.0, false);
-        total += continuation_logprob_with_hooks(model, &p, &format!(" {}", t.1), hooks)?.total
-            - continuation_logprob_with_hooks(model, &p, &format!(" {}", t.2), hooks)?.total;
-    }
-    Ok(total / test.len() as f32)
+    let prompts: Vec<String> = test.iter().map(|t| prompt(ex, &t.0, false)).collect();
+    let refs: Vec<(String, String)> = test.iter().map(|t| (format!(" {}", t.1), format!(" {}", t.2))).collect();
+    let items: Vec<(&str, &str)> = prompts.iter().zip(&refs).map(|(p, r)| (p.as_str(), r.0.as_str()))
+        .chain(prompts.iter().zip(&refs).map(|(p, r)| (p.as_str(), r.1.as_str()))).collect();
+    let lp = continuation_logprobs(model, &items, hooks)?;
+    let n = test.len();
+    Ok((0..n).map(|i| lp[i].total - lp[n + i].total).sum::<f32>() / n as f32)
 }
 let layers = [4usize, 8, 12, 16];
 let scales = [0.0, 0.25, 0.5, 1.0, 2.0];
@@ -809,6 +810,13 @@ fn repetitive(t: &str) -> bool {
 for (name, v) in [("steer", &steer[best]), ("control", &control[best])] {
     let (mut row, mut stuck_row) = (Vec::new(), Vec::new());
     for &s in &scales {
+        if s == 0.0 && !shares.is_empty() {
+            // Scale 0 is the unsteered model whatever the direction: generated once, above.
+            println!("{name:<7} ×{s:<4}: the unsteered outputs above");
+            row.push(shares[0].1[0]);
+            stuck_row.push(stuck_counts[0].1[0]);
+            continue;
+        }
         let refs: Vec<&str> = prompts.iter().map(|s| s.as_str()).collect();
         let gens = model.generate_batch(&refs, &opts, &hooks_for(v, best, s)?)?;
         let texts: Vec<String> = gens.iter().map(|g| g.text.clone()).collect();

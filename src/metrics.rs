@@ -139,9 +139,9 @@ pub fn continuation_logprob(
     prompt: &str,
     continuation: &str,
 ) -> Result<ContinuationLogProb> {
-    let (t, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
-    let logits = model.forward(&t)?.i(0)?; // [n, v]
-                                           // Position i predicts token i + 1.
+    let (ids, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
+    let logits = model.forward(&row(model, ids)?)?.i(0)?; // [n, v]
+                                                          // Position i predicts token i + 1.
     score_continuation(model, &logits.narrow(0, p - 1, cont.len())?, &cont)
 }
 
@@ -153,28 +153,96 @@ pub fn continuation_logprob_with_hooks(
     continuation: &str,
     hooks: &crate::hooks::Hooks,
 ) -> Result<ContinuationLogProb> {
-    let (t, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
+    let (ids, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
     // Logits from the last prompt position on only: the prompt's own are not needed.
-    let logits = model.logits_from(&t, p - 1, hooks)?.i(0)?;
+    let logits = model.logits_from(&row(model, ids)?, p - 1, hooks)?.i(0)?;
     score_continuation(model, &logits.narrow(0, 0, cont.len())?, &cont)
 }
 
-/// The prompt's ids (with BOS) followed by the continuation's (without) as [1, n], the
-/// prompt's length, and the continuation's ids.
+/// Bytes of logits one batch of [`continuation_logprobs`] may hold.
+const BATCH_LOGIT_BYTES: usize = 256 << 20;
+/// Most (prompt, continuation) pairs in one batch of [`continuation_logprobs`].
+const MAX_BATCH: usize = 32;
+
+/// [`continuation_logprob_with_hooks`] for many (prompt, continuation) pairs, run as
+/// right-padded batches (up to 32 rows, and at most 256 MB of logits each): one forward per
+/// batch instead of one per pair, several times faster for short prompts. Each result equals
+/// its single run up to float rounding (the batched matrix products add in another order).
+/// Causal attention keeps the padding after a row from reaching it; hooks see padded rows.
+pub fn continuation_logprobs(
+    model: &HookedTransformer,
+    items: &[(&str, &str)],
+    hooks: &crate::hooks::Hooks,
+) -> Result<Vec<ContinuationLogProb>> {
+    let encoded = items
+        .iter()
+        .map(|(p, c)| prompt_and_continuation(model, p, c))
+        .collect::<Result<Vec<_>>>()?;
+    let pad = model.tokenizer()?.pad_token_id;
+    let vocab = model.cfg().d_vocab;
+    let mut out = Vec::with_capacity(items.len());
+    let mut rest = encoded.as_slice();
+    while !rest.is_empty() {
+        // As many rows as fit the logits budget, counted with the longest continuation so far.
+        let mut n = 0;
+        let mut longest = 0;
+        while n < rest.len() && n < MAX_BATCH {
+            let l = longest.max(rest[n].2.len());
+            if n > 0 && (n + 1) * l * vocab * 4 > BATCH_LOGIT_BYTES {
+                break;
+            }
+            longest = l;
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        let width = chunk.iter().map(|(ids, _, _)| ids.len()).max().unwrap_or(1);
+        let mut flat = Vec::with_capacity(n * width);
+        for (ids, _, _) in chunk {
+            flat.extend_from_slice(ids);
+            flat.extend(std::iter::repeat_n(pad, width - ids.len()));
+        }
+        let tokens = Tensor::from_vec(flat, (n, width), model.device())?;
+        // Position i predicts token i + 1: a continuation is scored from its prompt's last token.
+        let spans: Vec<(usize, usize)> = chunk.iter().map(|(_, p, c)| (p - 1, c.len())).collect();
+        let logits = model.logits_at_spans(&tokens, &spans, hooks)?;
+        for (i, (_, _, cont)) in chunk.iter().enumerate() {
+            out.push(score_continuation(
+                model,
+                &logits.i(i)?.narrow(0, 0, cont.len())?,
+                cont,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+/// Token ids as a batch of one row, [1, n].
+fn row(model: &HookedTransformer, ids: Vec<u32>) -> Result<Tensor> {
+    let n = ids.len();
+    Ok(Tensor::from_vec(ids, (1, n), model.device())?)
+}
+
+/// The prompt's ids (with BOS) followed by the continuation's (without), the prompt's length,
+/// and the continuation's ids.
 fn prompt_and_continuation(
     model: &HookedTransformer,
     prompt: &str,
     continuation: &str,
-) -> Result<(Tensor, usize, Vec<u32>)> {
+) -> Result<(Vec<u32>, usize, Vec<u32>)> {
     let mut ids = model.encode(prompt)?;
     let cont = model.tokenizer()?.encode(continuation, false)?;
     if cont.is_empty() {
         return Err(Error::Invalid("the continuation is empty".into()));
     }
     let p = ids.len();
+    if p == 0 {
+        return Err(Error::Invalid(
+            "the prompt is empty and no BOS is prepended: nothing predicts the continuation's first token".into(),
+        ));
+    }
     ids.extend_from_slice(&cont);
-    let n = ids.len();
-    Ok((Tensor::from_vec(ids, (1, n), model.device())?, p, cont))
+    Ok((ids, p, cont))
 }
 
 /// Each continuation token's log-probability from the logits [len, v] that predict it.

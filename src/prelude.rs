@@ -7,8 +7,8 @@ pub use crate::fetch::{default_model_path, fetch_default_model, FetchOptions};
 pub use crate::hooks::{act_name, BoxedHook, HookContext, HookPoint, Hooks, Intervention};
 pub use crate::lens::{decompose_resid, direct_logit_attribution, head_contributions, LogitLens};
 pub use crate::metrics::{
-    continuation_logprob, continuation_logprob_with_hooks, logit_diff, normalized,
-    swap_averaged_logit_diff, LogitDiff, Metric,
+    continuation_logprob, continuation_logprob_with_hooks, continuation_logprobs, logit_diff,
+    normalized, swap_averaged_logit_diff, LogitDiff, Metric,
 };
 pub use crate::model::{
     Activation, Config, GenerateOptions, Generation, HookedTransformer, KvCache, LoadOptions,

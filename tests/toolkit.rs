@@ -512,6 +512,41 @@ fn default_model_toolkit() {
         "the right translation must score higher"
     );
 
+    // Batched scoring equals one run per pair, with and without hooks, for prompts and
+    // continuations of different lengths (right padding, spans of different widths).
+    let items = [
+        (
+            "English: I like green apples.\nFrench:",
+            " J'aime les pommes vertes.",
+        ),
+        (
+            "English: The cat sleeps on the old red sofa.\nFrench:",
+            " Le chat",
+        ),
+        (
+            "English: I like green apples.\nFrench:",
+            " Le chien mange du pain.",
+        ),
+    ];
+    let steer = Hooks::new()
+        .intervene("blocks.6.hook_resid_post", Intervention::Scale(0.7))
+        .unwrap();
+    for hooks in [Hooks::new(), steer] {
+        let batched = continuation_logprobs(m, &items, &hooks).unwrap();
+        assert_eq!(batched.len(), items.len());
+        for ((p, c), b) in items.iter().zip(&batched) {
+            let one = continuation_logprob_with_hooks(m, p, c, &hooks).unwrap();
+            assert_eq!(one.tokens.len(), b.tokens.len());
+            for ((t1, x1), (t2, x2)) in one.tokens.iter().zip(&b.tokens) {
+                assert_eq!(t1, t2);
+                assert!(
+                    (x1 - x2).abs() < 1e-4,
+                    "{p:?} + {c:?}: {x1} vs {x2} at {t1:?}"
+                );
+            }
+        }
+    }
+
     // Logit lens: the last layer reproduces the logits; DLA adds up (TransformerLens #523).
     let prompt = "The Eiffel Tower is in the city of";
     let lens = LogitLens::new(m, prompt).unwrap();

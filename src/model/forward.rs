@@ -24,7 +24,7 @@ use crate::model::ops;
 use crate::model::rope::{apply_rope, Rope};
 use crate::model::run::Run;
 use crate::model::transformer::{
-    select_positions, BlockWeights, HookedTransformer, LogitRows, Start,
+    select_positions, select_spans, BlockWeights, HookedTransformer, LogitRows, Start,
 };
 
 impl HookedTransformer {
@@ -136,6 +136,11 @@ impl HookedTransformer {
         let (normed, rows) = match logits {
             LogitRows::All => (normed, s),
             LogitRows::At(pos) => (select_positions(&normed, pos)?, 1),
+            LogitRows::Spans(spans) => {
+                let x = select_spans(&normed, spans)?;
+                let rows = x.dim(1)?;
+                (x, rows)
+            }
             LogitRows::From(p) if p < s => (normed.narrow(1, p, s - p)?, s - p),
             LogitRows::From(p) => {
                 return Err(Error::Invalid(format!(

@@ -111,6 +111,19 @@ impl HookedTransformer {
         self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::From(from))
     }
 
+    /// Logits at row i's positions `spans[i].0 .. +spans[i].1` ([b, longest span, d_vocab],
+    /// zero past each row's span), with a [`Hooks`] set applied: teacher-forced scoring of a
+    /// right-padded batch of continuations without unembedding prompts or padding.
+    pub fn logits_at_spans(
+        &self,
+        tokens: &Tensor,
+        spans: &[(usize, usize)],
+        hooks: &Hooks,
+    ) -> Result<Tensor> {
+        let mut run = self.hooked_run(hooks)?;
+        self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::Spans(spans))
+    }
+
     /// Logits with hooks applied, given as (hook name, closure) pairs. Each closure gets the
     /// activation and a [`HookContext`] and returns it or a same-shape replacement.
     /// Unknown names are errors with suggestions. For different closures in one call, box

@@ -115,8 +115,42 @@ pub(crate) enum LogitRows<'a> {
     At(&'a [usize]),
     /// Positions p.. of every row: [b, s - p, d_vocab].
     From(usize),
+    /// Row i's positions start..start + len, zero-padded to the longest: [b, max len, d_vocab].
+    Spans(&'a [(usize, usize)]),
     /// None (activations only): [b, 0, d_vocab].
     None,
+}
+
+/// Row i's positions `spans[i].0 .. spans[i].0 + spans[i].1` of [b, s, d], each zero-padded
+/// to the longest span: [b, max len, d].
+pub(crate) fn select_spans(x: &Tensor, spans: &[(usize, usize)]) -> Result<Tensor> {
+    let (b, s, d) = x.dims3()?;
+    if spans.len() != b {
+        return Err(Error::Shape(format!(
+            "{} spans for a batch of {b}",
+            spans.len()
+        )));
+    }
+    if let Some((start, len)) = spans.iter().find(|(p, n)| p + n > s || *n == 0) {
+        return Err(Error::Invalid(format!(
+            "positions {start}..{} are not a non-empty range of the {s} positions",
+            start + len
+        )));
+    }
+    let longest = spans.iter().map(|sp| sp.1).max().unwrap_or(1);
+    let rows = spans
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, len))| {
+            let r = x.narrow(0, i, 1)?.narrow(1, start, len)?;
+            if len == longest {
+                return Ok(r);
+            }
+            let pad = Tensor::zeros((1, longest - len, d), x.dtype(), x.device())?;
+            Tensor::cat(&[&r, &pad], 1)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&rows, 0)?)
 }
 
 /// Rows `x[i, pos[i]]` of [b, s, d] as [b, 1, d].
