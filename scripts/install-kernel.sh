@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the "Rust (mechinterp)" Jupyter kernel: evcxr_jupyter (cargo install, where missing),
-# Jupyter in a virtualenv, and the kernelspec. `--minimal` installs only what executing
+# Installs the "Rust (mechinterp)" Jupyter kernel: evcxr_jupyter (scripts/install-evcxr.sh, where
+# missing), Jupyter in a virtualenv, and the kernelspec. `--minimal` installs only what executing
 # notebooks needs (nbconvert, nbclient), as CI does. It ends by compiling mechinterp inside
 # evcxr's persistent build folder, so that the first cell of a fresh kernel answers at once.
 set -euo pipefail
@@ -10,11 +10,10 @@ venv="$cache/venv"
 minimal=0
 [ "${1:-}" = "--minimal" ] && minimal=1
 
-if ! command -v evcxr_jupyter >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/evcxr_jupyter" ]; then
-  echo "installing evcxr_jupyter (about 10 minutes the first time)…"
-  # One build folder for evcxr_jupyter and evcxr_repl (scripts/repl.sh): the second install
-  # reuses the evcxr crate and the dependencies the first one compiled.
-  CARGO_TARGET_DIR="$cache/evcxr-install-target" cargo install evcxr_jupyter --locked --version 0.22.0
+# Where evcxr_jupyter is missing, evcxr_repl (scripts/repl.sh) is built with it: one build of
+# their shared crates for both, about a minute more than evcxr_jupyter alone.
+if ! command -v evcxr_jupyter >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/evcxr_jupyter" ]; then
+  "$project/scripts/install-evcxr.sh" evcxr_jupyter evcxr_repl
 fi
 if [ ! -x "$venv/bin/jupyter-nbconvert" ]; then
   echo "creating the Jupyter virtualenv in $venv…"

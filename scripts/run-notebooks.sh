@@ -4,6 +4,10 @@
 #   scripts/run-notebooks.sh           execute into a scratch folder (CI)
 #   scripts/run-notebooks.sh --update  execute in place, for committing with outputs
 #   scripts/run-notebooks.sh [--update] notebooks/05*.ipynb …   only these
+# Notebooks run two at a time (MECHINTERP_NOTEBOOK_JOBS=1 for one at a time): a kernel spends
+# much of its life on one core (starting, compiling each cell, single-threaded tensor ops), so a
+# second one fills the other core. Each parallel kernel gets its own copy of evcxr's build
+# folder, since evcxr writes every cell into that folder's src/lib.rs.
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cache="${MECHINTERP_CACHE:-$HOME/.cache/mechinterp}"
@@ -41,25 +45,70 @@ t0=$(date +%s)
 run --output-dir "$scratch/out" "$scratch/warmup.ipynb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: the kernel could not start or build mechinterp"; exit 1; }
 grep -q "kernel ready" "$scratch/out/warmup.ipynb" || { echo "FAIL: the warm-up cell printed nothing"; exit 1; }
 echo "ok: kernel ready ($(( $(date +%s) - t0 )) s)"
-for bad in tests/notebooks/*.ipynb; do
-  if run --output-dir "$scratch" "$bad" >"$scratch/log" 2>&1 && check "$scratch/$(basename "$bad")" >/dev/null; then
-    echo "FAIL: $bad should have failed the run (a panic or error went unnoticed)"; exit 1
-  fi
-  echo "ok: $bad fails the run, as it must"
-done
-passed=0
 [ ${#selected[@]} -gt 0 ] || selected=(notebooks/*.ipynb)
-for nb in "${selected[@]}"; do
-  t0=$(date +%s)
-  if [ "$update" = 1 ]; then
-    run --inplace "$nb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: $nb"; exit 1; }
-    check "$nb" --clean || { echo "FAIL: $nb"; exit 1; }
-  else
-    run --output-dir "$scratch" "$nb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: $nb"; exit 1; }
-    check "$scratch/$(basename "$nb")" || { echo "FAIL: $nb"; exit 1; }
-  fi
-  passed=$((passed + 1))
-  echo "ok: $nb ($(( $(date +%s) - t0 )) s)"
+# Longest first, so that the short ones fill in at the end.
+order=()
+for long in 01_translation_heads 08_steering 03_ablation; do
+  for nb in "${selected[@]}"; do [[ "$nb" == *"$long"* ]] && order+=("$nb"); done
 done
-echo "notebooks took $(( $(date +%s) - start )) s"
-echo "notebooks: $passed passed, 0 failed"
+for nb in "${selected[@]}"; do [[ " ${order[*]} " == *" $nb "* ]] || order+=("$nb"); done
+jobs="${MECHINTERP_NOTEBOOK_JOBS:-2}"
+[ "$jobs" -ge 1 ] 2>/dev/null || { echo "MECHINTERP_NOTEBOOK_JOBS must be a positive integer, not '$jobs'"; exit 2; }
+[ "$jobs" -le "${#order[@]}" ] || jobs=${#order[@]}
+# GNU xargs numbers its parallel slots; without it (BSD, macOS), one at a time.
+if [ "$jobs" -gt 1 ] && ! xargs --process-slot-var=SLOT true </dev/null 2>/dev/null; then jobs=1; fi
+# Slot 0 uses the kernel's own build folder, warm from the step above; the others copies of it.
+build="${EVCXR_TMPDIR:-$cache/evcxr-build}"
+for ((k = 1; k < jobs; k++)); do cp -a "$build" "$scratch/evcxr-build-$k"; done
+mkdir -p "$scratch/results"
+# Runs one notebook in the build folder of xargs's slot; "bad" ones must fail the run.
+one() {
+  local nb="$1" name t0 rc
+  name="$(basename "$nb" .ipynb)"
+  local log="$scratch/results/$name.log" out="$scratch/out-$name"
+  if [ "${SLOT:-0}" -gt 0 ]; then export EVCXR_TMPDIR="$scratch/evcxr-build-$SLOT"; fi
+  t0=$(date +%s)
+  if [[ "$nb" == tests/notebooks/* ]]; then
+    mkdir -p "$out"
+    if run --output-dir "$out" "$nb" >"$log" 2>&1 && check "$out/$name.ipynb" >>"$log" 2>&1; then
+      echo "FAIL: $nb should have failed the run (a panic or error went unnoticed)"; rc=1
+    else
+      echo "ok: $nb fails the run, as it must"; rc=0
+    fi
+  elif [ "$update" = 1 ]; then
+    run --inplace "$nb" >"$log" 2>&1 && check "$nb" --clean >>"$log" 2>&1
+    rc=$?
+  else
+    mkdir -p "$out"
+    run --output-dir "$out" "$nb" >"$log" 2>&1 && check "$out/$name.ipynb" >>"$log" 2>&1
+    rc=$?
+  fi
+  echo "$rc" >"$scratch/results/$name.rc"
+  if [[ "$nb" != tests/notebooks/* ]]; then
+    if [ "$rc" = 0 ]; then echo "ok: $nb ($(( $(date +%s) - t0 )) s)"; else echo "FAIL: $nb"; fi
+  fi
+}
+export -f one run check
+export scratch update venv project
+# The must-fail notebooks are short: they fill in at the end.
+all=("${order[@]}" tests/notebooks/*.ipynb)
+if [ "$jobs" -gt 1 ]; then
+  printf '%s\n' "${all[@]}" | xargs -P "$jobs" --process-slot-var=SLOT -I{} bash -c 'one "$1"' _ {} || true
+else
+  for nb in "${all[@]}"; do one "$nb"; done
+fi
+passed=0
+failed=0
+for nb in "${all[@]}"; do
+  name="$(basename "$nb" .ipynb)"
+  if [ "$(cat "$scratch/results/$name.rc" 2>/dev/null)" = 0 ]; then
+    [[ "$nb" == tests/notebooks/* ]] || passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "--- $nb:"
+    tail -40 "$scratch/results/$name.log"
+  fi
+done
+echo "notebooks took $(( $(date +%s) - start )) s ($jobs at a time)"
+echo "notebooks: $passed passed, $failed failed"
+[ "$failed" = 0 ]
