@@ -222,13 +222,26 @@ pub fn attend_at(
     opts: &ScoreOptions,
 ) -> Result<Vec<PromptAttention>> {
     let cfg = model.cfg();
-    let mut out = Vec::with_capacity(prompts.len());
+    if spans.len() != prompts.len() {
+        return Err(Error::Shape(format!(
+            "{} spans for {} prompts",
+            spans.len(),
+            prompts.len()
+        )));
+    }
+    // Prompts of similar length share a batch, since every row is padded to the longest one:
+    // in the data's order a batch of 8 wastes about a third of its positions.
+    let tok = model.tokenizer()?;
+    let lens = prompts
+        .iter()
+        .map(|p| Ok(tok.encode(p, model.prepend_bos())?.len()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by_key(|&i| lens[i]);
+    let mut out: Vec<Option<PromptAttention>> = (0..prompts.len()).map(|_| None).collect();
     let mut progress = Progress::new(&format!("attention {label}"), prompts.len(), opts.quiet);
-    for (chunk, chunk_spans) in prompts
-        .chunks(opts.batch.max(1))
-        .zip(spans.chunks(opts.batch.max(1)))
-    {
-        let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+    for chunk in order.chunks(opts.batch.max(1)) {
+        let refs: Vec<&str> = chunk.iter().map(|&i| prompts[i].as_str()).collect();
         let batch = model.to_tokens_batch(&refs)?;
         let lens = model.seq_lengths(&batch)?;
         let cache = model.cache_activations(&batch, |n: &str| n.ends_with("attn.hook_pattern"))?;
@@ -237,14 +250,15 @@ pub fn attend_at(
         for l in 0..cfg.n_layers {
             per_layer.push(cache.pattern(l)?.to_dtype(DType::F32)?);
         }
-        for (b, sp) in chunk_spans.iter().enumerate() {
+        for (b, &i) in chunk.iter().enumerate() {
+            let sp = &spans[i];
             let n = lens[b];
             let tokens = ids[b][..n].to_vec();
             let t = sp.t;
             if t < 2 || t >= n {
                 return Err(Error::Invalid(format!(
                     "the target tag of {:?} is at position {t} of {n}; it must follow the source and precede the target",
-                    chunk[b]
+                    prompts[i]
                 )));
             }
             let (rows, cols) = (n - t, t - 1);
@@ -257,7 +271,7 @@ pub fn attend_at(
                     crops.push(v[h * rows * cols..(h + 1) * rows * cols].to_vec());
                 }
             }
-            out.push(PromptAttention {
+            out[i] = Some(PromptAttention {
                 tokens,
                 t,
                 src_span: (sp.src_start.min(t), t),
@@ -270,7 +284,7 @@ pub fn attend_at(
         progress.inc(chunk.len());
     }
     progress.finish();
-    Ok(out)
+    Ok(out.into_iter().flatten().collect())
 }
 
 /// The English name of a language code, for the `Names` prompt format.
