@@ -14,8 +14,24 @@ echo "use mechinterp::prelude::*;" > "$config/prelude.rs"
 export EVCXR_CONFIG_DIR="$config"
 # evcxr finds its compiled cells under its own build folder; an inherited target dir breaks that.
 unset CARGO_TARGET_DIR
-# A persistent build folder keeps compiled dependencies between kernel starts.
-export EVCXR_TMPDIR="${EVCXR_TMPDIR:-$cache/evcxr-build}"
+# A persistent build folder keeps compiled dependencies between kernel starts. It sits in a
+# folder of its own (MECHINTERP_EVCXR_DIR, default ~/.cache/mechinterp/evcxr) beside a cargo
+# config: evcxr builds every crate with debug assertions and overflow checks on, which makes
+# candle's CPU kernels about twice as slow (a translation scoring pass: 21 s against 10 s), and
+# the config turns both off for the dependencies (mechinterp, candle, …) while cells keep them.
+# It cannot go in the build folder's own .cargo/config.toml, which evcxr rewrites; cargo also
+# reads the one in the folder above. An EVCXR_TMPDIR set by hand is used as it is.
+evcxr_dir="${MECHINTERP_EVCXR_DIR:-$cache/evcxr}"
+if [ -z "${EVCXR_TMPDIR:-}" ]; then
+  export EVCXR_TMPDIR="$evcxr_dir/build"
+  mkdir -p "$evcxr_dir/.cargo"
+  cat >"$evcxr_dir/.cargo/config.toml" <<'TOML'
+# Written by mechinterp's kernelspec/evcxr-env.sh: dependencies at full speed, cells checked.
+[profile.dev.package."*"]
+debug-assertions = false
+overflow-checks = false
+TOML
+fi
 mkdir -p "$EVCXR_TMPDIR"
 # evcxr links each cell against libstd with a relative rpath computed for cargo's deps/
 # folder; with the build folder under the same home as ~/.rustup that path resolves one level

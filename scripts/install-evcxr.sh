@@ -40,7 +40,8 @@ for c in evcxr_jupyter evcxr_repl; do
     curl --fail --silent --show-error --location --retry 3 \
       "https://static.crates.io/crates/$c/$version/download" -o "$file"
   fi
-  echo "${sha[$c]}  $file" | sha256sum --check --quiet - ||
+  sum="$( (sha256sum "$file" 2>/dev/null || shasum -a 256 "$file") | cut -d' ' -f1)"
+  [ "$sum" = "${sha[$c]}" ] ||
     { echo "error: $file does not have the sha256 of $c $version; delete it and retry" >&2; exit 1; }
   tar -xzf "$file" -C "$ws"
   mv "$ws/$c-$version" "$ws/$c"
@@ -56,4 +57,4 @@ mkdir -p "$bin"
 for c in "${missing[@]}"; do install -m 755 "$ws/target/release/${binary[$c]}" "$bin/"; done
 # Like `cargo install`, keep the binaries and drop the build (about 1 GB).
 rm -rf "$ws"
-echo "installed ${missing[*]/%/ $version} in $bin" >&2
+echo "installed ${missing[*]/%/ $version} in $bin ($SECONDS s)" >&2

@@ -24,6 +24,8 @@ fi
 if [ "$minimal" = 0 ] && [ ! -x "$venv/bin/jupyter-lab" ]; then
   "$venv/bin/pip" install --quiet jupyterlab
 fi
+# Before evcxr's build folder moved into ~/.cache/mechinterp/evcxr/ (kernelspec/evcxr-env.sh).
+rm -rf "$cache/evcxr-build"
 kdir="$venv/share/jupyter/kernels/mechinterp"
 mkdir -p "$kdir"
 python3 - "$project/kernelspec/kernel.json" "$kdir/kernel.json" "$project/kernelspec/mechinterp-kernel" <<'PY'

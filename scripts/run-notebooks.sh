@@ -57,16 +57,20 @@ jobs="${MECHINTERP_NOTEBOOK_JOBS:-2}"
 [ "$jobs" -le "${#order[@]}" ] || jobs=${#order[@]}
 # GNU xargs numbers its parallel slots; without it (BSD, macOS), one at a time.
 if [ "$jobs" -gt 1 ] && ! xargs --process-slot-var=SLOT true </dev/null 2>/dev/null; then jobs=1; fi
-# Slot 0 uses the kernel's own build folder, warm from the step above; the others copies of it.
-build="${EVCXR_TMPDIR:-$cache/evcxr-build}"
-for ((k = 1; k < jobs; k++)); do cp -a "$build" "$scratch/evcxr-build-$k"; done
+# Slot 0 uses the kernel's own evcxr folder (build folder and cargo config, see
+# kernelspec/evcxr-env.sh), warm from the step above; the others copies of it.
+evcxr_dir="${MECHINTERP_EVCXR_DIR:-$cache/evcxr}"
+if [ -n "${EVCXR_TMPDIR:-}" ] && [ "$jobs" -gt 1 ]; then
+  echo "EVCXR_TMPDIR is set: running the notebooks one at a time in it"; jobs=1
+fi
+for ((k = 1; k < jobs; k++)); do cp -a "$evcxr_dir" "$scratch/evcxr-$k"; done
 mkdir -p "$scratch/results"
 # Runs one notebook in the build folder of xargs's slot; "bad" ones must fail the run.
 one() {
   local nb="$1" name t0 rc
   name="$(basename "$nb" .ipynb)"
   local log="$scratch/results/$name.log" out="$scratch/out-$name"
-  if [ "${SLOT:-0}" -gt 0 ]; then export EVCXR_TMPDIR="$scratch/evcxr-build-$SLOT"; fi
+  if [ "${SLOT:-0}" -gt 0 ]; then export MECHINTERP_EVCXR_DIR="$scratch/evcxr-$SLOT"; fi
   t0=$(date +%s)
   if [[ "$nb" == tests/notebooks/* ]]; then
     mkdir -p "$out"
