@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Executes the tutorial notebooks with the "Rust (mechinterp)" kernel and fails on any compile
-# error, error or panic. First it checks that a panicking cell does fail the run.
+# error, error or panic, and checks that notebooks with a panicking or failing cell do fail it.
 #   scripts/run-notebooks.sh           execute into a scratch folder (CI)
 #   scripts/run-notebooks.sh --update  execute in place, for committing with outputs
 #   scripts/run-notebooks.sh [--update] notebooks/05*.ipynb …   only these
