@@ -153,10 +153,10 @@ pub fn continuation_logprob_with_hooks(
     continuation: &str,
     hooks: &crate::hooks::Hooks,
 ) -> Result<ContinuationLogProb> {
-    let (ids, p, cont) = prompt_and_continuation(model, prompt, continuation)?;
-    // Logits from the last prompt position on only: the prompt's own are not needed.
-    let logits = model.logits_from(&row(model, ids)?, p - 1, hooks)?.i(0)?;
-    score_continuation(model, &logits.narrow(0, 0, cont.len())?, &cont)
+    // A batch of one: logits from the last prompt position on only.
+    let mut one = continuation_logprobs(model, &[(prompt, continuation)], hooks)?;
+    one.pop()
+        .ok_or_else(|| Error::Invalid("no continuation was scored".into()))
 }
 
 /// Bytes of logits one batch of [`continuation_logprobs`] may hold.
