@@ -1,8 +1,10 @@
 """Checks an executed notebook: any error output, or any stderr text that is not one of
 mechinterp's progress or warning lines, fails (evcxr shows a cell's `?` error only as stderr
 text and carries on); and so does any number in the prose that no cell printed, since every
-number a tutorial states must come from its own outputs. With --clean, also drops run-specific
-metadata so outputs are stable."""
+number a tutorial states must come from its own outputs; and so does any output that is a Rust
+`Debug` dump of a struct (`BarChart { title: "…", bars: [...] }`, `PatchResult {` and the like):
+a chart or result shown to a reader displays itself, or the cell prints what matters. With
+--clean, also drops run-specific metadata so outputs are stable."""
 import json, re, sys
 
 ALLOWED = re.compile(
@@ -14,6 +16,33 @@ ALLOWED = re.compile(
 # a list or heading index ("1. ", "# 05 ·").
 PROSE_NUMBER = re.compile(r"(?<![\w.\-−/])[-−]?\d+(?:[.,]\d+)*(?![\w]|\.\d)")
 OUTPUT_NUMBER = re.compile(r"[-−]?\d+(?:[.,]\d+)*")
+
+# A struct's `Debug`: an UpperCamelCase name, " {", then a field ("Heatmap { title: …"), on one
+# line ({:?}, also inside other text) or with the fields on the lines below ({:#?}).
+DEBUG_STRUCT = re.compile(r"\b([A-Z][A-Za-z0-9]*) \{ (?:r#)?[a-z_][a-z0-9_]*: ")
+DEBUG_STRUCT_OPEN = re.compile(r"^\s*(?:[a-z_][a-z0-9_]*: )?[\[(]*(?:(?:Some|Ok|Err)\()?([A-Z][A-Za-z0-9]*) \{$")
+DEBUG_FIELD = re.compile(r"^\s+(?:r#)?[a-z_][a-z0-9_]*: ")
+
+
+def debug_dump(text):
+    """The first line of text that shows a struct's Debug, or None."""
+    lines = text.splitlines()
+    for k, line in enumerate(lines):
+        if DEBUG_STRUCT.search(line):
+            return line
+        if DEBUG_STRUCT_OPEN.match(line) and k + 1 < len(lines) and DEBUG_FIELD.match(lines[k + 1]):
+            return line + " " + lines[k + 1].strip()
+    return None
+
+
+def shown_texts(out):
+    """The plain text a reader sees in an output: stdout, and text/plain of a result or display."""
+    if out.get("output_type") == "stream" and out.get("name") == "stdout":
+        yield "".join(out.get("text", []))
+    if out.get("output_type") in ("execute_result", "display_data"):
+        t = out.get("data", {}).get("text/plain")
+        if t is not None:
+            yield "".join(t) if isinstance(t, list) else str(t)
 
 
 def prose_numbers(md):
@@ -62,6 +91,11 @@ def main():
                 bad = [l for l in text.splitlines() if not ALLOWED.match(l)]
                 if bad:
                     problems.append(f"cell {i}: stderr: {' | '.join(bad[:3])}")
+            for text in shown_texts(out):
+                line = debug_dump(text)
+                if line:
+                    line = line.strip()
+                    problems.append(f"cell {i}: a Debug dump in its output: {line[:100]}{'…' if len(line) > 100 else ''}")
     printed = output_numbers(nb)
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "markdown":

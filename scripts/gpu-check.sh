@@ -24,7 +24,7 @@ build)
   export CUDA_COMPUTE_CAP=90
   export CARGO_TARGET_DIR="$HOME/.cache/mechinterp-target-cuda"
   cargo build --release --features cuda --bin mechinterp
-  cargo test --release --features cuda --no-run --test checkpoints --test weights --test generate \
+  cargo test --release --features cuda --no-run --test it \
     --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
@@ -45,7 +45,8 @@ run)
   export MECHINTERP_DEVICE=cuda
   for t in .gpu/bin/test-*; do
     echo "== $t" | tee -a "$out/tests.txt"
-    timeout 120 "$t" --test-threads 1 2>&1 | tail -30 | tee -a "$out/tests.txt" || true
+    # One test binary: the GPU-relevant modules only.
+    timeout 360 "$t" --test-threads 1 checkpoints:: weights:: generate:: 2>&1 | tail -30 | tee -a "$out/tests.txt" || true
   done
   timeout 200 .gpu/bin/mechinterp bench --set weights --repeats 3 --json "$out/bench.json" 2>&1 \
     | tee "$out/bench.txt" || true

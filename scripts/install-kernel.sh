@@ -19,8 +19,10 @@ if [ ! -x "$venv/bin/jupyter-nbconvert" ]; then
   echo "creating the Jupyter virtualenv in $venv…"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --upgrade pip
-  "$venv/bin/pip" install --quiet nbconvert nbclient nbformat jupyter_client ipykernel
+  "$venv/bin/pip" install --quiet nbconvert nbclient nbformat jupyter_client ipykernel jupytext
 fi
+# jupytext (scripts/notebooks.py, which scripts/run-notebooks.sh runs first) in a venv made before it.
+[ -x "$venv/bin/jupytext" ] || "$venv/bin/pip" install --quiet jupytext
 if [ "$minimal" = 0 ] && [ ! -x "$venv/bin/jupyter-lab" ]; then
   "$venv/bin/pip" install --quiet jupyterlab
 fi

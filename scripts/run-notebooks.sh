@@ -7,7 +7,10 @@
 # Notebooks run two at a time (MECHINTERP_NOTEBOOK_JOBS=1 for one at a time): a kernel spends
 # much of its life on one core (starting, compiling each cell, single-threaded tensor ops), so a
 # second one fills the other core. Each parallel kernel gets its own copy of evcxr's build
-# folder, since evcxr writes every cell into that folder's src/lib.rs.
+# folder, since evcxr writes every cell into that folder's src/lib.rs. It first checks that each
+# notebook agrees with its source notebooks/NN_name.rs (scripts/notebooks.py check, no kernel), and
+# starts again a kernel that died before its first cell (two kernels starting at once can race
+# for a port); a notebook that fails once its cells run is never retried.
 set -euo pipefail
 project="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cache="${MECHINTERP_CACHE:-$HOME/.cache/mechinterp}"
@@ -27,7 +30,37 @@ run() {
 }
 cd "$project"
 start=$(date +%s)
+# The .rs sources and the .ipynb files must agree before anything runs (seconds, no kernel).
+"$venv/bin/python" -c 'import jupytext' 2>/dev/null || {
+  echo "FAIL: jupytext is missing from $venv: run scripts/install-kernel.sh (or $venv/bin/pip install jupytext)"; exit 1; }
+"$venv/bin/python" "$project/scripts/notebooks.py" check || exit 1
 check() { python3 "$project/scripts/check_notebook.py" "$@"; }
+# Did this nbconvert log end with the kernel dead before it answered (evcxr_jupyter could not bind
+# a port jupyter_client had picked, or never replied to kernel_info), and no cell executed?
+died_before_first_cell() {
+  grep -Eq 'Address already in use|Kernel died before replying to kernel_info|Kernel didn.t respond' "$1" &&
+    ! grep -Eq 'An error occurred while executing the following cell|CellExecutionError|CellTimeoutError|DeadKernelError' "$1"
+}
+# run "$@" with its output in $log; a kernel that died before its first cell is started again,
+# at most twice, with a line in the log (and on the terminal) for each retry.
+run_retrying() {
+  local log="$1" name="$2" tries=0 rc
+  shift 2
+  : >"$log"
+  while :; do
+    rc=0
+    run "$@" >"$log.try" 2>&1 || rc=$?
+    cat "$log.try" >>"$log"
+    if [ "$rc" != 0 ] && [ "$tries" -lt 2 ] && died_before_first_cell "$log.try"; then
+      tries=$((tries + 1))
+      echo "retry: $name: the kernel died before its first cell (port race?), starting it again" | tee -a "$log"
+      sleep $((2 * tries))
+      continue
+    fi
+    rm -f "$log.try"
+    return "$rc"
+  done
+}
 # Warm-up: the first cell after mechinterp changed makes evcxr rebuild it (minutes). Build
 # first, outside the checked runs: evcxr (issue #353) can deliver a cell's stderr, where a `?`
 # error goes, after the cell has finished and nbconvert has stopped listening, and a loaded
@@ -42,7 +75,7 @@ nb = {"cells": [cell], "metadata": {"kernelspec": {"display_name": "Rust (mechin
 json.dump(nb, open(sys.argv[1], "w"))
 PY
 t0=$(date +%s)
-run --output-dir "$scratch/out" "$scratch/warmup.ipynb" >"$scratch/log" 2>&1 || { tail -40 "$scratch/log"; echo "FAIL: the kernel could not start or build mechinterp"; exit 1; }
+run_retrying "$scratch/log" warmup --output-dir "$scratch/out" "$scratch/warmup.ipynb" || { tail -40 "$scratch/log"; echo "FAIL: the kernel could not start or build mechinterp"; exit 1; }
 grep -q "kernel ready" "$scratch/out/warmup.ipynb" || { echo "FAIL: the warm-up cell printed nothing"; exit 1; }
 echo "ok: kernel ready ($(( $(date +%s) - t0 )) s)"
 [ ${#selected[@]} -gt 0 ] || selected=(notebooks/*.ipynb)
@@ -70,29 +103,33 @@ one() {
   local nb="$1" name t0 rc
   name="$(basename "$nb" .ipynb)"
   local log="$scratch/results/$name.log" out="$scratch/out-$name"
-  if [ "${SLOT:-0}" -gt 0 ]; then export MECHINTERP_EVCXR_DIR="$scratch/evcxr-$SLOT"; fi
+  if [ "${SLOT:-0}" -gt 0 ]; then
+    export MECHINTERP_EVCXR_DIR="$scratch/evcxr-$SLOT"
+    # The first kernels of the slots would otherwise start at the same moment: stagger them.
+    if [ ! -e "$scratch/slot-$SLOT.started" ]; then touch "$scratch/slot-$SLOT.started"; sleep 5; fi
+  fi
   t0=$(date +%s)
   if [[ "$nb" == tests/notebooks/* ]]; then
     mkdir -p "$out"
-    if run --output-dir "$out" "$nb" >"$log" 2>&1 && check "$out/$name.ipynb" >>"$log" 2>&1; then
+    if run_retrying "$log" "$name" --output-dir "$out" "$nb" && check "$out/$name.ipynb" >>"$log" 2>&1; then
       echo "FAIL: $nb should have failed the run (a panic or error went unnoticed)"; rc=1
     else
       echo "ok: $nb fails the run, as it must"; rc=0
     fi
   elif [ "$update" = 1 ]; then
-    run --inplace "$nb" >"$log" 2>&1 && check "$nb" --clean >>"$log" 2>&1
-    rc=$?
+    rc=0
+    run_retrying "$log" "$name" --inplace "$nb" && check "$nb" --clean >>"$log" 2>&1 || rc=$?
   else
     mkdir -p "$out"
-    run --output-dir "$out" "$nb" >"$log" 2>&1 && check "$out/$name.ipynb" >>"$log" 2>&1
-    rc=$?
+    rc=0
+    run_retrying "$log" "$name" --output-dir "$out" "$nb" && check "$out/$name.ipynb" >>"$log" 2>&1 || rc=$?
   fi
   echo "$rc" >"$scratch/results/$name.rc"
   if [[ "$nb" != tests/notebooks/* ]]; then
     if [ "$rc" = 0 ]; then echo "ok: $nb ($(( $(date +%s) - t0 )) s)"; else echo "FAIL: $nb"; fi
   fi
 }
-export -f one run check
+export -f one run run_retrying died_before_first_cell check
 export scratch update venv project
 # The must-fail notebooks are short: they fill in at the end.
 all=("${order[@]}" tests/notebooks/*.ipynb)

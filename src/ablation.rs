@@ -62,7 +62,8 @@ pub fn ablate(
     components: &[Component],
     how: Ablation,
 ) -> Result<Logits> {
-    ablation_hooks(model, tokens, components, how).and_then(|h| model.run_with_hook_set(tokens, &h))
+    let hooks = ablation_hooks(model, tokens, components, how)?;
+    model.with_hooks(&hooks).forward(tokens)
 }
 
 /// The hooks [`ablate`] applies, to combine with others.

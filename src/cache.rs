@@ -23,6 +23,12 @@ impl ActivationCache {
         }
     }
 
+    /// The same activations cut from any autograd graph.
+    pub(crate) fn detached(self) -> Result<Self> {
+        let map = self.map.into_iter().map(|(k, v)| (k, v.detach())).collect();
+        Ok(ActivationCache { map, ..self })
+    }
+
     pub(crate) fn set_seq_lengths(&mut self, lens: Vec<usize>) {
         self.seq_lengths = lens;
     }

@@ -1,9 +1,9 @@
 //! Hook points with TransformerLens names, hook closures and declarative interventions. The
 //! state of one forward pass that applies them lives with the model (`model/run.rs`).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use candle_core::Tensor;
 
@@ -25,8 +25,13 @@ macro_rules! hook_points {
             $( $(#[$doc])* $variant(usize), )*
             /// `ln_final.hook_scale` [b,s,1]
             LnFinalScale,
-            /// `ln_final.hook_normalized` [b,s,d]
+            /// `ln_final.hook_normalized` [b,s,d]: `x / scale`, before the final norm's weight.
             LnFinalNormalized,
+            /// `unembed.hook_in` [b,s,d]: the final norm's output (after its weight), at the
+            /// positions whose logits the pass computes.
+            UnembedIn,
+            /// `unembed.hook_out` [b,s,d_vocab]: the logits before any final soft-cap.
+            UnembedOut,
         }
 
         /// The per-layer hook points' short aliases and suffixes, in forward order.
@@ -40,7 +45,11 @@ macro_rules! hook_points {
             pub fn layer(&self) -> Option<usize> {
                 match *self {
                     $( HookPoint::$variant(l) => Some(l), )*
-                    HookPoint::Embed | HookPoint::LnFinalScale | HookPoint::LnFinalNormalized => None,
+                    HookPoint::Embed
+                    | HookPoint::LnFinalScale
+                    | HookPoint::LnFinalNormalized
+                    | HookPoint::UnembedIn
+                    | HookPoint::UnembedOut => None,
                 }
             }
 
@@ -56,19 +65,31 @@ macro_rules! hook_points {
 hook_points! {
     /// `blocks.{l}.hook_resid_pre` [b,s,d]
     ResidPre => "resid_pre", "hook_resid_pre";
-    /// `blocks.{l}.ln1.hook_scale` [b,s,1]: the RMS the block input is divided by.
+    /// `blocks.{l}.ln1.hook_scale` [b,s,1]: the RMS the block input is divided by. A
+    /// replacement is used (a frozen scale), as in TransformerLens.
     Ln1Scale => "ln1_scale", "ln1.hook_scale";
-    /// `blocks.{l}.ln1.hook_normalized` [b,s,d]
+    /// `blocks.{l}.ln1.hook_normalized` [b,s,d]: `x / scale`, *before* the norm's weight.
     Ln1Normalized => "ln1", "ln1.hook_normalized";
-    /// `blocks.{l}.attn.hook_q` [b,s,n,h]: after projection and q-norm, before RoPE.
+    /// `blocks.{l}.attn.hook_in` [b,s,d] (not a TransformerLens name): the attention's input,
+    /// after the norm's weight.
+    AttnIn => "attn.hook_in", "attn.hook_in";
+    /// `blocks.{l}.attn.hook_q` [b,s,n,h]: after projection (and bias), before any q-norm.
     Q => "q", "attn.hook_q";
-    /// `blocks.{l}.attn.hook_k` [b,s,k,h]: after projection and k-norm, before RoPE.
+    /// `blocks.{l}.attn.hook_k` [b,s,k,h]: after projection (and bias), before any k-norm.
     K => "k", "attn.hook_k";
     /// `blocks.{l}.attn.hook_v` [b,s,k,h]
     V => "v", "attn.hook_v";
-    /// `blocks.{l}.attn.hook_rot_q` [b,s,n,h]: after RoPE.
+    /// `blocks.{l}.attn.q_norm.hook_scale` [b,s,n,1] (models with a q-norm).
+    QNormScale => "q_norm_scale", "attn.q_norm.hook_scale";
+    /// `blocks.{l}.attn.q_norm.hook_normalized` [b,s,n,h]: before the q-norm's weight.
+    QNormNormalized => "q_norm", "attn.q_norm.hook_normalized";
+    /// `blocks.{l}.attn.k_norm.hook_scale` [b,s,k,1] (models with a k-norm).
+    KNormScale => "k_norm_scale", "attn.k_norm.hook_scale";
+    /// `blocks.{l}.attn.k_norm.hook_normalized` [b,s,k,h]: before the k-norm's weight.
+    KNormNormalized => "k_norm", "attn.k_norm.hook_normalized";
+    /// `blocks.{l}.attn.hook_rot_q` [b,s,n,h]: after the q-norm (with its weight) and RoPE.
     RotQ => "rot_q", "attn.hook_rot_q";
-    /// `blocks.{l}.attn.hook_rot_k` [b,s,k,h]: after RoPE.
+    /// `blocks.{l}.attn.hook_rot_k` [b,s,k,h]: after the k-norm (with its weight) and RoPE.
     RotK => "rot_k", "attn.hook_rot_k";
     /// `blocks.{l}.attn.hook_attn_scores` [b,n,s,s]: scaled, soft-capped and masked, before softmax.
     AttnScores => "attn_scores", "attn.hook_attn_scores";
@@ -79,25 +100,49 @@ hook_points! {
     /// `blocks.{l}.attn.hook_result` [b,s,n,d]: each head through its slice of W_O, before any
     /// post-attention norm. Computed only when hooked or cached.
     Result => "result", "attn.hook_result";
-    /// `blocks.{l}.hook_attn_out` [b,s,d]: exactly what the attention adds to the residual.
+    /// `blocks.{l}.ln1_post.hook_scale` [b,s,1] (Gemma 2/3): the RMS of the attention output.
+    Ln1PostScale => "ln1_post_scale", "ln1_post.hook_scale";
+    /// `blocks.{l}.ln1_post.hook_normalized` [b,s,d]: before the post-norm's weight.
+    Ln1PostNormalized => "ln1_post", "ln1_post.hook_normalized";
+    /// `blocks.{l}.hook_attn_out` [b,s,d]: exactly what the attention adds to the residual
+    /// (after any post-attention norm).
     AttnOut => "attn_out", "hook_attn_out";
     /// `blocks.{l}.hook_resid_mid` [b,s,d]
     ResidMid => "resid_mid", "hook_resid_mid";
+    /// `blocks.{l}.hook_mlp_in` [b,s,d]: the residual entering `ln2` (TransformerLens's, with
+    /// `use_hook_mlp_in`); a replacement changes the MLP's input, not the residual stream.
+    MlpInResid => "mlp_in", "hook_mlp_in";
     /// `blocks.{l}.ln2.hook_scale` [b,s,1]
     Ln2Scale => "ln2_scale", "ln2.hook_scale";
-    /// `blocks.{l}.ln2.hook_normalized` [b,s,d]
+    /// `blocks.{l}.ln2.hook_normalized` [b,s,d]: `x / scale`, *before* the norm's weight.
     Ln2Normalized => "ln2", "ln2.hook_normalized";
+    /// `blocks.{l}.mlp.hook_in` [b,s,d] (circuit-tracer's name, not TransformerLens's
+    /// `hook_mlp_in`): the MLP's input, after the norm's weight; transcoders read here.
+    MlpIn => "mlp.hook_in", "mlp.hook_in";
     /// `blocks.{l}.mlp.hook_pre` [b,s,d_mlp]: gate pre-activation.
     MlpPre => "pre", "mlp.hook_pre";
     /// `blocks.{l}.mlp.hook_pre_linear` [b,s,d_mlp]: up projection.
     MlpPreLinear => "pre_linear", "mlp.hook_pre_linear";
     /// `blocks.{l}.mlp.hook_post` [b,s,d_mlp]: act(gate) × up.
     MlpPost => "post", "mlp.hook_post";
-    /// `blocks.{l}.hook_mlp_out` [b,s,d]: exactly what the MLP adds to the residual.
+    /// `blocks.{l}.ln2_post.hook_scale` [b,s,1] (Gemma 2/3): the RMS of the MLP output.
+    Ln2PostScale => "ln2_post_scale", "ln2_post.hook_scale";
+    /// `blocks.{l}.ln2_post.hook_normalized` [b,s,d]: before the post-norm's weight.
+    Ln2PostNormalized => "ln2_post", "ln2_post.hook_normalized";
+    /// `blocks.{l}.hook_mlp_out` [b,s,d]: exactly what the MLP adds to the residual (after any
+    /// post-MLP norm).
     MlpOut => "mlp_out", "hook_mlp_out";
     /// `blocks.{l}.hook_resid_post` [b,s,d]
     ResidPost => "resid_post", "hook_resid_post";
 }
+
+/// The points after the blocks, with their names, in forward order.
+const GLOBAL_TAIL: &[(&str, HookPoint)] = &[
+    ("ln_final.hook_scale", HookPoint::LnFinalScale),
+    ("ln_final.hook_normalized", HookPoint::LnFinalNormalized),
+    ("unembed.hook_in", HookPoint::UnembedIn),
+    ("unembed.hook_out", HookPoint::UnembedOut),
+];
 
 impl HookPoint {
     fn from_layer_index(i: usize, l: usize) -> Option<HookPoint> {
@@ -110,8 +155,7 @@ impl HookPoint {
         for l in 0..n_layers {
             v.extend((0..LAYER_HOOKS.len()).filter_map(|i| Self::from_layer_index(i, l)));
         }
-        v.push(HookPoint::LnFinalScale);
-        v.push(HookPoint::LnFinalNormalized);
+        v.extend(GLOBAL_TAIL.iter().map(|(_, p)| *p));
         v
     }
 
@@ -126,10 +170,17 @@ impl HookPoint {
         match self {
             Q(_) | RotQ(_) | Z(_) => "[batch, pos, n_heads, d_head]",
             K(_) | V(_) | RotK(_) => "[batch, pos, n_kv_heads, d_head]",
+            QNormScale(_) => "[batch * pos * n_heads, 1]",
+            QNormNormalized(_) => "[batch * pos * n_heads, d_head]",
+            KNormScale(_) => "[batch * pos * n_kv_heads, 1]",
+            KNormNormalized(_) => "[batch * pos * n_kv_heads, d_head]",
+            UnembedOut => "[batch, pos, d_vocab]",
             AttnScores(_) | Pattern(_) => "[batch, n_heads, query_pos, key_pos]",
             Result(_) => "[batch, pos, n_heads, d_model]",
             MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => "[batch, pos, d_mlp]",
-            Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => "[batch, pos, 1]",
+            Ln1Scale(_) | Ln2Scale(_) | Ln1PostScale(_) | Ln2PostScale(_) | LnFinalScale => {
+                "[batch, pos, 1]"
+            }
             _ => "[batch, pos, d_model]",
         }
     }
@@ -153,6 +204,24 @@ impl HookPoint {
         }
     }
 
+    /// Whether this point belongs to a q/k norm (only models with one have it).
+    pub fn is_qk_norm(&self) -> bool {
+        use HookPoint::*;
+        matches!(
+            self,
+            QNormScale(_) | QNormNormalized(_) | KNormScale(_) | KNormNormalized(_)
+        )
+    }
+
+    /// Whether this point belongs to a post-attention or post-MLP norm (Gemma 2/3).
+    pub fn is_post_norm(&self) -> bool {
+        use HookPoint::*;
+        matches!(
+            self,
+            Ln1PostScale(_) | Ln1PostNormalized(_) | Ln2PostScale(_) | Ln2PostNormalized(_)
+        )
+    }
+
     /// Parses a TransformerLens name, with suggestions on failure, and checks it against
     /// a model with `n_layers` layers.
     pub fn parse_for(name: &str, n_layers: usize) -> Result<HookPoint> {
@@ -166,8 +235,13 @@ impl fmt::Display for HookPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HookPoint::Embed => write!(f, "hook_embed"),
-            HookPoint::LnFinalScale => write!(f, "ln_final.hook_scale"),
-            HookPoint::LnFinalNormalized => write!(f, "ln_final.hook_normalized"),
+            p if p.layer().is_none() => {
+                let name = GLOBAL_TAIL
+                    .iter()
+                    .find(|(_, q)| q == p)
+                    .map_or("", |(n, _)| n);
+                write!(f, "{name}")
+            }
             p => {
                 // layer() and layer_index() are Some for every other variant.
                 let l = p.layer().unwrap_or(0);
@@ -183,11 +257,11 @@ impl FromStr for HookPoint {
 
     fn from_str(s: &str) -> Result<Self> {
         let t = s.trim();
-        match t {
-            "hook_embed" => return Ok(HookPoint::Embed),
-            "ln_final.hook_scale" => return Ok(HookPoint::LnFinalScale),
-            "ln_final.hook_normalized" => return Ok(HookPoint::LnFinalNormalized),
-            _ => {}
+        if t == "hook_embed" {
+            return Ok(HookPoint::Embed);
+        }
+        if let Some((_, p)) = GLOBAL_TAIL.iter().find(|(n, _)| *n == t) {
+            return Ok(*p);
         }
         if let Some(rest) = t.strip_prefix("blocks.") {
             if let Some((l, suffix)) = rest.split_once('.') {
@@ -214,11 +288,8 @@ fn candidate_names(name: &str) -> Vec<String> {
         .split('.')
         .find_map(|p| p.parse::<usize>().ok())
         .unwrap_or(0);
-    let mut v: Vec<String> = vec![
-        "hook_embed".into(),
-        "ln_final.hook_scale".into(),
-        "ln_final.hook_normalized".into(),
-    ];
+    let mut v: Vec<String> = vec!["hook_embed".into()];
+    v.extend(GLOBAL_TAIL.iter().map(|(n, _)| n.to_string()));
     v.extend(
         LAYER_HOOKS
             .iter()
@@ -262,6 +333,8 @@ pub fn act_name(name: &str, layer: usize) -> String {
             return "ln_final.hook_normalized".into()
         }
         "ln_final_scale" | "ln_final.hook_scale" => return "ln_final.hook_scale".into(),
+        "unembed_in" | "unembed.hook_in" => return "unembed.hook_in".into(),
+        "logits" | "unembed_out" | "unembed.hook_out" => return "unembed.hook_out".into(),
         "attn" => return format!("blocks.{layer}.attn.hook_pattern"),
         _ => {}
     }
@@ -293,12 +366,12 @@ pub struct HookContext {
     pub offset: usize,
 }
 
-/// A hook closure: reads the activation and returns it, or a replacement of the same shape.
-pub trait HookFn: Fn(&Tensor, &HookContext) -> Result<Tensor> {}
-impl<F: Fn(&Tensor, &HookContext) -> Result<Tensor>> HookFn for F {}
+/// A hook: reads the activation and returns it, or a replacement of the same shape. Shared, so
+/// that [`Hooks`] (and every view that holds them) clones cheaply.
+pub type SharedHook = Arc<dyn Fn(&Tensor, &HookContext) -> Result<Tensor> + Send + Sync>;
 
-/// A boxed hook, for lists of different closures.
-pub type BoxedHook = Box<dyn Fn(&Tensor, &HookContext) -> Result<Tensor> + Send + Sync>;
+/// A hook-name predicate, as TransformerLens's `(lambda name: …, fn)` pairs take.
+pub type NameFilter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// A declarative intervention, the common hooks without writing a closure.
 #[derive(Debug, Clone)]
@@ -333,6 +406,10 @@ impl Intervention {
                     HookPoint::Q(_)
                     | HookPoint::K(_)
                     | HookPoint::V(_)
+                    | HookPoint::QNormScale(_)
+                    | HookPoint::QNormNormalized(_)
+                    | HookPoint::KNormScale(_)
+                    | HookPoint::KNormNormalized(_)
                     | HookPoint::RotQ(_)
                     | HookPoint::RotK(_)
                     | HookPoint::Z(_)
@@ -363,20 +440,44 @@ impl Intervention {
     }
 }
 
-/// A set of hooks keyed by hook point, built by name with validation.
-#[derive(Default)]
+/// Where a hook in a [`Hooks`] set runs: one point, or every point whose name passes a filter.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Point(HookPoint),
+    Filter(NameFilter),
+}
+
+/// A set of hooks, in the order they were added, built by name with validation. Cloning is
+/// cheap (the closures are shared). Activate a set with
+/// [`HookedTransformer::with_hooks`](crate::HookedTransformer::with_hooks): every forward pass
+/// of the returned view, and every technique given the view, runs them.
+///
+/// ```no_run
+/// # use mechinterp::prelude::*;
+/// # fn main() -> Result<()> {
+/// let model = HookedTransformer::gemma3_270m()?;
+/// let hooks = Hooks::new()
+///     .intervene("blocks.5.attn.hook_z", Intervention::ZeroHead(3))?
+///     .observe("blocks.5.hook_resid_post", |x, _| Ok(println!("{:?}", x.dims())))?
+///     .add_filter(|name| name.ends_with("hook_pattern"), |x, _| Ok(x.clone()));
+/// let logits = model.with_hooks(&hooks).forward(&model.to_tokens("EN: green FR:")?)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
 pub struct Hooks {
-    pub(crate) map: HashMap<HookPoint, Vec<BoxedHook>>,
+    pub(crate) entries: Vec<(Target, SharedHook)>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut names: Vec<String> = self
-            .map
+        let names: Vec<String> = self
+            .entries
             .iter()
-            .map(|(p, v)| format!("{p} ×{}", v.len()))
+            .map(|(t, _)| match t {
+                Target::Point(p) => p.name(),
+                Target::Filter(_) => "<name filter>".to_string(),
+            })
             .collect();
-        names.sort();
         f.debug_struct("Hooks").field("points", &names).finish()
     }
 }
@@ -387,19 +488,14 @@ impl Hooks {
         Self::default()
     }
 
-    /// Adds a closure hook at the named point (an unknown name is an error with suggestions).
-    pub fn add<F>(mut self, name: &str, f: F) -> Result<Self>
+    /// Adds a hook at the named point that returns the activation or a same-shape replacement
+    /// (an unknown name is an error with suggestions).
+    pub fn add<F>(self, name: &str, f: F) -> Result<Self>
     where
         F: Fn(&Tensor, &HookContext) -> Result<Tensor> + Send + Sync + 'static,
     {
         let p: HookPoint = name.parse()?;
-        self.map.entry(p).or_default().push(Box::new(f));
-        Ok(self)
-    }
-
-    /// Adds a declarative intervention at the named point.
-    pub fn intervene(self, name: &str, iv: Intervention) -> Result<Self> {
-        self.add(name, move |x, ctx| iv.apply(x, ctx))
+        Ok(self.add_point(p, f))
     }
 
     /// Adds a hook at a typed point.
@@ -407,18 +503,72 @@ impl Hooks {
     where
         F: Fn(&Tensor, &HookContext) -> Result<Tensor> + Send + Sync + 'static,
     {
-        self.map.entry(p).or_default().push(Box::new(f));
+        self.entries.push((Target::Point(p), Arc::new(f)));
         self
     }
 
-    /// Number of hook points with at least one hook.
+    /// Adds a hook at every point whose name passes `filter`, as TransformerLens's
+    /// `(lambda name: name.endswith("hook_z"), fn)`.
+    pub fn add_filter<P, F>(mut self, filter: P, f: F) -> Self
+    where
+        P: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(&Tensor, &HookContext) -> Result<Tensor> + Send + Sync + 'static,
+    {
+        self.entries
+            .push((Target::Filter(Arc::new(filter)), Arc::new(f)));
+        self
+    }
+
+    /// Adds a read-only hook at the named point: it sees the activation and changes nothing.
+    pub fn observe<F>(self, name: &str, f: F) -> Result<Self>
+    where
+        F: Fn(&Tensor, &HookContext) -> Result<()> + Send + Sync + 'static,
+    {
+        self.add(name, move |x, ctx| {
+            f(x, ctx)?;
+            Ok(x.clone())
+        })
+    }
+
+    /// Adds a read-only hook at every point whose name passes `filter`.
+    pub fn observe_filter<P, F>(self, filter: P, f: F) -> Self
+    where
+        P: Fn(&str) -> bool + Send + Sync + 'static,
+        F: Fn(&Tensor, &HookContext) -> Result<()> + Send + Sync + 'static,
+    {
+        self.add_filter(filter, move |x, ctx| {
+            f(x, ctx)?;
+            Ok(x.clone())
+        })
+    }
+
+    /// Adds a declarative intervention at the named point.
+    pub fn intervene(self, name: &str, iv: Intervention) -> Result<Self> {
+        self.add(name, move |x, ctx| iv.apply(x, ctx))
+    }
+
+    /// This set followed by every hook of `other` (at a shared point, this set's run first).
+    pub fn then(mut self, other: &Hooks) -> Self {
+        self.entries.extend(other.entries.iter().cloned());
+        self
+    }
+
+    /// Number of hooks (a filter hook counts once).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.entries.len()
     }
 
     /// True when no hook is registered.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.entries.is_empty()
+    }
+
+    /// The typed points named in this set (filters excluded).
+    pub(crate) fn points(&self) -> impl Iterator<Item = HookPoint> + '_ {
+        self.entries.iter().filter_map(|(t, _)| match t {
+            Target::Point(p) => Some(*p),
+            Target::Filter(_) => None,
+        })
     }
 }
 
@@ -432,7 +582,10 @@ mod tests {
             let s = p.name();
             assert_eq!(s.parse::<HookPoint>().unwrap(), p, "{s}");
         }
-        assert_eq!(HookPoint::all(2).len(), 1 + 2 * LAYER_HOOKS.len() + 2);
+        assert_eq!(
+            HookPoint::all(2).len(),
+            1 + 2 * LAYER_HOOKS.len() + GLOBAL_TAIL.len()
+        );
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //!
 //! A [`HookedTransformer`] exposes every internal activation under its TransformerLens name
 //! (`blocks.3.attn.hook_pattern`…), to read ([`HookedTransformer::run_with_cache`]) or replace
-//! ([`HookedTransformer::run_with_hooks`]). Grouped-query attention is first class: k/v hooks
-//! carry the kv heads. Notebooks start with `use mechinterp::prelude::*;`.
+//! through a hooked view ([`HookedTransformer::with_hooks`]) that every technique accepts, with
+//! TransformerLens's meaning for every name. A public partial forward
+//! ([`HookedTransformer::pass_from`]) starts at any layer and unembeds only where asked.
+//! Grouped-query attention is first class: k/v hooks carry the kv heads. Notebooks start with
+//! `use mechinterp::prelude::*;`.
 //!
-//! Dependencies point one way (`tests/layering.rs` checks it): [`model`] (with [`hooks`],
+//! Dependencies point one way (`tests/it/layering.rs` checks it): [`model`] (with [`hooks`],
 //! [`cache`], [`tokenizer`]) ← techniques ([`metrics`], [`ablation`], [`lens`], [`patching`],
 //! [`translation`], sharing [`stats`]) ← [`plot`] (every figure and notebook display) and
 //! [`report`] (the main job on disk) ← the `mechinterp` binary, which also holds the benchmarks.

@@ -145,34 +145,20 @@ pub fn continuation_logprob(
     score_continuation(model, &logits.narrow(0, p - 1, cont.len())?, &cont)
 }
 
-/// [`continuation_logprob`] with hooks active (a steering vector, an ablation): how likely the
-/// intervened model finds the continuation.
-pub fn continuation_logprob_with_hooks(
-    model: &HookedTransformer,
-    prompt: &str,
-    continuation: &str,
-    hooks: &crate::hooks::Hooks,
-) -> Result<ContinuationLogProb> {
-    // A batch of one: logits from the last prompt position on only.
-    let mut one = continuation_logprobs(model, &[(prompt, continuation)], hooks)?;
-    one.pop()
-        .ok_or_else(|| Error::Invalid("no continuation was scored".into()))
-}
-
 /// Bytes of logits one batch of [`continuation_logprobs`] may hold.
 const BATCH_LOGIT_BYTES: usize = 256 << 20;
 /// Most (prompt, continuation) pairs in one batch of [`continuation_logprobs`].
 const MAX_BATCH: usize = 32;
 
-/// [`continuation_logprob_with_hooks`] for many (prompt, continuation) pairs, run as
+/// [`continuation_logprob`] for many (prompt, continuation) pairs, run as
 /// right-padded batches (up to 32 rows, and at most 256 MB of logits each): one forward per
 /// batch instead of one per pair, several times faster for short prompts. Each result equals
 /// its single run up to float rounding (the batched matrix products add in another order).
-/// Causal attention keeps the padding after a row from reaching it; hooks see padded rows.
+/// Causal attention keeps the padding after a row from reaching it; a view's hooks see padded
+/// rows.
 pub fn continuation_logprobs(
     model: &HookedTransformer,
     items: &[(&str, &str)],
-    hooks: &crate::hooks::Hooks,
 ) -> Result<Vec<ContinuationLogProb>> {
     let encoded = items
         .iter()
@@ -205,7 +191,7 @@ pub fn continuation_logprobs(
         let tokens = Tensor::from_vec(flat, (n, width), model.device())?;
         // Position i predicts token i + 1: a continuation is scored from its prompt's last token.
         let spans: Vec<(usize, usize)> = chunk.iter().map(|(_, p, c)| (p - 1, c.len())).collect();
-        let logits = model.logits_at_spans(&tokens, &spans, hooks)?;
+        let logits = model.pass(&tokens).logits_spans(&spans).run()?.logits;
         for (i, (_, _, cont)) in chunk.iter().enumerate() {
             out.push(score_continuation(
                 model,

@@ -4,15 +4,15 @@ pub use crate::ablation::{ablate, Ablation, Component};
 pub use crate::cache::ActivationCache;
 pub use crate::error::{Error, Result};
 pub use crate::fetch::{default_model_path, fetch_default_model, FetchOptions};
-pub use crate::hooks::{act_name, BoxedHook, HookContext, HookPoint, Hooks, Intervention};
+pub use crate::hooks::{act_name, HookContext, HookPoint, Hooks, Intervention, SharedHook};
 pub use crate::lens::{decompose_resid, direct_logit_attribution, head_contributions, LogitLens};
 pub use crate::metrics::{
-    continuation_logprob, continuation_logprob_with_hooks, continuation_logprobs, logit_diff,
-    normalized, swap_averaged_logit_diff, LogitDiff, Metric,
+    continuation_logprob, continuation_logprobs, logit_diff, normalized, swap_averaged_logit_diff,
+    LogitDiff, Metric,
 };
 pub use crate::model::{
     Activation, Config, GenerateOptions, Generation, HookedTransformer, KvCache, LoadOptions,
-    Logits, Sampling, StopReason, WeightMode,
+    Logits, Norm, Pass, PassOutput, Sampling, StopReason, WeightMode,
 };
 pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
 pub use crate::plot::{

@@ -6,10 +6,13 @@
 //! The pass is batch-first and uses only ops that candle can differentiate (no fused softmax,
 //! RMSNorm or RoPE), so the same code serves attribution patching.
 //!
-//! Gemma's post-attention and post-MLP norms sit between the heads and the residual stream:
-//! `hook_attn_out` / `hook_mlp_out` are after them (what is added to the residual), while the
-//! per-head `hook_result` is before them, so for Gemma the heads' results do not sum to
-//! `hook_attn_out`.
+//! Every hook point means what TransformerLens means by it: a norm's `hook_scale` and
+//! `hook_normalized` (`x / scale`) are before its weight, `attn.hook_q` / `hook_k` before the
+//! q/k norm (which has its own `attn.q_norm.*` / `attn.k_norm.*` points), and Gemma's
+//! post-norms have `ln1_post.*` / `ln2_post.*`. `hook_attn_out` / `hook_mlp_out` are after the
+//! post-norms (what is added to the residual), while the per-head `hook_result` is before them,
+//! so for Gemma the heads' results do not sum to `hook_attn_out`. `attn.hook_in` and
+//! `mlp.hook_in` (circuit-tracer's name) are the sublayers' inputs after the norm's weight.
 
 use candle_core::{DType, Tensor, D};
 
@@ -130,9 +133,12 @@ impl HookedTransformer {
         }
         let b = resid.dim(0)?;
 
-        let (scale, normed) = rms_norm(&resid, &self.w.ln_final, cfg.rms_norm_eps)?;
-        run.at(HookPoint::LnFinalScale, scale)?;
-        let normed = run.at(HookPoint::LnFinalNormalized, normed)?;
+        let normed = self.rms_norm(
+            &resid,
+            &self.w.ln_final,
+            (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
+            run,
+        )?;
         let (normed, rows) = match logits {
             LogitRows::All => (normed, s),
             LogitRows::At(pos) => (select_positions(&normed, pos)?, 1),
@@ -155,12 +161,14 @@ impl HookedTransformer {
                 )?)
             }
         };
+        let normed = run.at(HookPoint::UnembedIn, normed)?;
         let logits = linear(
             &normed.reshape((b * rows, cfg.d_model))?,
             self.unembed(),
             None,
         )?
         .reshape((b, rows, cfg.d_vocab))?;
+        let logits = run.at(HookPoint::UnembedOut, logits)?;
         let logits = match cfg.final_softcap {
             Some(c) => ((logits / c)?.tanh()? * c)?,
             None => logits,
@@ -195,17 +203,60 @@ impl HookedTransformer {
         kv: Option<&mut KvCache>,
         run: &mut Run,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
-        let (b, s, d) = resid_pre.dims3()?;
-        let (n, k, h) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
-        let resid_pre = run.at(HookPoint::ResidPre(l), resid_pre)?;
+        use HookPoint as P;
+        let resid_pre = run.at(P::ResidPre(l), resid_pre)?;
+        let x = self.rms_norm(
+            &resid_pre,
+            &w.ln1,
+            (P::Ln1Scale(l), P::Ln1Normalized(l)),
+            run,
+        )?;
+        let x = run.at(P::AttnIn(l), x)?;
+        let attn = self.attention_inner(l, w, &x, rope, mask, kv, run)?;
+        let attn = match &w.ln1_post {
+            Some(wn) => self.rms_norm(
+                &attn,
+                wn,
+                (P::Ln1PostScale(l), P::Ln1PostNormalized(l)),
+                run,
+            )?,
+            None => attn,
+        };
+        let attn_out = run.at(P::AttnOut(l), attn)?;
+        let resid_mid = run.at(P::ResidMid(l), (&resid_pre + &attn_out)?)?;
 
-        // Attention.
-        let (scale, x) = rms_norm(&resid_pre, &w.ln1, cfg.rms_norm_eps)?;
-        run.at(HookPoint::Ln1Scale(l), scale)?;
-        let x = run.at(HookPoint::Ln1Normalized(l), x)?;
-        let x2 = x.reshape((b * s, d))?;
-        let qkv = linear(&x2, &self.qkv[l], None)?;
+        let mlp_in = run.at(P::MlpInResid(l), resid_mid.clone())?;
+        let x = self.rms_norm(&mlp_in, &w.ln2, (P::Ln2Scale(l), P::Ln2Normalized(l)), run)?;
+        let x = run.at(P::MlpIn(l), x)?;
+        let mlp = self.mlp_inner(l, w, &x, run)?;
+        let mlp = match &w.ln2_post {
+            Some(wn) => {
+                self.rms_norm(&mlp, wn, (P::Ln2PostScale(l), P::Ln2PostNormalized(l)), run)?
+            }
+            None => mlp,
+        };
+        let mlp_out = run.at(P::MlpOut(l), mlp)?;
+        run.at(P::ResidPost(l), (&resid_mid + &mlp_out)?)
+    }
+
+    /// Layer `l`'s attention on its normed input x [b, s, d]: the output projection's result
+    /// (bias included), before any post-attention norm.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn attention_inner(
+        &self,
+        l: usize,
+        w: &BlockWeights,
+        x: &Tensor,
+        rope: &Rope,
+        mask: &Mask,
+        kv: Option<&mut KvCache>,
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        use HookPoint as P;
+        let cfg = &self.cfg;
+        let (b, s, d) = x.dims3()?;
+        let (n, k, h) = (cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let qkv = linear(&x.reshape((b * s, d))?, &self.qkv[l], None)?;
         let part =
             |from: usize, len: usize, bias: Option<&Tensor>, heads: usize| -> Result<Tensor> {
                 let y = qkv.narrow(1, from, len)?;
@@ -215,21 +266,31 @@ impl HookedTransformer {
                 };
                 Ok(y.reshape((b, s, heads, h))?)
             };
-        let q = part(0, n * h, w.b_q.as_ref(), n)?;
-        let kk = part(n * h, k * h, w.b_k.as_ref(), k)?;
-        let v = part((n + k) * h, k * h, w.b_v.as_ref(), k)?;
+        let q = run.at(P::Q(l), part(0, n * h, w.b_q.as_ref(), n)?)?;
+        let kk = run.at(P::K(l), part(n * h, k * h, w.b_k.as_ref(), k)?)?;
+        let v = run.at(P::V(l), part((n + k) * h, k * h, w.b_v.as_ref(), k)?)?;
+        // TransformerLens applies the q/k norms (and hooks them) on [b·s·heads, h].
         let (q, kk) = match (&w.q_norm, &w.k_norm) {
             (Some(qn), Some(kn)) => (
-                rms_norm(&q, qn, cfg.rms_norm_eps)?.1,
-                rms_norm(&kk, kn, cfg.rms_norm_eps)?.1,
+                self.rms_norm(
+                    &q.reshape((b * s * n, h))?,
+                    qn,
+                    (P::QNormScale(l), P::QNormNormalized(l)),
+                    run,
+                )?
+                .reshape((b, s, n, h))?,
+                self.rms_norm(
+                    &kk.reshape((b * s * k, h))?,
+                    kn,
+                    (P::KNormScale(l), P::KNormNormalized(l)),
+                    run,
+                )?
+                .reshape((b, s, k, h))?,
             ),
             _ => (q, kk),
         };
-        let q = run.at(HookPoint::Q(l), q)?;
-        let kk = run.at(HookPoint::K(l), kk)?;
-        let v = run.at(HookPoint::V(l), v)?;
-        let q = run.at(HookPoint::RotQ(l), apply_rope(&q, rope)?)?;
-        let kk = run.at(HookPoint::RotK(l), apply_rope(&kk, rope)?)?;
+        let q = run.at(P::RotQ(l), apply_rope(&q, rope)?)?;
+        let kk = run.at(P::RotK(l), apply_rope(&kk, rope)?)?;
 
         // [b, heads, s, h]; each kv head serves n/k consecutive query heads.
         let qh = q.transpose(1, 2)?.contiguous()?;
@@ -241,20 +302,20 @@ impl HookedTransformer {
         };
         let kh = repeat_kv(&kt, n / k)?;
         let vh = repeat_kv(&vt, n / k)?;
-        let seen = run.wants(HookPoint::AttnScores(l)) || run.wants(HookPoint::Pattern(l));
+        let seen = run.wants(P::AttnScores(l)) || run.wants(P::Pattern(l));
         let z = if s >= BLOCKED_ATTENTION_FROM && !seen && mask.blockable() {
             blocked_attention(cfg, &qh, &kh, &vh, mask)?
         } else {
             let scores = attention_scores(cfg, &qh, &kh, mask.full()?)?;
-            let scores = run.at(HookPoint::AttnScores(l), scores)?;
+            let scores = run.at(P::AttnScores(l), scores)?;
             let pattern = softmax_f32(&scores)?;
-            let pattern = run.at(HookPoint::Pattern(l), pattern)?;
+            let pattern = run.at(P::Pattern(l), pattern)?;
             pattern.matmul(&vh)?
         };
         let z = z.transpose(1, 2)?.contiguous()?; // [b, s, n, h]
-        let z = run.at(HookPoint::Z(l), z)?;
+        let z = run.at(P::Z(l), z)?;
         let attn = linear(&z.reshape((b * s, n * h))?, &w.w_o, None)?.reshape((b, s, d))?;
-        let attn = if run.wants(HookPoint::Result(l)) {
+        let attn = if run.wants(P::Result(l)) {
             // Per-head outputs: result[b,s,i,:] = W_O[:, i*h..(i+1)*h] z[b,s,i,:].
             let zh = z.permute((2, 0, 1, 3))?.reshape((n, b * s, h))?;
             // [n, h, d] as a strided view: gemm takes the strides, a copy of W_O per layer
@@ -267,7 +328,7 @@ impl HookedTransformer {
                 .permute((1, 2, 0, 3))?
                 .contiguous()?;
             let id = result.id();
-            let result = run.at(HookPoint::Result(l), result)?;
+            let result = run.at(P::Result(l), result)?;
             // Hooks that only read keep the fused sum, so reading never changes the logits.
             if result.id() == id {
                 attn
@@ -278,57 +339,74 @@ impl HookedTransformer {
             attn
         };
         // The output bias belongs to no head: it is added after the heads are summed.
-        let attn = match &w.b_o {
+        Ok(match &w.b_o {
             Some(bias) => attn.broadcast_add(bias)?,
             None => attn,
-        };
-        let attn = match &w.ln1_post {
-            Some(wn) => rms_norm(&attn, wn, cfg.rms_norm_eps)?.1,
-            None => attn,
-        };
-        let attn_out = run.at(HookPoint::AttnOut(l), attn)?;
-        let resid_mid = run.at(HookPoint::ResidMid(l), (&resid_pre + &attn_out)?)?;
+        })
+    }
 
-        // MLP.
-        let (scale, x) = rms_norm(&resid_mid, &w.ln2, cfg.rms_norm_eps)?;
-        run.at(HookPoint::Ln2Scale(l), scale)?;
-        let x = run.at(HookPoint::Ln2Normalized(l), x)?;
+    /// Layer `l`'s MLP on its normed input x [b, s, d], before any post-MLP norm.
+    pub(crate) fn mlp_inner(
+        &self,
+        l: usize,
+        w: &BlockWeights,
+        x: &Tensor,
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        use HookPoint as P;
+        let cfg = &self.cfg;
+        let (b, s, d) = x.dims3()?;
         let x2 = x.reshape((b * s, d))?;
         let gate = linear(&x2, &w.w_gate, None)?.reshape((b, s, cfg.d_mlp))?;
-        let gate = run.at(HookPoint::MlpPre(l), gate)?;
+        let gate = run.at(P::MlpPre(l), gate)?;
         let up = linear(&x2, &w.w_up, None)?.reshape((b, s, cfg.d_mlp))?;
-        let up = run.at(HookPoint::MlpPreLinear(l), up)?;
+        let up = run.at(P::MlpPreLinear(l), up)?;
         let act = match cfg.activation {
             Activation::GeluTanh => ops::gelu_tanh(&gate)?,
             Activation::GeluErf => gate.gelu_erf()?,
             Activation::Silu => gate.silu()?,
         };
-        let post = run.at(HookPoint::MlpPost(l), (act * up)?)?;
-        let mlp =
-            linear(&post.reshape((b * s, cfg.d_mlp))?, &w.w_down, None)?.reshape((b, s, d))?;
-        let mlp = match &w.ln2_post {
-            Some(wn) => rms_norm(&mlp, wn, cfg.rms_norm_eps)?.1,
-            None => mlp,
-        };
-        let mlp_out = run.at(HookPoint::MlpOut(l), mlp)?;
-        run.at(HookPoint::ResidPost(l), (&resid_mid + &mlp_out)?)
+        let post = run.at(P::MlpPost(l), (act * up)?)?;
+        Ok(linear(&post.reshape((b * s, cfg.d_mlp))?, &w.w_down, None)?.reshape((b, s, d))?)
     }
+
+    /// RMSNorm over the last dim, computed in f32, as TransformerLens hooks it: the scale
+    /// (`hook_scale`, [.., 1]) and `x / scale` (`hook_normalized`, before the weight) are hook
+    /// points whose replacements are used (a frozen scale), then the weight is applied.
+    pub(crate) fn rms_norm(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        (scale_at, normalized_at): (HookPoint, HookPoint),
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + self.cfg.rms_norm_eps)?.sqrt()?;
+        // A hook that only reads keeps the f32 value, so reading never changes the result
+        // of a half-precision model.
+        let rms = keep_unless_replaced(rms, dtype, scale_at, run)?;
+        let normalized = keep_unless_replaced(xf.broadcast_div(&rms)?, dtype, normalized_at, run)?;
+        Ok(normalized
+            .broadcast_mul(&w.to_dtype(DType::F32)?)?
+            .to_dtype(dtype)?)
+    }
+}
+
+/// Runs the hooks at `p` on `x` (f32) shown in the activations' dtype; returns `x` itself when
+/// no hook replaced it, else the replacement in f32.
+fn keep_unless_replaced(x: Tensor, dtype: DType, p: HookPoint, run: &mut Run) -> Result<Tensor> {
+    let shown = x.to_dtype(dtype)?;
+    let id = shown.id();
+    let hooked = run.at(p, shown)?;
+    Ok(if hooked.id() == id {
+        x
+    } else {
+        hooked.to_dtype(DType::F32)?
+    })
 }
 
 /// x [.., in] @ w[out, in]^T (+ b); the backward skips the weight's gradient.
 fn linear(x: &Tensor, w: &Matrix, b: Option<&Tensor>) -> Result<Tensor> {
     w.linear(x, b)
-}
-
-/// RMSNorm over the last dim, computed in f32: returns (rms [.., 1], x / rms * w).
-/// The scale is TransformerLens's `hook_scale`.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    let dtype = x.dtype();
-    let xf = x.to_dtype(DType::F32)?;
-    let rms = (xf.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?;
-    let y = xf
-        .broadcast_div(&rms)?
-        .broadcast_mul(&w.to_dtype(DType::F32)?)?
-        .to_dtype(dtype)?;
-    Ok((rms.to_dtype(dtype)?, y))
 }

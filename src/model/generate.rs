@@ -1,13 +1,12 @@
 //! Text generation with a KV cache: greedy or sampled (temperature, top-k, top-p, seeded),
 //! stop strings and EOS, batches of prompts left-padded so that each row generates what it
-//! generates alone, and any [`Hooks`] active at every step (steering, ablation while writing).
+//! generates alone, and a view's hooks (`model.with_hooks(&hooks).generate(…)`) act at every step (steering, ablation while writing).
 
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::hooks::Hooks;
 use crate::model::kv_cache::KvCache;
-use crate::model::transformer::{HookedTransformer, LogitRows, Start};
+use crate::model::transformer::HookedTransformer;
 use crate::stats::Rng;
 
 /// How the next token is chosen.
@@ -138,32 +137,21 @@ pub struct Generation {
 impl HookedTransformer {
     /// Continues `prompt`: see [`GenerateOptions`]. `model.generate("…", &GenerateOptions::greedy(20))`.
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
-        self.generate_with_hooks(prompt, opts, &Hooks::new())
-    }
-
-    /// [`HookedTransformer::generate`] with hooks active at every step (steering, ablation).
-    pub fn generate_with_hooks(
-        &self,
-        prompt: &str,
-        opts: &GenerateOptions,
-        hooks: &Hooks,
-    ) -> Result<Generation> {
-        let mut out = self.generate_batch(&[prompt], opts, hooks)?;
+        let mut out = self.generate_batch(&[prompt], opts)?;
         Ok(out.remove(0))
     }
 
     /// Continues several prompts together; each row's tokens equal its single run's.
     pub fn generate_batch(
         &self,
-        prompts: &[&str],
+        prompts: &[impl AsRef<str>],
         opts: &GenerateOptions,
-        hooks: &Hooks,
     ) -> Result<Vec<Generation>> {
         let ids = prompts
             .iter()
-            .map(|p| self.encode(p))
+            .map(|p| self.encode(p.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        self.generate_ids(&ids, opts, hooks)
+        self.generate_ids(&ids, opts)
     }
 
     /// Continues prompts given as token ids (BOS included where wanted).
@@ -171,7 +159,6 @@ impl HookedTransformer {
         &self,
         prompts: &[Vec<u32>],
         opts: &GenerateOptions,
-        hooks: &Hooks,
     ) -> Result<Vec<Generation>> {
         opts.check()?;
         if prompts.is_empty() || prompts.iter().any(|p| p.is_empty()) {
@@ -227,7 +214,7 @@ impl HookedTransformer {
                 }
                 break;
             }
-            let logits = self.forward_cached(&next, &mut kv, hooks)?; // [b, v]
+            let logits = self.forward_cached(&next, &mut kv)?; // [b, v]
             let rows = logits.to_vec2::<f32>()?;
             let mut chosen = Vec::with_capacity(b);
             for (r, row) in rows.iter().enumerate() {
@@ -282,22 +269,15 @@ impl HookedTransformer {
     }
 
     /// One incremental step: runs ids [b, s] after the positions in `kv` (which it extends),
-    /// with `hooks` active on the new positions, and returns the last position's logits [b, v].
-    /// The building block of `generate`, as TransformerLens's `past_kv_cache`.
-    pub fn forward_cached(
-        &self,
-        tokens: &Tensor,
-        kv: &mut KvCache,
-        hooks: &Hooks,
-    ) -> Result<Tensor> {
-        let mut run = self.hooked_run(hooks)?;
+    /// with the view's hooks active on the new positions, and returns the last position's
+    /// logits [b, v]. The building block of `generate`, as TransformerLens's `past_kv_cache`.
+    pub fn forward_cached(&self, tokens: &Tensor, kv: &mut KvCache) -> Result<Tensor> {
         let s = tokens.dim(tokens.rank().saturating_sub(1))?;
-        let logits = self.forward_inner(
-            Start::Continue { tokens, kv },
-            &mut run,
-            LogitRows::From(s.saturating_sub(1)),
-        )?;
-        Ok(logits.squeeze(1)?)
+        let out = self
+            .pass_after(tokens, kv)
+            .logits_from(s.saturating_sub(1))
+            .run()?;
+        Ok(out.logits.squeeze(1)?)
     }
 }
 

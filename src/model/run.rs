@@ -7,7 +7,7 @@ use candle_core::Tensor;
 
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint};
+use crate::hooks::{HookContext, HookPoint, Hooks, Target};
 
 /// A borrowed hook, as a run holds it.
 pub(crate) type HookRef<'a> = &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>;
@@ -53,6 +53,21 @@ impl<'a> Run<'a> {
         f: &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>,
     ) {
         self.hooks.entry(p).or_default().push(f);
+    }
+
+    /// Registers every hook of `hooks`, in order: a typed point as it is, a name filter at
+    /// each of `points` (the model's) whose name passes it.
+    pub(crate) fn hook_set(&mut self, hooks: &'a Hooks, points: &[HookPoint]) {
+        for (target, f) in &hooks.entries {
+            match target {
+                Target::Point(p) => self.hook(*p, f.as_ref()),
+                Target::Filter(keep) => {
+                    for p in points.iter().filter(|p| keep(&p.name())) {
+                        self.hook(*p, f.as_ref());
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn cache_when(&mut self, f: &'a dyn Fn(&str) -> bool) {

@@ -1,10 +1,10 @@
-//! The run API: forward, caches (all, filtered, activations only), hooks given as closures or
-//! as a `Hooks` set, and the cache-size estimate; each builds a `Run` and calls the forward pass.
+//! The run API: forward, caches (all, filtered, activations only, with gradients) and the
+//! cache-size estimate; each builds a `Run` holding the view's hooks and calls the forward pass.
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 
 use crate::cache::ActivationCache;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks};
 use crate::model::logits::Logits;
 use crate::model::run::Run;
@@ -14,7 +14,7 @@ impl HookedTransformer {
     /// Logits [b, s, d_vocab] (f32) for token ids [b, s], knowing each row's real length
     /// (see [`Logits`]).
     pub fn forward(&self, tokens: &Tensor) -> Result<Logits> {
-        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        let mut run = self.new_run()?;
         self.forward_run(tokens, &mut run)
     }
 
@@ -30,12 +30,78 @@ impl HookedTransformer {
         filter: impl Fn(&str) -> bool,
     ) -> Result<(Logits, ActivationCache)> {
         self.warn_cache_size(tokens, &filter)?;
-        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        let mut run = self.new_run()?;
         run.cache_when(&filter);
         let logits = self.forward_run(tokens, &mut run)?;
         let mut cache = run.into_cache();
         cache.set_seq_lengths(logits.lengths().to_vec());
         Ok((logits, cache))
+    }
+
+    /// Logits, every activation, and the gradient of `metric` (a function of the logits,
+    /// summed to a scalar) with respect to every activation, keyed by the same hook names:
+    /// TransformerLens's `run_with_cache(incl_bwd=True)`. Each gradient is the total effect
+    /// through everything after its point (as a backward hook there sees it).
+    pub fn run_with_cache_and_grads(
+        &self,
+        tokens: &Tensor,
+        metric: impl Fn(&Logits) -> Result<Tensor>,
+    ) -> Result<(Logits, ActivationCache, ActivationCache)> {
+        self.run_with_cache_and_grads_filtered(tokens, |_: &str| true, metric)
+    }
+
+    /// [`run_with_cache_and_grads`](Self::run_with_cache_and_grads) for the hook points whose
+    /// names pass `filter` only (less memory).
+    pub fn run_with_cache_and_grads_filtered(
+        &self,
+        tokens: &Tensor,
+        filter: impl Fn(&str) -> bool,
+        metric: impl Fn(&Logits) -> Result<Tensor>,
+    ) -> Result<(Logits, ActivationCache, ActivationCache)> {
+        use std::sync::Mutex;
+        self.warn_cache_size(tokens, &filter)?;
+        // activation + 0·var at each point: the var's gradient is the activation's.
+        let vars: Mutex<Vec<(HookPoint, Var)>> = Mutex::new(Vec::new());
+        let add_var = |x: &Tensor, ctx: &HookContext| -> Result<Tensor> {
+            let v = Var::zeros(x.shape(), x.dtype(), x.device())?;
+            let y = (x + v.as_tensor())?;
+            vars.lock()
+                .map_err(|_| Error::Invalid("a gradient hook panicked".into()))?
+                .push((ctx.point, v));
+            Ok(y)
+        };
+        let mut run = self.new_run()?;
+        let points: Vec<HookPoint> = self
+            .hook_points()
+            .into_iter()
+            .filter(|p| filter(&p.name()))
+            .collect();
+        for p in &points {
+            run.hook(*p, &add_var);
+        }
+        run.cache_when(&filter);
+        let logits = self.forward_run(tokens, &mut run)?;
+        let value = metric(&logits)?.sum_all()?;
+        let grads = value.backward()?;
+        let mut cache = run.into_cache();
+        cache.set_seq_lengths(logits.lengths().to_vec());
+        let vars = vars
+            .into_inner()
+            .map_err(|_| Error::Invalid("a gradient hook panicked".into()))?;
+        let mut out = ActivationCache::default();
+        for (p, v) in vars {
+            let g = match grads.get(v.as_tensor()) {
+                Some(g) => g.clone(),
+                // Nothing after this point reaches the metric (e.g. a position after the one
+                // it reads): the gradient is zero.
+                None => v.as_tensor().zeros_like()?,
+            };
+            out.insert(p.name(), g);
+        }
+        out.set_seq_lengths(logits.lengths().to_vec());
+        let cache = cache.detached()?;
+        let logits = Logits::new(logits.detach(), logits.lengths().to_vec())?;
+        Ok((logits, cache, out))
     }
 
     /// Bytes a cache of the hook points passing `filter` would take for `tokens`.
@@ -52,12 +118,15 @@ impl HookedTransformer {
         let per_pos = |p: &HookPoint| -> usize {
             use HookPoint::*;
             match p {
-                Q(_) | RotQ(_) | Z(_) => c.n_heads * c.d_head,
-                K(_) | V(_) | RotK(_) => c.n_kv_heads * c.d_head,
+                Q(_) | QNormNormalized(_) | RotQ(_) | Z(_) => c.n_heads * c.d_head,
+                K(_) | V(_) | KNormNormalized(_) | RotK(_) => c.n_kv_heads * c.d_head,
+                UnembedOut => c.d_vocab,
+                QNormScale(_) => c.n_heads,
+                KNormScale(_) => c.n_kv_heads,
                 AttnScores(_) | Pattern(_) => c.n_heads * s,
                 Result(_) => c.n_heads * c.d_model,
                 MlpPre(_) | MlpPreLinear(_) | MlpPost(_) => c.d_mlp,
-                Ln1Scale(_) | Ln2Scale(_) | LnFinalScale => 1,
+                Ln1Scale(_) | Ln2Scale(_) | Ln1PostScale(_) | Ln2PostScale(_) | LnFinalScale => 1,
                 _ => c.d_model,
             }
         };
@@ -96,7 +165,7 @@ impl HookedTransformer {
         tokens: &Tensor,
         filter: impl Fn(&str) -> bool,
     ) -> Result<ActivationCache> {
-        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
+        let mut run = self.new_run()?;
         run.cache_when(&filter);
         self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::None)?;
         let mut cache = run.into_cache();
@@ -104,74 +173,19 @@ impl HookedTransformer {
         Ok(cache)
     }
 
-    /// Logits from position `from` on ([b, s − from, d_vocab]), with a [`Hooks`] set applied:
-    /// what teacher-forced scoring of a continuation needs, without unembedding the prompt.
-    pub fn logits_from(&self, tokens: &Tensor, from: usize, hooks: &Hooks) -> Result<Tensor> {
-        let mut run = self.hooked_run(hooks)?;
-        self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::From(from))
-    }
-
-    /// Logits at row i's positions `spans[i].0 .. +spans[i].1` ([b, longest span, d_vocab],
-    /// zero past each row's span), with a [`Hooks`] set applied: teacher-forced scoring of a
-    /// right-padded batch of continuations without unembedding prompts or padding.
-    pub fn logits_at_spans(
-        &self,
-        tokens: &Tensor,
-        spans: &[(usize, usize)],
-        hooks: &Hooks,
-    ) -> Result<Tensor> {
-        let mut run = self.hooked_run(hooks)?;
-        self.forward_inner(Start::Tokens(tokens), &mut run, LogitRows::Spans(spans))
-    }
-
-    /// Logits with hooks applied, given as (hook name, closure) pairs. Each closure gets the
-    /// activation and a [`HookContext`] and returns it or a same-shape replacement.
-    /// Unknown names are errors with suggestions. For different closures in one call, box
-    /// them ([`crate::hooks::BoxedHook`]) or use [`Hooks`].
-    pub fn run_with_hooks<F>(&self, tokens: &Tensor, hooks: &[(&str, F)]) -> Result<Logits>
-    where
-        F: Fn(&Tensor, &HookContext) -> Result<Tensor>,
-    {
+    /// A run with the view's hooks registered (each checked against the model).
+    pub(crate) fn new_run(&self) -> Result<Run<'_>> {
         let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
-        for (name, f) in hooks {
-            let p = HookPoint::parse_for(name, self.cfg.n_layers)?;
-            run.hook(p, f);
-        }
-        self.forward_run(tokens, &mut run)
-    }
-
-    /// Logits with a [`Hooks`] set applied.
-    pub fn run_with_hook_set(&self, tokens: &Tensor, hooks: &Hooks) -> Result<Logits> {
-        Ok(self
-            .run_with_hook_set_and_cache(tokens, hooks, |_: &str| false)?
-            .0)
-    }
-
-    /// Logits and cached activations (those passing `filter`) with a [`Hooks`] set applied;
-    /// the cache records activations after the hooks ran.
-    pub fn run_with_hook_set_and_cache(
-        &self,
-        tokens: &Tensor,
-        hooks: &Hooks,
-        filter: impl Fn(&str) -> bool,
-    ) -> Result<(Logits, ActivationCache)> {
-        let mut run = self.hooked_run(hooks)?;
-        run.cache_when(&filter);
-        let logits = self.forward_run(tokens, &mut run)?;
-        let mut cache = run.into_cache();
-        cache.set_seq_lengths(logits.lengths().to_vec());
-        Ok((logits, cache))
-    }
-    /// A run with every hook of `hooks` registered (each checked against the model's layers).
-    pub(crate) fn hooked_run<'h>(&self, hooks: &'h Hooks) -> Result<Run<'h>> {
-        let mut run = Run::new(self.cfg.n_heads, self.cfg.n_kv_heads);
-        for (p, fs) in &hooks.map {
-            p.check_layers(self.cfg.n_layers)?;
-            for f in fs {
-                run.hook(*p, f.as_ref());
-            }
+        if !self.hooks.is_empty() {
+            self.check_hook_set(&self.hooks)?;
+            run.hook_set(&self.hooks, &self.hook_points());
         }
         Ok(run)
+    }
+
+    /// Checks that every typed point of `hooks` exists in this model.
+    pub(crate) fn check_hook_set(&self, hooks: &Hooks) -> Result<()> {
+        hooks.points().try_for_each(|p| self.check_hook_point(p))
     }
 
     pub(crate) fn forward_run(&self, tokens: &Tensor, run: &mut Run) -> Result<Logits> {

@@ -49,12 +49,16 @@ impl HookedTransformer {
     /// Token ids of several texts as a [b, s_max] tensor, right-padded with the pad id.
     /// Right padding keeps every real position exact under causal attention; use
     /// [`HookedTransformer::seq_lengths`] or [`HookedTransformer::attention_mask`] to find them.
-    pub fn to_tokens_batch(&self, texts: &[&str]) -> Result<Tensor> {
+    pub fn to_tokens_batch(&self, texts: &[impl AsRef<str>]) -> Result<Tensor> {
         self.to_tokens_batch_with(texts, self.prepend_bos)
     }
 
     /// [`HookedTransformer::to_tokens_batch`] with BOS prepended or not for this call.
-    pub fn to_tokens_batch_with(&self, texts: &[&str], prepend_bos: bool) -> Result<Tensor> {
+    pub fn to_tokens_batch_with(
+        &self,
+        texts: &[impl AsRef<str>],
+        prepend_bos: bool,
+    ) -> Result<Tensor> {
         if texts.is_empty() {
             return Err(Error::Invalid(
                 "to_tokens_batch needs at least one text".into(),
@@ -63,7 +67,7 @@ impl HookedTransformer {
         let t = self.tokenizer()?;
         let seqs = texts
             .iter()
-            .map(|s| t.encode(s, prepend_bos))
+            .map(|s| t.encode(s.as_ref(), prepend_bos))
             .collect::<Result<Vec<_>>>()?;
         let s = seqs.iter().map(|v| v.len()).max().unwrap_or(0).max(1);
         let mut flat = Vec::with_capacity(texts.len() * s);

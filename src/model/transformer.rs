@@ -5,7 +5,9 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::hooks::HookPoint;
+use std::sync::Arc;
+
+use crate::hooks::{HookPoint, Hooks};
 use crate::model::config::Config;
 use crate::model::matrix::{Matrix, WeightMode};
 use crate::tokenizer::Tokenizer;
@@ -68,18 +70,20 @@ pub struct Weights {
 /// weights and tokenizer are shared.
 #[derive(Debug, Clone)]
 pub struct HookedTransformer {
-    pub(crate) cfg: Config,
-    pub(crate) w: Weights,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) w: Arc<Weights>,
     // Shared so that clones (patchers, lenses) are cheap: the vocabulary is large.
     pub(crate) tokenizer: Option<std::sync::Arc<Tokenizer>>,
     // Per layer, [W_q; W_k; W_v] in one matrix: one projection instead of three. Dense
     // blocks' w_q, w_k and w_v are views into it, quantised ones share its blocks, so the
     // weights are not held twice.
-    pub(crate) qkv: Vec<Matrix>,
+    pub(crate) qkv: Arc<Vec<Matrix>>,
     pub(crate) device: Device,
     pub(crate) check_finite: bool,
     // TransformerLens's default: prepend BOS (else EOS) to every text.
     pub(crate) prepend_bos: bool,
+    // The view's hooks (see `with_hooks`): every pass of this value runs them first.
+    pub(crate) hooks: Hooks,
 }
 
 /// Where a forward pass starts.
@@ -183,86 +187,148 @@ impl HookedTransformer {
     pub fn new(cfg: Config, w: Weights, tokenizer: Option<Tokenizer>) -> Result<Self> {
         cfg.validate()?;
         let device = w.embed.device();
-        let mut m = HookedTransformer {
-            cfg,
-            w,
-            tokenizer: tokenizer.map(std::sync::Arc::new),
-            qkv: Vec::new(),
-            device,
-            check_finite: false,
-            prepend_bos: true,
-        };
-        m.check_weights()?;
-        let (nh, kh) = (
-            m.cfg.n_heads * m.cfg.d_head,
-            m.cfg.n_kv_heads * m.cfg.d_head,
-        );
-        for b in m.w.blocks.iter_mut() {
+        let mut w = w;
+        check_weights(&cfg, &w)?;
+        let (nh, kh) = (cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head);
+        let mut qkv = Vec::with_capacity(w.blocks.len());
+        for b in w.blocks.iter_mut() {
             let fused = Matrix::stack_rows(&[&b.w_q, &b.w_k, &b.w_v])?;
             if let Matrix::Dense(f) = &fused {
                 b.w_q = Matrix::Dense(f.narrow(0, 0, nh)?);
                 b.w_k = Matrix::Dense(f.narrow(0, nh, kh)?);
                 b.w_v = Matrix::Dense(f.narrow(0, nh + kh, kh)?);
             }
-            m.qkv.push(fused);
+            qkv.push(fused);
         }
-        Ok(m)
+        Ok(HookedTransformer {
+            cfg: Arc::new(cfg),
+            w: Arc::new(w),
+            tokenizer: tokenizer.map(Arc::new),
+            qkv: Arc::new(qkv),
+            device,
+            check_finite: false,
+            prepend_bos: true,
+            hooks: Hooks::new(),
+        })
     }
 
-    fn check_weights(&self) -> Result<()> {
-        let c = &self.cfg;
-        let (d, nh, kh, m) = (
-            c.d_model,
-            c.n_heads * c.d_head,
-            c.n_kv_heads * c.d_head,
-            c.d_mlp,
-        );
-        let want = |name: String, dims: &[usize], shape: &[usize]| -> Result<()> {
-            if dims != shape {
-                return Err(Error::Load(format!(
-                    "weight {name} has shape {dims:?}, expected {shape:?} from the config"
-                )));
-            }
-            Ok(())
-        };
-        want("embed".into(), &self.w.embed.dims(), &[c.d_vocab, d])?;
-        if let Some(u) = &self.w.unembed {
-            want("unembed".into(), &u.dims(), &[c.d_vocab, d])?;
+    /// A view of this model with `hooks` active: every forward pass of the view (`forward`,
+    /// `run_with_cache`, `generate`, the partial [`pass`](Self::pass)…) and every technique
+    /// given the view (metrics, ablation, lenses, patching, the translation pipeline) runs
+    /// them. Cheap: weights and tokenizer are shared, the hooks' closures too.
+    ///
+    /// Views nest: `model.with_hooks(&a).with_hooks(&b)` runs `a`'s hooks, then `b`'s, at every
+    /// point they share (the outer view's hooks see what the inner ones returned), and a
+    /// technique's own hooks (a patch, an ablation) run after the view's.
+    ///
+    /// ```no_run
+    /// # use mechinterp::prelude::*;
+    /// # fn main() -> Result<()> {
+    /// let model = HookedTransformer::gemma3_270m()?;
+    /// let ablated = model.with_hooks(&Hooks::new().intervene("blocks.5.attn.hook_z", Intervention::ZeroHead(3))?);
+    /// let lp = continuation_logprob(&ablated, "English: green\nFrench:", " vert")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_hooks(&self, hooks: &Hooks) -> Self {
+        let mut m = self.clone();
+        m.hooks = std::mem::take(&mut m.hooks).then(hooks);
+        m
+    }
+
+    /// The same model with no view hooks (the weights are shared).
+    pub fn without_hooks(&self) -> Self {
+        let mut m = self.clone();
+        m.hooks = Hooks::new();
+        m
+    }
+
+    /// The hooks this view runs in every pass (empty for a plain model).
+    pub fn active_hooks(&self) -> &Hooks {
+        &self.hooks
+    }
+
+    /// Whether this model has the hook point `p`: q/k-norm points need a q/k norm, the
+    /// `ln*_post` points Gemma's post-norms.
+    pub fn has_hook_point(&self, p: HookPoint) -> bool {
+        p.layer().is_none_or(|l| l < self.cfg.n_layers)
+            && (!p.is_qk_norm() || self.cfg.qk_norm)
+            && (!p.is_post_norm() || self.cfg.post_norms)
+    }
+
+    /// Checks that this model has the hook point `p`, saying why not.
+    pub fn check_hook_point(&self, p: HookPoint) -> Result<()> {
+        p.check_layers(self.cfg.n_layers)?;
+        if self.has_hook_point(p) {
+            return Ok(());
         }
-        want("ln_final".into(), self.w.ln_final.dims(), &[d])?;
-        if self.w.blocks.len() != c.n_layers {
+        let what = if p.is_qk_norm() {
+            "no q/k norm"
+        } else {
+            "no post-attention or post-MLP norm"
+        };
+        Err(Error::HookNotInModel {
+            name: p.name(),
+            why: format!("this {} model has {what}", self.cfg.architecture),
+            suggestions: vec![],
+        })
+    }
+}
+
+/// Checks every weight's shape against the config.
+fn check_weights(c: &Config, w: &Weights) -> Result<()> {
+    let (d, nh, kh, m) = (
+        c.d_model,
+        c.n_heads * c.d_head,
+        c.n_kv_heads * c.d_head,
+        c.d_mlp,
+    );
+    let want = |name: String, dims: &[usize], shape: &[usize]| -> Result<()> {
+        if dims != shape {
             return Err(Error::Load(format!(
-                "{} blocks of weights for {} layers",
-                self.w.blocks.len(),
-                c.n_layers
+                "weight {name} has shape {dims:?}, expected {shape:?} from the config"
             )));
         }
-        for (l, b) in self.w.blocks.iter().enumerate() {
-            want(format!("blocks.{l}.w_q"), &b.w_q.dims(), &[nh, d])?;
-            want(format!("blocks.{l}.w_k"), &b.w_k.dims(), &[kh, d])?;
-            want(format!("blocks.{l}.w_v"), &b.w_v.dims(), &[kh, d])?;
-            want(format!("blocks.{l}.w_o"), &b.w_o.dims(), &[d, nh])?;
-            want(format!("blocks.{l}.w_gate"), &b.w_gate.dims(), &[m, d])?;
-            want(format!("blocks.{l}.w_up"), &b.w_up.dims(), &[m, d])?;
-            want(format!("blocks.{l}.w_down"), &b.w_down.dims(), &[d, m])?;
-            want(format!("blocks.{l}.ln1"), b.ln1.dims(), &[d])?;
-            want(format!("blocks.{l}.ln2"), b.ln2.dims(), &[d])?;
-            if c.qk_norm != (b.q_norm.is_some() && b.k_norm.is_some()) {
-                return Err(Error::Load(format!(
-                    "blocks.{l}: q/k norm weights do not match the config (qk_norm = {})",
-                    c.qk_norm
-                )));
-            }
-            if c.post_norms != (b.ln1_post.is_some() && b.ln2_post.is_some()) {
-                return Err(Error::Load(format!(
-                    "blocks.{l}: post-norm weights do not match the config (post_norms = {})",
-                    c.post_norms
-                )));
-            }
-        }
         Ok(())
+    };
+    want("embed".into(), &w.embed.dims(), &[c.d_vocab, d])?;
+    if let Some(u) = &w.unembed {
+        want("unembed".into(), &u.dims(), &[c.d_vocab, d])?;
     }
+    want("ln_final".into(), w.ln_final.dims(), &[d])?;
+    if w.blocks.len() != c.n_layers {
+        return Err(Error::Load(format!(
+            "{} blocks of weights for {} layers",
+            w.blocks.len(),
+            c.n_layers
+        )));
+    }
+    for (l, b) in w.blocks.iter().enumerate() {
+        want(format!("blocks.{l}.w_q"), &b.w_q.dims(), &[nh, d])?;
+        want(format!("blocks.{l}.w_k"), &b.w_k.dims(), &[kh, d])?;
+        want(format!("blocks.{l}.w_v"), &b.w_v.dims(), &[kh, d])?;
+        want(format!("blocks.{l}.w_o"), &b.w_o.dims(), &[d, nh])?;
+        want(format!("blocks.{l}.w_gate"), &b.w_gate.dims(), &[m, d])?;
+        want(format!("blocks.{l}.w_up"), &b.w_up.dims(), &[m, d])?;
+        want(format!("blocks.{l}.w_down"), &b.w_down.dims(), &[d, m])?;
+        want(format!("blocks.{l}.ln1"), b.ln1.dims(), &[d])?;
+        want(format!("blocks.{l}.ln2"), b.ln2.dims(), &[d])?;
+        if c.qk_norm != (b.q_norm.is_some() && b.k_norm.is_some()) {
+            return Err(Error::Load(format!(
+                "blocks.{l}: q/k norm weights do not match the config (qk_norm = {})",
+                c.qk_norm
+            )));
+        }
+        if c.post_norms != (b.ln1_post.is_some() && b.ln2_post.is_some()) {
+            return Err(Error::Load(format!(
+                "blocks.{l}: post-norm weights do not match the config (post_norms = {})",
+                c.post_norms
+            )));
+        }
+    }
+    Ok(())
+}
 
+impl HookedTransformer {
     /// A copy (cheap: weights are shared) that checks every activation for NaN and infinity
     /// and fails at the first hook point where they appear, naming it.
     pub fn with_check_finite(&self, on: bool) -> Self {
@@ -294,7 +360,7 @@ impl HookedTransformer {
         let blocks: usize = w
             .blocks
             .iter()
-            .zip(&self.qkv)
+            .zip(self.qkv.iter())
             .map(|(b, qkv)| {
                 // w_q, w_k and w_v are views into (or share the blocks of) the fused qkv.
                 qkv.bytes()
@@ -339,9 +405,13 @@ impl HookedTransformer {
         })
     }
 
-    /// Every hook point of this model, in forward order.
+    /// Every hook point of this model, in forward order (q/k-norm and post-norm points only
+    /// where the architecture has those norms).
     pub fn hook_points(&self) -> Vec<HookPoint> {
         HookPoint::all(self.cfg.n_layers)
+            .into_iter()
+            .filter(|p| self.has_hook_point(*p))
+            .collect()
     }
 
     /// Every hook name of this model, in forward order.

@@ -10,7 +10,6 @@ use candle_core::{DType, Tensor};
 use super::{mask, splice, Direction, HookFnRef, PatchResult, Patcher, Side};
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint};
-use crate::model::transformer::Start;
 use crate::progress::Progress;
 use crate::table::{Axis, Table};
 
@@ -176,7 +175,7 @@ impl Patcher {
             self.quiet,
         );
         // Waves: the entries of consecutive layers share one pass, each layer's rows joining
-        // the batch at their own layer (see `Start::Waves`), so the blocks run on bigger
+        // the batch at their own layer (see `HookedTransformer::pass_waves`), so the blocks run on bigger
         // batches and the unembedding is read once per wave instead of once per layer.
         let max_rows = self
             .batch
@@ -258,7 +257,7 @@ impl Patcher {
         }
         let refs: Vec<(HookPoint, &HookFnRef<'_>)> =
             hooks.iter().map(|(p, f)| (*p, f.as_ref())).collect();
-        self.run_rows(Start::Waves(joining), before, &refs)
+        self.run_rows(self.model.pass_waves(joining), before, &refs)
     }
 }
 

@@ -13,8 +13,6 @@ use candle_core::{DType, Tensor, Var};
 use super::{Direction, HookFnRef, PatchResult, PatchTarget, Patcher};
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint};
-use crate::model::run::Run;
-use crate::model::transformer::{LogitRows, Start};
 use crate::stats::pearson;
 use crate::table::{Axis, Table};
 
@@ -144,19 +142,15 @@ impl Patcher {
                 .push((ctx.point, v));
             Ok(y)
         };
-        let mut run = Run::new(cfg.n_heads, cfg.n_kv_heads);
+        let pos = [self.pos];
+        let mut pass = self.model.pass(&base.tokens).logits_at(&pos);
         for p in &points {
-            run.hook(*p, &add_var as &HookFnRef<'_>);
+            pass = pass.hook(*p, &add_var as &HookFnRef<'_>);
         }
-        let logits = self.model.forward_inner(
-            Start::Tokens(&base.tokens),
-            &mut run,
-            LogitRows::At(&[self.pos]),
-        )?;
+        let logits = pass.run()?.logits;
         let metric = self.metric.compute(&logits.squeeze(1)?)?.sum_all()?;
         let base_value = metric.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let grads = metric.backward()?;
-        drop(run);
         let vars = vars
             .into_inner()
             .map_err(|_| Error::Invalid("gradient hook poisoned".into()))?;

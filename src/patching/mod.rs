@@ -23,9 +23,7 @@ use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint};
 use crate::metrics::Metric;
-use crate::model::run::Run;
-use crate::model::transformer::{LogitRows, Start};
-use crate::model::HookedTransformer;
+use crate::model::{HookedTransformer, Pass};
 use crate::table::Table;
 
 pub use activation::PatchTarget;
@@ -246,12 +244,12 @@ impl Patcher {
         }
         self.pos = pos;
         for side in [&mut self.clean, &mut self.corrupt] {
-            let mut run = Run::new(self.model.cfg().n_heads, self.model.cfg().n_kv_heads);
-            let l = self.model.forward_inner(
-                Start::Tokens(&side.tokens),
-                &mut run,
-                LogitRows::At(&[pos]),
-            )?;
+            let l = self
+                .model
+                .pass(&side.tokens)
+                .logits_at(&[pos])
+                .run()?
+                .logits;
             side.value = first(&self.metric.compute(&l.squeeze(1)?)?)?;
         }
         Ok(self)
@@ -312,19 +310,12 @@ impl Patcher {
                 (p, f)
             })
             .collect();
-        let mut run = Run::new(cfg.n_heads, cfg.n_kv_heads);
-        for (p, f) in &hooks {
-            run.hook(*p, f.as_ref());
-        }
         let resid = base.cache.get(&HookPoint::ResidPre(start).name())?;
-        self.model.forward_inner(
-            Start::Resid {
-                layer: start,
-                resid,
-            },
-            &mut run,
-            LogitRows::All,
-        )
+        let mut pass = self.model.pass_from(start, resid);
+        for (p, f) in &hooks {
+            pass = pass.hook(*p, f.as_ref());
+        }
+        Ok(pass.run()?.logits)
     }
 
     /// The metric of logits [b, s, v] at the patcher's position, per row.
@@ -365,25 +356,22 @@ impl Patcher {
         hooks: &[(HookPoint, &HookFnRef<'_>)],
     ) -> Result<Vec<f32>> {
         let resid = base.resid_rows(layer, b)?;
-        self.run_rows(Start::Resid { layer, resid }, b, hooks)
+        self.run_rows(self.model.pass_from(layer, resid), b, hooks)
     }
 
-    /// One batched forward of `rows` rows from `start` with `hooks`: the metric per row.
-    pub(crate) fn run_rows(
+    /// One batched forward of `rows` rows of `pass` with `hooks`: the metric per row.
+    pub(crate) fn run_rows<'a>(
         &self,
-        start: Start,
+        pass: Pass<'a>,
         rows: usize,
-        hooks: &[(HookPoint, &HookFnRef<'_>)],
+        hooks: &[(HookPoint, &'a HookFnRef<'a>)],
     ) -> Result<Vec<f32>> {
-        let cfg = self.model.cfg();
-        let mut run = Run::new(cfg.n_heads, cfg.n_kv_heads);
-        for (p, f) in hooks {
-            run.hook(*p, *f);
-        }
         let pos = vec![self.pos; rows];
-        let logits = self
-            .model
-            .forward_inner(start, &mut run, LogitRows::At(&pos))?;
+        let mut pass = pass.logits_at(&pos);
+        for (p, f) in hooks {
+            pass = pass.hook(*p, *f);
+        }
+        let logits = pass.run()?.logits;
         Ok(self
             .metric
             .compute(&logits.squeeze(1)?)?

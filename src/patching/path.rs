@@ -240,21 +240,18 @@ impl Patcher {
         points: &[HookPoint],
     ) -> Result<Vec<Tensor>> {
         let resid = base.resid_rows(layer, b)?;
-        let cfg = self.model.cfg();
-        let mut run = crate::model::run::Run::new(cfg.n_heads, cfg.n_kv_heads);
-        for (p, f) in hooks {
-            run.hook(*p, *f);
-        }
         let names: Vec<String> = points.iter().map(|p| p.name()).collect();
         let filter = |n: &str| names.iter().any(|x| x == n);
-        run.cache_when(&filter);
         // Only the cache matters here.
-        self.model.forward_inner(
-            crate::model::transformer::Start::Resid { layer, resid },
-            &mut run,
-            crate::model::transformer::LogitRows::None,
-        )?;
-        let cache = run.into_cache();
+        let mut pass = self
+            .model
+            .pass_from(layer, resid)
+            .cache(&filter)
+            .no_logits();
+        for (p, f) in hooks {
+            pass = pass.hook(*p, *f);
+        }
+        let cache = pass.run()?.cache;
         points.iter().map(|p| cache.get(&p.name())).collect()
     }
 }

@@ -335,7 +335,7 @@ pub fn ablation_check(
             .broadcast_as((rows, s))?
             .contiguous()?;
         let from = n_prompt - 1;
-        let logits = model.logits_from(&t, from, &hooks)?;
+        let logits = model.pass(&t).hooks(&hooks).logits_from(from).run()?.logits;
         per_pair.push(row_logprobs(&logits, ids, from)?);
         progress.inc(1);
     }

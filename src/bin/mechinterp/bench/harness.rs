@@ -228,11 +228,9 @@ fn cache_and_patch(
         secs,
         "every hook point, hook_result included".into(),
     ));
-    let z = Intervention::ZeroHead(1);
-    let hook = move |x: &Tensor, ctx: &HookContext| z.apply(x, ctx);
-    let secs = time(repeats, || {
-        model.run_with_hooks(toks, &[("blocks.9.attn.hook_z", &hook)])
-    })?;
+    let patched = model
+        .with_hooks(&Hooks::new().intervene("blocks.9.attn.hook_z", Intervention::ZeroHead(1))?);
+    let secs = time(repeats, || patched.forward(toks))?;
     out.push(whole_prompt(
         "patched_forward",
         secs,
@@ -292,7 +290,9 @@ fn naive_sweep(model: &HookedTransformer, out: &mut Vec<Timing>) -> Result<()> {
                     let src = src.to_dtype(x.dtype())?.broadcast_as(x.shape())?;
                     Ok(mask.broadcast_as(x.shape())?.where_cond(&src, x)?)
                 };
-                model.run_with_hooks(&corrupt, &[(HookPoint::Z(l).name().as_str(), hook)])?;
+                model
+                    .with_hooks(&Hooks::new().add_point(HookPoint::Z(l), hook))
+                    .forward(&corrupt)?;
             }
         }
         Ok(())
@@ -360,9 +360,7 @@ fn generation(
     let decode_flops = |rows: usize| (rows * n_new) as f64 * forward_flops(cfg, 1, 1, 1);
     for &rows in batch_rows {
         let prompts = vec![CLEAN; rows];
-        let secs = time(repeats.clamp(1, 3), || {
-            model.generate_batch(&prompts, &gen, &Hooks::new())
-        })?;
+        let secs = time(repeats.clamp(1, 3), || model.generate_batch(&prompts, &gen))?;
         out.push(Timing {
             name: format!("generate_{rows}x{n_new}"),
             seconds: secs,

@@ -1,12 +1,10 @@
 //! Translation-head discovery: the original score and random pairing on hand-made inputs, the
 //! data loader and filter, the statistics, and one end-to-end run on the default model.
 
-mod common;
-
 use std::io::Write;
 
+use crate::common::*;
 use candle_core::IndexOp;
-use common::*;
 use mechinterp::prelude::*;
 use mechinterp::report::run;
 use mechinterp::translation::{

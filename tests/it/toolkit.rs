@@ -2,10 +2,8 @@
 //! attribution patching, ablation, the logit lens and DLA, and the metrics. Tiny random
 //! Gemma 3 (4 query heads sharing 2 kv heads) for breadth, the default model for the real thing.
 
-mod common;
-
+use crate::common::*;
 use candle_core::{IndexOp, Tensor, D};
-use common::*;
 use mechinterp::hooks::HookPoint;
 use mechinterp::prelude::*;
 
@@ -48,7 +46,8 @@ fn by_hand(
         Ok(keep.where_cond(&src, x)?)
     };
     let logits = m
-        .run_with_hooks(&toks(base), &[(point.name().as_str(), hook)])
+        .with_hooks(&Hooks::new().add_point(point, hook))
+        .forward(&toks(base))
         .unwrap();
     logit_diff(&logits, 272, 273, None).unwrap()
 }
@@ -208,15 +207,15 @@ fn path_patching_to_head_inputs_matches_brute_force() {
         });
     }
     let (_, step1) = m
-        .run_with_hook_set_and_cache(&toks(&CORRUPT), &hooks, |n: &str| {
-            n == "blocks.4.attn.hook_q"
-        })
+        .with_hooks(&hooks)
+        .run_with_cache_filtered(&toks(&CORRUPT), |n: &str| n == "blocks.4.attn.hook_q")
         .unwrap();
     let q = step1.get("blocks.4.attn.hook_q").unwrap();
     let hook =
         move |x: &Tensor, _: &HookContext| Ok(mask_where(x, |i| i[2] == 3).where_cond(&q, x)?);
     let logits = m
-        .run_with_hooks(&toks(&CORRUPT), &[("blocks.4.attn.hook_q", hook)])
+        .with_hooks(&Hooks::new().add("blocks.4.attn.hook_q", hook).unwrap())
+        .forward(&toks(&CORRUPT))
         .unwrap();
     let want = logit_diff(&logits, 272, 273, None).unwrap();
     let got = p
@@ -281,7 +280,8 @@ fn attribution_agrees_with_activation_patching_for_small_perturbations() {
         h
     });
     let (_, noisy) = m
-        .run_with_hook_set_and_cache(&toks(&CLEAN), &hooks, |_: &str| true)
+        .with_hooks(&hooks)
+        .run_with_cache_filtered(&toks(&CLEAN), |_: &str| true)
         .unwrap();
     let patcher = Patcher::from_caches(
         &m,
@@ -335,7 +335,8 @@ fn gradients_match_finite_differences() {
         let v = (&x + (&dir * t).unwrap()).unwrap();
         let hook = move |_: &Tensor, _: &HookContext| Ok(v.clone());
         let l = m
-            .run_with_hooks(&toks(&CLEAN), &[(name.as_str(), hook)])
+            .with_hooks(&Hooks::new().add(&name, hook).unwrap())
+            .forward(&toks(&CLEAN))
             .unwrap();
         logit_diff(&l, 272, 273, None).unwrap() as f64
     };
@@ -349,7 +350,8 @@ fn gradients_match_finite_differences() {
         move |x: &Tensor, _: &HookContext| Ok((x + &d2)?),
     );
     let (_, src) = m
-        .run_with_hook_set_and_cache(&toks(&CLEAN), &hooks, |_: &str| true)
+        .with_hooks(&hooks)
+        .run_with_cache_filtered(&toks(&CLEAN), |_: &str| true)
         .unwrap();
     let p = Patcher::from_caches(
         &m,
@@ -378,19 +380,22 @@ fn ablation_modes() {
     // Zero-ablating head (2, 1) = zeroing its z by hand; head 0 (same kv head) untouched.
     let ablated = ablate(&m, &t, &[Component::Head(2, 1)], Ablation::Zero).unwrap();
     let hand = m
-        .run_with_hooks(
-            &t,
-            &[("blocks.2.attn.hook_z", |x: &Tensor, ctx: &HookContext| {
-                Intervention::ZeroHead(1).apply(x, ctx)
-            })],
+        .with_hooks(
+            &Hooks::new()
+                .add("blocks.2.attn.hook_z", |x: &Tensor, ctx: &HookContext| {
+                    Intervention::ZeroHead(1).apply(x, ctx)
+                })
+                .unwrap(),
         )
+        .forward(&t)
         .unwrap();
     assert_eq!(max_abs_diff(&ablated, &hand), 0.0);
     let hooks =
         mechinterp::ablation::ablation_hooks(&m, &t, &[Component::Head(2, 1)], Ablation::Zero)
             .unwrap();
     let (_, c) = m
-        .run_with_hook_set_and_cache(&t, &hooks, |n: &str| n == "blocks.2.attn.hook_z")
+        .with_hooks(&hooks)
+        .run_with_cache_filtered(&t, |n: &str| n == "blocks.2.attn.hook_z")
         .unwrap();
     let (_, clean) = m
         .run_with_cache_filtered(&t, |n: &str| n == "blocks.2.attn.hook_z")
@@ -532,10 +537,11 @@ fn default_model_toolkit() {
         .intervene("blocks.6.hook_resid_post", Intervention::Scale(0.7))
         .unwrap();
     for hooks in [Hooks::new(), steer] {
-        let batched = continuation_logprobs(m, &items, &hooks).unwrap();
+        let view = m.with_hooks(&hooks);
+        let batched = continuation_logprobs(&view, &items).unwrap();
         assert_eq!(batched.len(), items.len());
         for ((p, c), b) in items.iter().zip(&batched) {
-            let one = continuation_logprob_with_hooks(m, p, c, &hooks).unwrap();
+            let one = continuation_logprob(&view, p, c).unwrap();
             assert_eq!(one.tokens.len(), b.tokens.len());
             for ((t1, x1), (t2, x2)) in one.tokens.iter().zip(&b.tokens) {
                 assert_eq!(t1, t2);
@@ -632,10 +638,8 @@ fn default_model_toolkit() {
     let hook =
         move |x: &Tensor, _: &HookContext| Ok(mask_where(x, |i| i[2] == 3).where_cond(&z, x)?);
     let l = m
-        .run_with_hooks(
-            &m.to_tokens(corrupt).unwrap(),
-            &[("blocks.11.attn.hook_z", hook)],
-        )
+        .with_hooks(&Hooks::new().add("blocks.11.attn.hook_z", hook).unwrap())
+        .forward(&m.to_tokens(corrupt).unwrap())
         .unwrap();
     let mary = mechinterp::metrics::single_token(m, " Mary").unwrap();
     let john = mechinterp::metrics::single_token(m, " John").unwrap();

@@ -2,9 +2,7 @@
 //! takes a position from logits or a cache gives, on the right-padded batch, what it gives on
 //! each prompt alone (≤ 1e-4), or refuses with an error that names the padded row.
 
-mod common;
-
-use common::{gemma, max_abs_diff};
+use crate::common::{gemma, max_abs_diff};
 use mechinterp::prelude::*;
 
 const A: &str = "The Eiffel Tower is in the city of";
@@ -93,12 +91,14 @@ fn run_with_cache_and_hooks_keep_the_lengths() {
     let (logits, cache) = m.run_with_cache(&batch).unwrap();
     assert_eq!(cache.seq_lengths(), logits.lengths());
     let hooked = m
-        .run_with_hooks(
-            &batch,
-            &[("blocks.0.hook_resid_pre", |x: &Tensor, _: &HookContext| {
-                Ok(x.clone())
-            })],
+        .with_hooks(
+            &Hooks::new()
+                .add("blocks.0.hook_resid_pre", |x: &Tensor, _: &HookContext| {
+                    Ok(x.clone())
+                })
+                .unwrap(),
         )
+        .forward(&batch)
         .unwrap();
     assert_eq!(hooked.lengths(), logits.lengths());
     // Every real position of the cache equals the prompt's own run.

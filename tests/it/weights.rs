@@ -3,13 +3,11 @@
 //! default model's K-quants; `Quantized` is approximate, so its deviation is measured and
 //! bounded; gradients in both modes agree with finite differences.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::{load_as, max_abs, max_abs_diff, requantised, write_tiny_gguf, Tiny};
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, IndexOp, Tensor, D};
-use common::{load_as, max_abs, max_abs_diff, requantised, write_tiny_gguf, Tiny};
 use mechinterp::fetch::default_model_path;
 use mechinterp::hooks::{HookContext, HookPoint, Hooks};
 use mechinterp::metrics::{logit_diff, LogitDiff};
@@ -85,8 +83,8 @@ fn stream_equals_dense_bit_for_bit_and_quantized_stays_close_on_every_architectu
                 stop_at_eos: false,
                 ..GenerateOptions::greedy(6)
             };
-            let a = dense.generate_ids(&prompts, &gen, &Hooks::new()).unwrap();
-            let b = stream.generate_ids(&prompts, &gen, &Hooks::new()).unwrap();
+            let a = dense.generate_ids(&prompts, &gen).unwrap();
+            let b = stream.generate_ids(&prompts, &gen).unwrap();
             for (x, y) in a.iter().zip(&b) {
                 assert_eq!(x.tokens, y.tokens, "{what}: generated tokens");
             }
@@ -109,9 +107,9 @@ fn stream_equals_dense_bit_for_bit_and_quantized_stays_close_on_every_architectu
 fn stream_equals_dense_bit_for_bit_on_the_default_model() {
     // The default file mixes Q8_0, Q5_0, Q4_K and Q6_K, and its 262 144-row unembedding is
     // streamed in slabs; none of that may change a bit.
-    let dense = common::gemma();
+    let dense = crate::common::gemma();
     let stream = load_as(&default_model_path(), WeightMode::Stream);
-    let ids = dense.to_tokens_batch(&common::PROMPTS[..3]).unwrap();
+    let ids = dense.to_tokens_batch(&crate::common::PROMPTS[..3]).unwrap();
     assert_same_caches(dense, &stream, &ids, "default model");
     println!(
         "default model weights: dense {} MB, stream {} MB",
@@ -119,11 +117,11 @@ fn stream_equals_dense_bit_for_bit_on_the_default_model() {
         stream.weight_bytes() >> 20
     );
     // The logit lens and direct logit attribution go through the same unembedding.
-    let la = LogitLens::new(dense, common::PROMPTS[0])
+    let la = LogitLens::new(dense, crate::common::PROMPTS[0])
         .unwrap()
         .logits_at(2)
         .unwrap();
-    let lb = LogitLens::new(&stream, common::PROMPTS[0])
+    let lb = LogitLens::new(&stream, crate::common::PROMPTS[0])
         .unwrap()
         .logits_at(2)
         .unwrap();
@@ -132,9 +130,12 @@ fn stream_equals_dense_bit_for_bit_on_the_default_model() {
 
 #[test]
 fn quantized_mode_on_the_default_model_is_close() {
-    let dense = common::gemma();
+    let dense = crate::common::gemma();
     let fast = load_as(&default_model_path(), WeightMode::Quantized);
-    let texts: Vec<String> = common::PROMPTS.iter().map(|s| s.to_string()).collect();
+    let texts: Vec<String> = crate::common::PROMPTS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let mut worst = 0f32;
     let mut agree = Vec::new();
     for t in &texts {
@@ -175,7 +176,10 @@ fn gradient_and_finite_difference(m: &HookedTransformer) -> (f64, f64) {
     let f = |t: f64| {
         let v = (&x + (&dir * t).unwrap()).unwrap();
         let hook = move |_: &Tensor, _: &HookContext| Ok(v.clone());
-        let l = m.run_with_hooks(&clean, &[(name.as_str(), hook)]).unwrap();
+        let l = m
+            .with_hooks(&Hooks::new().add(&name, hook).unwrap())
+            .forward(&clean)
+            .unwrap();
         logit_diff(&l, 272, 273, None).unwrap() as f64
     };
     let fd = (f(h) - f(-h)) / (2.0 * h);
@@ -185,7 +189,8 @@ fn gradient_and_finite_difference(m: &HookedTransformer) -> (f64, f64) {
         move |x: &Tensor, _: &HookContext| Ok((x + &d2)?),
     );
     let (_, src) = m
-        .run_with_hook_set_and_cache(&clean, &hooks, |_: &str| true)
+        .with_hooks(&hooks)
+        .run_with_cache_filtered(&clean, |_: &str| true)
         .unwrap();
     let p = Patcher::from_caches(m, (&clean, cache), (&clean, src), LogitDiff::new(272, 273))
         .unwrap()

@@ -1,12 +1,10 @@
 //! The bad-input suite: every case gets a clear error that says what is wrong, no panic, and
 //! nothing left behind.
 
-mod common;
-
 use std::io::Write;
 
+use crate::common::*;
 use candle_core::{Device, Tensor};
-use common::*;
 use mechinterp::fetch::{fetch, FetchOptions, WheelSource};
 use mechinterp::prelude::*;
 
@@ -124,25 +122,27 @@ fn bad_hooks_and_prompts() {
     let m = tiny(dir.path());
     let toks = Tensor::new(&[[2u32, 260, 261, 262]], &Device::Cpu).unwrap();
     let id = |x: &Tensor, _: &HookContext| Ok(x.clone());
-    let e = err(m.run_with_hooks(&toks, &[("blocks.0.mlp.hook_psot", id)]));
+    let e = err(Hooks::new().add("blocks.0.mlp.hook_psot", id));
     assert!(e.contains("blocks.0.mlp.hook_post"), "{e}");
     let e = err(Hooks::new().add("resid_pre", id));
     assert!(e.contains("unknown hook point"), "{e}");
     let shape = |x: &Tensor, _: &HookContext| Ok(x.t()?);
-    let e = err(m.run_with_hooks(&toks, &[("blocks.1.hook_resid_mid", shape)]));
+    let e = err(m
+        .with_hooks(&Hooks::new().add("blocks.1.hook_resid_mid", shape).unwrap())
+        .forward(&toks));
     assert!(
         e.contains("blocks.1.hook_resid_mid") && e.contains("[1, 64, 4]"),
         "{e}"
     );
     // NaN from a hook: silent by default, named with check_finite.
     let nan = |x: &Tensor, _: &HookContext| Ok((x * f64::NAN)?);
-    let logits = m
-        .run_with_hooks(&toks, &[("blocks.2.attn.hook_z", nan)])
-        .unwrap();
+    let nan_hooks = Hooks::new().add("blocks.2.attn.hook_z", nan).unwrap();
+    let logits = m.with_hooks(&nan_hooks).forward(&toks).unwrap();
     assert!(logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()[0].is_nan());
     let e = err(m
         .with_check_finite(true)
-        .run_with_hooks(&toks, &[("blocks.2.attn.hook_z", nan)]));
+        .with_hooks(&nan_hooks)
+        .forward(&toks));
     assert!(
         e.contains("non-finite") && e.contains("blocks.2.attn.hook_z"),
         "{e}"
@@ -156,7 +156,7 @@ fn bad_hooks_and_prompts() {
         err(m.forward(&Tensor::zeros((1, 0), candle_core::DType::U32, &Device::Cpu).unwrap()))
             .contains("no positions")
     );
-    assert!(err(m.to_tokens_batch(&[])).contains("at least one text"));
+    assert!(err(m.to_tokens_batch(&[] as &[&str])).contains("at least one text"));
     // Longer than the context (the tiny model's is 128).
     let long = Tensor::from_vec(vec![260u32; 200], (1, 200), &Device::Cpu).unwrap();
     let e = err(m.forward(&long));

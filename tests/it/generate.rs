@@ -4,11 +4,9 @@
 //! are within 1e-4 of a full forward pass over the same ids; a left-padded batch gives each row
 //! its single run; hooks act at every step as on the full sequence; sampling reproduces.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{gemma, max_abs_diff};
+use crate::common::{gemma, max_abs_diff};
 use mechinterp::prelude::*;
 
 const TOL: f32 = 1e-4;
@@ -32,7 +30,7 @@ fn uncached_greedy(
             .unwrap()
             .unsqueeze(0)
             .unwrap();
-        let l = m.run_with_hook_set(&t, hooks).unwrap();
+        let l = m.with_hooks(hooks).forward(&t).unwrap();
         let last = l.i((0, ids.len() - 1)).unwrap().to_vec1::<f32>().unwrap();
         let best = last
             .iter()
@@ -45,7 +43,7 @@ fn uncached_greedy(
         .unwrap()
         .unsqueeze(0)
         .unwrap();
-    let l = m.run_with_hook_set(&t, hooks).unwrap();
+    let l = m.with_hooks(hooks).forward(&t).unwrap();
     let steps = l.i((0, prompt.len() - 1..ids.len() - 1)).unwrap();
     (ids[prompt.len()..].to_vec(), steps)
 }
@@ -58,11 +56,12 @@ fn check(m: &HookedTransformer, name: &str, prompts: &[Vec<u32>], n: usize, hook
         keep_logits: true,
         ..Default::default()
     };
-    let batch = m.generate_ids(prompts, &opts, hooks).unwrap();
+    let batch = m.with_hooks(hooks).generate_ids(prompts, &opts).unwrap();
     let mut worst = 0f32;
     for (p, row) in prompts.iter().zip(&batch) {
         let single = m
-            .generate_ids(std::slice::from_ref(p), &opts, hooks)
+            .with_hooks(hooks)
+            .generate_ids(std::slice::from_ref(p), &opts)
             .unwrap()
             .remove(0);
         let (want, steps) = uncached_greedy(m, p, n, hooks);
@@ -129,8 +128,8 @@ fn sliding_windows_longer_than_the_output() {
         stop_at_eos: false,
         ..GenerateOptions::greedy(10)
     };
-    let a = m.generate_ids(&prompts, &opts, &Hooks::new()).unwrap();
-    let b = wide.generate_ids(&prompts, &opts, &Hooks::new()).unwrap();
+    let a = m.generate_ids(&prompts, &opts).unwrap();
+    let b = wide.generate_ids(&prompts, &opts).unwrap();
     let d = max_abs_diff(a[0].logits.as_ref().unwrap(), b[0].logits.as_ref().unwrap());
     assert!(d > 1e-3, "the window made no difference ({d})");
 }
@@ -156,10 +155,11 @@ fn default_model_generates_as_the_uncached_pass_with_and_without_hooks() {
         .unwrap();
     check(m, "gemma3-270m with hooks", &prompts, 6, &hooks);
     let plain = m
-        .generate_ids(&prompts, &GenerateOptions::greedy(6), &Hooks::new())
+        .generate_ids(&prompts, &GenerateOptions::greedy(6))
         .unwrap();
     let hooked = m
-        .generate_ids(&prompts, &GenerateOptions::greedy(6), &hooks)
+        .with_hooks(&hooks)
+        .generate_ids(&prompts, &GenerateOptions::greedy(6))
         .unwrap();
     assert_ne!(
         plain.iter().map(|g| g.logprobs.clone()).collect::<Vec<_>>(),
@@ -198,9 +198,7 @@ fn text_stop_strings_and_sampling() {
     let a = m.generate(prompt, &opts).unwrap();
     let b = m.generate(prompt, &opts).unwrap();
     assert_eq!(a.tokens, b.tokens);
-    let batch = m
-        .generate_batch(&[prompt; 4], &opts, &Hooks::new())
-        .unwrap();
+    let batch = m.generate_batch(&[prompt; 4], &opts).unwrap();
     assert_eq!(batch[0].tokens, a.tokens);
     assert!(
         batch[1..].iter().any(|g| g.tokens != a.tokens),

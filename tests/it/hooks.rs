@@ -1,10 +1,8 @@
 //! Hook points and the cache: invariants of the forward pass, identity and replacement hooks,
 //! padding, grouped-query heads, and the errors a user sees.
 
-mod common;
-
+use crate::common::*;
 use candle_core::{IndexOp, Tensor, D};
-use common::*;
 use mechinterp::prelude::*;
 
 const PROMPT: &str = "EN: I like green apples. FR: J'aime les pommes vertes.";
@@ -102,10 +100,22 @@ fn residual_stream_adds_up_and_patterns_are_distributions() {
         // pattern = softmax(attn_scores).
         let sm = candle_nn::ops::softmax(&a("attn_scores"), D::Minus1).unwrap();
         assert!(max_abs_diff(&sm, &p) < 1e-6);
-        // RoPE rotates pairs: it keeps each head vector's norm.
+        // RoPE rotates pairs: it keeps each head vector's norm. hook_q/hook_k come before
+        // Gemma's q/k norm, rot_q/rot_k after it (and RoPE), so compare RoPE's input: the
+        // q/k norm's normalized value times its weight.
         let norm = |t: Tensor| t.sqr().unwrap().sum(D::Minus1).unwrap().sqrt().unwrap();
-        assert!(max_abs_diff(&norm(a("q")), &norm(a("rot_q"))) < 1e-3);
-        assert!(max_abs_diff(&norm(a("k")), &norm(a("rot_k"))) < 1e-3);
+        let blk = &m.weights().blocks[l];
+        let normed = |short: &str, like: &str, w: &Tensor| {
+            a(short)
+                .reshape(a(like).shape())
+                .unwrap()
+                .broadcast_mul(w)
+                .unwrap()
+        };
+        let q_in = normed("q_norm", "q", blk.q_norm.as_ref().unwrap());
+        let k_in = normed("k_norm", "k", blk.k_norm.as_ref().unwrap());
+        assert!(max_abs_diff(&norm(q_in), &norm(a("rot_q"))) < 1e-3);
+        assert!(max_abs_diff(&norm(k_in), &norm(a("rot_k"))) < 1e-3);
     }
     assert!(s > 5);
 }
@@ -162,12 +172,12 @@ fn identity_hooks_everywhere_leave_logits_bit_identical() {
     let toks = m.to_tokens(PROMPT).unwrap();
     let plain = bits(&m.forward(&toks).unwrap());
     let names = m.hook_names();
-    let hooks: Vec<(&str, _)> = names
-        .iter()
-        .map(|n| (n.as_str(), |x: &Tensor, _: &HookContext| Ok(x.clone())))
-        .collect();
+    let hooks = names.iter().fold(Hooks::new(), |h, n| {
+        h.add(n, |x: &Tensor, _: &HookContext| Ok(x.clone()))
+            .unwrap()
+    });
     assert_eq!(
-        bits(&m.run_with_hooks(&toks, &hooks).unwrap()),
+        bits(&m.with_hooks(&hooks).forward(&toks).unwrap()),
         plain,
         "identity hooks changed the logits"
     );
@@ -179,14 +189,14 @@ fn identity_hooks_everywhere_leave_logits_bit_identical() {
     // A hook that rebuilds the same values (a new tensor) is exact too, except at hook_result,
     // where the heads are then summed one by one instead of inside W_O's matmul.
     let copy = |x: &Tensor, _: &HookContext| Ok(x.copy()?);
-    let copies: Vec<(&str, _)> = names
+    let copies = names
         .iter()
         .filter(|n| !n.ends_with("hook_result"))
-        .map(|n| (n.as_str(), copy))
-        .collect();
-    assert_eq!(bits(&m.run_with_hooks(&toks, &copies).unwrap()), plain);
+        .fold(Hooks::new(), |h, n| h.add(n, copy).unwrap());
+    assert_eq!(bits(&m.with_hooks(&copies).forward(&toks).unwrap()), plain);
     let via_result = m
-        .run_with_hooks(&toks, &[("blocks.4.attn.hook_result", copy)])
+        .with_hooks(&Hooks::new().add("blocks.4.attn.hook_result", copy).unwrap())
+        .forward(&toks)
         .unwrap();
     assert!(max_abs_diff(&via_result, &m.forward(&toks).unwrap()) < 1e-3);
 }
@@ -257,7 +267,8 @@ fn zeroing_one_query_head_spares_heads_that_share_its_kv_head() {
         .intervene("blocks.1.attn.hook_z", Intervention::ZeroHead(2))
         .unwrap();
     let (ablated_logits, ablated) = m
-        .run_with_hook_set_and_cache(&toks, &hooks, |n: &str| n == "blocks.1.attn.hook_z")
+        .with_hooks(&hooks)
+        .run_with_cache_filtered(&toks, |n: &str| n == "blocks.1.attn.hook_z")
         .unwrap();
     let z = ablated.get("blocks.1.attn.hook_z").unwrap();
     let zc = clean.get("blocks.1.attn.hook_z").unwrap();
@@ -271,12 +282,12 @@ fn zeroing_one_query_head_spares_heads_that_share_its_kv_head() {
     }
     // The same ablation through hook_result gives the same logits.
     let via_result = m
-        .run_with_hook_set(
-            &toks,
+        .with_hooks(
             &Hooks::new()
                 .intervene("blocks.1.attn.hook_result", Intervention::ZeroHead(2))
                 .unwrap(),
         )
+        .forward(&toks)
         .unwrap();
     assert!(max_abs_diff(&via_result, &ablated_logits) < 1e-4);
     assert!(
@@ -285,12 +296,12 @@ fn zeroing_one_query_head_spares_heads_that_share_its_kv_head() {
     );
     // k hooks carry kv heads: ZeroHead(2) there is an error, not a silent no-op.
     let err = m
-        .run_with_hook_set(
-            &toks,
+        .with_hooks(
             &Hooks::new()
                 .intervene("blocks.0.attn.hook_k", Intervention::ZeroHead(2))
                 .unwrap(),
         )
+        .forward(&toks)
         .unwrap_err()
         .to_string();
     assert!(err.contains("2 kv heads"), "{err}");
@@ -306,19 +317,19 @@ fn replacing_an_activation_changes_what_follows() {
         Ok(x.zeros_like()?)
     };
     let logits = m
-        .run_with_hooks(&toks, &[("blocks.2.hook_resid_post", zero)])
+        .with_hooks(&Hooks::new().add("blocks.2.hook_resid_post", zero).unwrap())
+        .forward(&toks)
         .unwrap();
     // With the residual zeroed after layer 2, position 0 and 3 see the same input to layer 3…
     // so at least the run must differ from the clean one.
     assert!(max_abs_diff(&logits, &m.forward(&toks).unwrap()) > 1e-3);
     let (_, cache) = m
-        .run_with_hook_set_and_cache(
-            &toks,
+        .with_hooks(
             &Hooks::new()
                 .intervene("blocks.2.hook_resid_post", Intervention::Zero)
                 .unwrap(),
-            |n: &str| n.starts_with("blocks.3.hook_resid_pre"),
         )
+        .run_with_cache_filtered(&toks, |n: &str| n.starts_with("blocks.3.hook_resid_pre"))
         .unwrap();
     assert_eq!(max_abs(&cache.get("blocks.3.hook_resid_pre").unwrap()), 0.0);
 }
@@ -328,8 +339,9 @@ fn bad_hooks_give_clear_errors() {
     let (_dir, m) = tiny();
     let toks = Tensor::new(&[[2u32, 260, 261]], &Device::Cpu).unwrap();
     let id = |x: &Tensor, _: &HookContext| Ok(x.clone());
-    let e = m
-        .run_with_hooks(&toks, &[("blocks.1.attn.hook_patern", id)])
+    // An unknown name is refused when the hook is added.
+    let e = Hooks::new()
+        .add("blocks.1.attn.hook_patern", id)
         .unwrap_err()
         .to_string();
     assert!(
@@ -337,8 +349,10 @@ fn bad_hooks_give_clear_errors() {
             && e.contains("blocks.1.attn.hook_pattern"),
         "{e}"
     );
+    // A layer the model lacks is refused when the run starts.
     let e = m
-        .run_with_hooks(&toks, &[("blocks.9.hook_resid_pre", id)])
+        .with_hooks(&Hooks::new().add("blocks.9.hook_resid_pre", id).unwrap())
+        .forward(&toks)
         .unwrap_err()
         .to_string();
     assert!(
@@ -347,7 +361,8 @@ fn bad_hooks_give_clear_errors() {
     );
     let wrong = |x: &Tensor, _: &HookContext| Ok(x.narrow(1, 0, 1)?);
     let e = m
-        .run_with_hooks(&toks, &[("blocks.0.attn.hook_z", wrong)])
+        .with_hooks(&Hooks::new().add("blocks.0.attn.hook_z", wrong).unwrap())
+        .forward(&toks)
         .unwrap_err()
         .to_string();
     assert!(

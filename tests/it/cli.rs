@@ -1,10 +1,8 @@
 //! The `mechinterp` binary on a tiny GGUF: top-k output, the safetensors dump, and errors.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mechinterp"))

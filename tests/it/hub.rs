@@ -1,18 +1,18 @@
 //! Hub models without network: tiny random checkpoints of every supported architecture,
 //! written into a temporary hf-hub cache (`models--org--name/snapshots/<rev>/…` + `refs/main`),
-//! loaded with `HF_HUB_OFFLINE=1` through the real hf-hub code path, and compared with
+//! loaded offline through the real hf-hub code path (the cache folder and offline mode passed in
+//! [`LoadOptions`], not through `HF_HOME` / `HF_HUB_OFFLINE`: these tests share their process
+//! with the others), and compared with
 //! candle-transformers' own implementation of each architecture (≤ 1e-4 on the logits).
-
-mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::common::{max_abs, max_abs_diff};
 use candle_core::{DType, Device, IndexOp, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as refm;
-use common::{max_abs, max_abs_diff};
 use mechinterp::prelude::*;
 use serde_json::{json, Value};
 
@@ -21,17 +21,25 @@ const REV: &str = "0123456789abcdef0123456789abcdef01234567";
 /// 12 tokens, longer than the tiny sliding windows.
 const IDS: [u32; 12] = [1, 17, 42, 99, 250, 7, 7, 180, 3, 64, 299, 12];
 
-/// HF_HOME for this test binary, set once before any load (env vars are process-wide).
+/// The HF_HOME of these tests, made once (its `hub/` folder is the hub cache they load from).
 fn hf_home() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        std::env::set_var("HF_HOME", d.path());
-        std::env::set_var("HF_HUB_OFFLINE", "1");
-        std::env::remove_var("HF_HUB_CACHE");
-        d
-    })
-    .path()
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// Load options reading only the test hub cache, offline (as `HF_HOME=hf_home()
+/// HF_HUB_OFFLINE=1` would, without changing the process's environment).
+fn hub_opts() -> LoadOptions {
+    LoadOptions {
+        cache_dir: Some(hf_home().join("hub")),
+        offline: Some(true),
+        ..LoadOptions::from_env().unwrap()
+    }
+}
+
+/// Loads `repo` from the test hub cache.
+fn from_hub(repo: &str) -> mechinterp::Result<HookedTransformer> {
+    HookedTransformer::from_pretrained_with(repo, &hub_opts())
 }
 
 /// Deterministic uniform(-scale, scale) + offset tensors.
@@ -200,8 +208,7 @@ fn vb(w: &HashMap<String, Tensor>) -> VarBuilder<'static> {
 /// Loads from the hub cache and checks last-position logits against `reference`, plus the
 /// hook points every architecture shares.
 fn check(repo: &str, reference: Tensor, tol: f32) -> HookedTransformer {
-    hf_home();
-    let m = HookedTransformer::from_pretrained(repo).unwrap();
+    let m = from_hub(repo).unwrap();
     let logits = m.forward(&ids()).unwrap();
     let ours = logits.i((0, IDS.len() - 1)).unwrap();
     let d = max_abs_diff(&ours, &reference);
@@ -449,11 +456,10 @@ fn bf16_runs_close_to_f32() {
     );
     let w = random_weights(&c, 17);
     publish("tiny/qwen2-bf16", &c, &w, 1);
-    hf_home();
-    let f32m = HookedTransformer::from_pretrained("tiny/qwen2-bf16").unwrap();
+    let f32m = from_hub("tiny/qwen2-bf16").unwrap();
     let opts = LoadOptions {
         dtype: DType::BF16,
-        ..Default::default()
+        ..hub_opts()
     };
     let bf = HookedTransformer::from_pretrained_with("tiny/qwen2-bf16", &opts).unwrap();
     assert_eq!(bf.weights().embed.dtype(), DType::BF16);
@@ -474,8 +480,7 @@ fn text_goes_through_tokenizer_json_with_bos() {
         "attention_bias": false, "sliding_window": null, "max_window_layers": 4, "use_sliding_window": false}),
     );
     publish("tiny/qwen3-tok", &c, &random_weights(&c, 18), 1);
-    hf_home();
-    let m = HookedTransformer::from_pretrained("tiny/qwen3-tok").unwrap();
+    let m = from_hub("tiny/qwen3-tok").unwrap();
     let t = m.to_tokens("w17 w42 w99").unwrap();
     assert_eq!(
         t.i(0).unwrap().to_vec1::<u32>().unwrap(),
@@ -486,10 +491,7 @@ fn text_goes_through_tokenizer_json_with_bos() {
 
 #[test]
 fn loading_errors_name_the_problem() {
-    hf_home();
-    let e = HookedTransformer::from_pretrained("tiny/not-there")
-        .unwrap_err()
-        .to_string();
+    let e = from_hub("tiny/not-there").unwrap_err().to_string();
     assert!(
         e.contains("HF_HUB_OFFLINE") && e.contains("tiny/not-there"),
         "{e}"

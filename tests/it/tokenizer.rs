@@ -1,9 +1,7 @@
 //! The default model's tokenizer against llama.cpp's ids for 5 362 texts (shared fixture),
 //! decoding round trips, and the tiny GGUF vocabulary's BPE rules.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use mechinterp::prelude::*;
 
 fn fixture_path() -> std::path::PathBuf {

@@ -1,10 +1,8 @@
 //! The hooked forward pass against candle-transformers' full-precision Gemma 3, fed the same
 //! weights: the real default model (≤ 1e-3 on the logits) and a tiny random one (≤ 1e-5).
 
-mod common;
-
+use crate::common::*;
 use candle_core::{IndexOp, Tensor};
-use common::*;
 use mechinterp::prelude::*;
 
 /// Last-position logits of the reference for `ids`.

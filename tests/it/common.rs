@@ -13,7 +13,8 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::gemma3 as reference;
 use mechinterp::prelude::*;
 
-/// The default model, loaded once per test binary (fetched into the cache if needed).
+/// The default model, loaded once for the whole test binary (fetched into the cache if
+/// needed) and shared by every test that uses it.
 pub fn gemma() -> &'static HookedTransformer {
     static M: OnceLock<HookedTransformer> = OnceLock::new();
     M.get_or_init(|| HookedTransformer::gemma3_270m().expect("fetching/loading the default model"))

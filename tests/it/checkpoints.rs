@@ -5,13 +5,11 @@
 //! GGUF tokenizers of both kinds against the HF tokenizers they came from; config.json variants
 //! against what transformers 5 resolves them to; and what is refused, by name.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
+use crate::common::max_abs_diff;
 use candle_core::quantized::gguf_file::{self, Value as GValue};
 use candle_core::{Device, IndexOp, Tensor};
-use common::max_abs_diff;
 use mechinterp::model::arch::Arch;
 use mechinterp::prelude::*;
 use serde_json::{json, Value};
@@ -133,7 +131,7 @@ fn gguf_files_from_llama_cpp_match_transformers() {
 
 #[test]
 fn gguf_tokenizers_match_hf_tokenizers_on_the_multilingual_fixture() {
-    let texts: Vec<String> = common::fixture_texts();
+    let texts: Vec<String> = crate::common::fixture_texts();
     assert!(texts.len() > 5000);
     for kind in ["llama-bpe", "qwen2", "smollm", "gpt2", "spm", "spm-prefix"] {
         let dir = fixtures().join("tokenizers").join(kind);
@@ -390,7 +388,7 @@ fn quantised_gguf_files_match_transformers_on_the_dequantized_weights() {
 fn k_quants_dequantize_as_gguf_py_does() {
     // One tensor of each type in the default model (Q8_0, Q5_0, Q4_K, Q6_K): its first rows
     // as gguf-py dequantizes them, against ours, in f32 and (rounded) in bf16.
-    let m = common::gemma();
+    let m = crate::common::gemma();
     let bf = HookedTransformer::from_gguf_with(
         default_model_path(),
         &LoadOptions {
@@ -425,7 +423,7 @@ fn k_quants_dequantize_as_gguf_py_does() {
                 .to_dtype(candle_core::DType::F32)
                 .unwrap();
             let dh = max_abs_diff(&half, &want);
-            let scale = common::max_abs(&want);
+            let scale = crate::common::max_abs(&want);
             println!("{key}: f32 {d:.1e}, bf16 {dh:.1e} (values up to {scale:.2})");
             assert!(d <= 1e-6, "{key}: {d}");
             assert!(dh <= scale / 128.0, "{key}: bf16 {dh}");

@@ -1,0 +1,29 @@
+//! Every integration test, in one binary: one link of candle instead of one per file, and the
+//! default model loaded once for all of them (`common::gemma`). One module per former
+//! `tests/*.rs` file, with the same test names (run one with `cargo test --release --test it
+//! hooks::`). The tests run as threads of one process: none may change process-wide state
+//! (environment variables, the current directory); pass configuration explicitly instead.
+
+mod common;
+
+mod bad_inputs;
+mod batches;
+mod calibration;
+mod checkpoints;
+mod cli;
+mod fetch;
+mod generate;
+mod hooks;
+mod hub;
+mod layering;
+mod local_stores;
+mod plots;
+mod reference;
+mod tokenizer;
+mod toolkit;
+mod translation;
+mod weights;
+// main engineer's modules below
+mod grads;
+mod tl_hooks;
+mod view;
