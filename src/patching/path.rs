@@ -74,7 +74,9 @@ impl Patcher {
     }
 
     /// Path patching with each head alone as the sender, [layer][head]; heads that cannot
-    /// reach the receivers (at or after the first receiver's layer) are NaN.
+    /// reach any receiver (at or after the last receiver's layer) are NaN. With receivers in
+    /// several layers, a sender between them acts on the receivers after it only (ARENA's
+    /// definition): the earlier ones read the residual before the sender writes to it.
     pub fn path_sweep(
         &self,
         receivers: &Receivers,
@@ -84,7 +86,7 @@ impl Patcher {
         let cfg = self.model.cfg();
         let last = match receivers {
             Receivers::Logits => cfg.n_layers,
-            Receivers::Heads(r) => r.iter().map(|r| r.layer()).min().unwrap_or(0),
+            Receivers::Heads(r) => r.iter().map(|r| r.layer()).max().unwrap_or(0),
         };
         self.check_path(&[], receivers)?;
         let senders: Vec<(usize, usize)> = (0..last)
@@ -146,9 +148,11 @@ impl Patcher {
                         cfg.n_heads, cfg.n_kv_heads, cfg.n_layers
                     )));
                 }
-                if let Some(&(sl, sh)) = senders.iter().find(|s| s.0 >= r.layer()) {
+            }
+            if let Some(last) = rs.iter().max_by_key(|r| r.layer()) {
+                if let Some(&(sl, sh)) = senders.iter().find(|s| s.0 >= last.layer()) {
                     return Err(Error::Invalid(format!(
-                        "sender ({sl}, {sh}) is not before receiver {r:?}: a head only reaches later layers"
+                        "sender ({sl}, {sh}) is not before receiver {last:?}, the last one: a head only reaches later layers"
                     )));
                 }
             }
@@ -239,6 +243,12 @@ impl Patcher {
         hooks: &[(HookPoint, &HookFnRef<'_>)],
         points: &[HookPoint],
     ) -> Result<Vec<Tensor>> {
+        // Receivers before the first patched layer read the base run's values, unchanged.
+        let before: Vec<HookPoint> = points
+            .iter()
+            .copied()
+            .filter(|p| p.layer().is_some_and(|l| l < layer))
+            .collect();
         let resid = base.resid_rows(layer, b)?;
         let names: Vec<String> = points.iter().map(|p| p.name()).collect();
         let filter = |n: &str| names.iter().any(|x| x == n);
@@ -252,6 +262,18 @@ impl Patcher {
             pass = pass.hook(*p, *f);
         }
         let cache = pass.run()?.cache;
-        points.iter().map(|p| cache.get(&p.name())).collect()
+        points
+            .iter()
+            .map(|p| {
+                if before.contains(p) {
+                    let t = base.cache.get(&p.name())?;
+                    let mut dims = t.dims().to_vec();
+                    dims[0] = b;
+                    Ok(t.broadcast_as(dims)?.contiguous()?)
+                } else {
+                    cache.get(&p.name())
+                }
+            })
+            .collect()
     }
 }

@@ -27,3 +27,4 @@ mod weights;
 mod grads;
 mod tl_hooks;
 mod view;
+mod path_patching;
