@@ -88,6 +88,25 @@ impl PatchResult {
         t
     }
 
+    /// The damage a noising patch does, 1 − normalized for every entry: 0 where the patched
+    /// component does not matter (the clean behaviour is kept), 1 where patching it alone
+    /// breaks the behaviour as much as the whole corruption.
+    pub fn damage(&self) -> Table {
+        let mut t = self.normalized().map(|v| 1.0 - v);
+        t.title = format!("damage (1 − normalized) {}", self.table.title);
+        t
+    }
+
+    /// What a figure should show: for denoising the normalized table (1 = clean behaviour
+    /// restored), for noising the [`damage`](Self::damage) (0 = no effect), so that either way
+    /// the components that matter stand out from a background of 0; with its value label.
+    pub fn effect(&self) -> (Table, &'static str) {
+        match self.direction {
+            Direction::Denoise => (self.normalized(), "normalized (1 = restored)"),
+            Direction::Noise => (self.damage(), "damage (1 − normalized)"),
+        }
+    }
+
     /// JSON with the metric, the clean and corrupted values, the axes and the raw values.
     pub fn to_json(&self) -> serde_json::Value {
         let mut j = self.table.to_json();

@@ -61,15 +61,14 @@ impl Table {
 }
 
 impl PatchResult {
-    /// The normalised table as a heatmap centred on 0 (1 = clean behaviour restored or kept).
+    /// A heatmap centred on 0 of the patch's effect: denoising shows the normalized table
+    /// (1 = clean behaviour restored), noising the damage, 1 − normalized (0 = no effect), so
+    /// the few components that matter stand out either way. The title says which.
     pub fn heatmap(&self) -> Result<Heatmap> {
-        let mut h = self
-            .normalized()
-            .heatmap()?
-            .cmap(Colormap::RdBu)
-            .value_label("normalized");
+        let (table, label) = self.effect();
+        let mut h = table.heatmap()?.cmap(Colormap::RdBu).value_label(label);
         h.title = format!(
-            "{} {} ({}): clean {:.3}, corrupted {:.3}",
+            "{} {} ({}, {label}): clean {:.3}, corrupted {:.3}",
             self.what,
             self.metric,
             self.direction.name(),
