@@ -80,16 +80,11 @@ for a in 0..k {
         word_prior[b] -= p / nouns.len() as f32;
     }
 }
-fn boot(v: &[f32], f: &dyn Fn(&[f32]) -> f32, seed: u64) -> (f32, f32, f32) {
-    let mut rng = mechinterp::stats::Rng::new(seed);
-    let mut stats: Vec<f32> = (0..2000).map(|_| {
-        let s: Vec<f32> = (0..v.len()).map(|_| v[rng.below(v.len())]).collect();
-        f(&s)
-    }).collect();
-    (f(v), mechinterp::stats::quantile(&mut stats, 0.025), mechinterp::stats::quantile(&mut stats, 0.975))
-}
-let (s, slo, shi) = boot(&swap, &|v| v.iter().sum::<f32>() / v.len() as f32, 1);
-let (p, plo, phi) = boot(&prior, &|v| v.iter().map(|x| x.abs()).sum::<f32>() / v.len() as f32, 2);
+
+// %%
+use mechinterp::stats::bootstrap_interval;
+let (s, slo, shi) = bootstrap_interval(&swap, |v| v.iter().sum::<f32>() / v.len() as f32, 2000, 0.95, 1);
+let (p, plo, phi) = bootstrap_interval(&prior, |v| v.iter().map(|x| x.abs()).sum::<f32>() / v.len() as f32, 2000, 0.95, 2);
 let bigger = swap.iter().zip(&prior).filter(|(s, p)| p.abs() > s.abs()).count();
 println!("{} adjective pairs × {} nouns = {prompt_pairs} prompt pairs", swap.len(), nouns.len());
 println!("swap-averaged logit difference: {s:.2}, 95% bootstrap interval [{slo:.2}, {shi:.2}]");
@@ -97,6 +92,8 @@ println!("size of the prior, mean |prior|: {p:.2}, 95% bootstrap interval [{plo:
 println!("adjective pairs whose prior is larger than their effect: {bigger} of {}", swap.len());
 println!("prompt pairs where the plain logit difference points the wrong way on one of the two prompts: {wrong_way} of {prompt_pairs}");
 for w in word_prior.iter_mut() { *w /= (k - 1) as f32; }
+
+// %%
 let mut bars: Vec<(String, f32)> = kept.iter().map(|(_, fr)| format!(" {fr}")).zip(word_prior.iter().copied()).collect();
 bars.sort_by(|a, b| b.1.total_cmp(&a.1));
 BarChart::new(bars).labels("Prior of each answer: mean prior over the other adjectives", "answer", "logits")

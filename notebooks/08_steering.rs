@@ -51,30 +51,14 @@ println!("{}", prompt(&example, &test[0].0, false));
 // with depth as the residual stream does.
 
 // %%
+use mechinterp::steering;
 let n_layers = model.cfg().n_layers;
-let mut sum: Vec<Tensor> = vec![Tensor::zeros(model.cfg().d_model, DType::F32, &Device::Cpu)?; n_layers];
-for t in &build {
-    for (sign, french) in [(1.0, true), (-1.0, false)] {
-        let toks = model.to_tokens(&prompt(&example, &t.0, french))?;
-        let s = toks.dim(1)?;
-        let cache = model.cache_activations(&toks, |n: &str| n.ends_with("hook_resid_post"))?;
-        for l in 0..n_layers {
-            sum[l] = (&sum[l] + (cache.act("resid_post", l)?.i((0, s - 1))? * sign)?)?;
-        }
-    }
-}
-let steer: Vec<Tensor> = sum.iter().map(|v| Ok((v / build.len() as f64)?)).collect::<Result<_>>()?;
-let norms: Vec<f32> = steer.iter().map(|v| Ok(v.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()?)).collect::<Result<_>>()?;
+let french: Vec<String> = build.iter().map(|t| prompt(&example, &t.0, true)).collect();
+let german: Vec<String> = build.iter().map(|t| prompt(&example, &t.0, false)).collect();
+let steer = steering::mean_difference(&model, &french, &german)?;
+let norms = steering::norms(&steer)?;
 // The control: one seeded Gaussian direction, scaled to each layer's steering norm.
-let mut rng = mechinterp::stats::Rng::new(8);
-let gauss: Vec<f32> = (0..model.cfg().d_model).map(|_| {
-    let u1 = ((rng.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
-    let u2 = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-}).collect();
-let g = Tensor::new(gauss.as_slice(), &Device::Cpu)?;
-let g = (&g / g.sqr()?.sum_all()?.sqrt()?.to_scalar::<f32>()? as f64)?;
-let control: Vec<Tensor> = norms.iter().map(|n| Ok((&g * *n as f64)?)).collect::<Result<_>>()?;
+let control = steering::random_like(&steer, 8)?;
 LinePlot::new((0..n_layers).map(|l| l.to_string()).collect())
     .series("‖mean French − German‖", norms.clone())?
     .labels("Steering vector norm per layer", "layer", "L2 norm")
@@ -87,46 +71,35 @@ LinePlot::new((0..n_layers).map(|l| l.to_string()).collect())
 // model.
 
 // %%
-fn hooks_for(v: &Tensor, layer: usize, scale: f64) -> Result<Hooks> {
-    Hooks::new().intervene(&format!("blocks.{layer}.hook_resid_post"), Intervention::Add((v * scale)?))
-}
-/// Mean over the test sentences of log p(French reference) − log p(German reference), both
-/// references scored after the German prompt in one batched, teacher-forced pass.
-fn lp_gap(model: &HookedTransformer, ex: &(String, String, String), test: &[(String, String, String)], hooks: &Hooks) -> Result<f32> {
-    let prompts: Vec<String> = test.iter().map(|t| prompt(ex, &t.0, false)).collect();
-    let refs: Vec<(String, String)> = test.iter().map(|t| (format!(" {}", t.1), format!(" {}", t.2))).collect();
-    let items: Vec<(&str, &str)> = prompts.iter().zip(&refs).map(|(p, r)| (p.as_str(), r.0.as_str()))
-        .chain(prompts.iter().zip(&refs).map(|(p, r)| (p.as_str(), r.1.as_str()))).collect();
-    let lp = continuation_logprobs(&model.with_hooks(hooks), &items)?;
-    let n = test.len();
-    Ok((0..n).map(|i| lp[i].total - lp[n + i].total).sum::<f32>() / n as f32)
+/// The mean gap log p(French ref) − log p(German ref) after the German prompts, under `model`
+/// (a view with the steering hooks, or the plain model).
+fn gap(model: &HookedTransformer, ex: &(String, String, String), test: &[(String, String, String)]) -> Result<f32> {
+    let items: Vec<(String, String, String)> = test.iter().map(|t| (prompt(ex, &t.0, false), format!(" {}", t.1), format!(" {}", t.2))).collect();
+    steering::logprob_gap(model, &items)
 }
 let layers = [4usize, 8, 12, 16];
 let scales = [0.0, 0.25, 0.5, 1.0, 2.0];
 // Teacher-forced scoring is the slow part: half of the test sentences suffice here.
 let scored: Vec<(String, String, String)> = test[..test.len() / 2].to_vec();
-let base = lp_gap(&model, &example, &scored, &Hooks::new())?;
+let base = gap(&model, &example, &scored)?;
 let mut curves: Vec<(usize, Vec<f32>)> = Vec::new();
 for &l in &layers {
-    let mut c = Vec::new();
-    for &s in &scales {
-        c.push(if s == 0.0 { base } else { lp_gap(&model, &example, &scored, &hooks_for(&steer[l], l, s)?)? });
-    }
+    let c: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { gap(&model.with_hooks(&steering::add_hooks(&steer[l], l, s)?), &example, &scored) }).collect::<Result<_>>()?;
     println!("layer {l:>2}: {}", c.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
     curves.push((l, c));
 }
-// The layer where half the vector already moves the gap most.
+
+// %%
+// The layer where half the vector already moves the gap most, and the control there.
 let half = scales.iter().position(|&s| s == 0.5).unwrap();
 let best = curves.iter().max_by(|a, b| a.1[half].total_cmp(&b.1[half])).unwrap().0;
-let ctl: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { lp_gap(&model, &example, &scored, &hooks_for(&control[best], best, s)?) }).collect::<Result<_>>()?;
+let ctl: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { gap(&model.with_hooks(&steering::add_hooks(&control[best], best, s)?), &example, &scored) }).collect::<Result<_>>()?;
 println!("control at layer {best}: {}", ctl.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
 println!("unsteered gap {base:.2}; chosen layer {best}");
-{
-    let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
-    for (l, c) in &curves { plot = plot.series(&format!("steer at layer {l}"), c.clone())?; }
-    plot.series(&format!("random control at layer {best}"), ctl.clone())?
-        .labels("log p(French ref) − log p(German ref) after a German prompt", "scale", "nats per sentence")
-}
+let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
+for (l, c) in &curves { plot = plot.series(&format!("steer at layer {l}"), c.clone())?; }
+plot.series(&format!("random control at layer {best}"), ctl.clone())?
+    .labels("log p(French ref) − log p(German ref) after a German prompt", "scale", "nats per sentence")
 
 // %% [markdown]
 // ## What the model writes
@@ -136,29 +109,14 @@ println!("unsteered gap {base:.2}; chosen layer {best}");
 // German-only words and show the first output at each scale.
 
 // %%
-fn words(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphabetic()).filter(|w| w.chars().count() > 1).map(|w| w.to_lowercase()).collect()
-}
-let fr_words: std::collections::HashSet<String> = fr.iter().flat_map(|p| words(&p.tgt)).collect();
-let de_words: std::collections::HashSet<String> = de.iter().flat_map(|p| words(&p.tgt)).collect();
-/// French-only words / (French-only + German-only words), and that count.
-fn french_share(texts: &[String], fr: &std::collections::HashSet<String>, de: &std::collections::HashSet<String>) -> (f32, usize) {
-    let (mut f, mut d) = (0usize, 0usize);
-    for w in texts.iter().flat_map(|t| words(t)) {
-        match (fr.contains(&w), de.contains(&w)) { (true, false) => f += 1, (false, true) => d += 1, _ => {} }
-    }
-    (f as f32 / (f + d).max(1) as f32, f + d)
-}
+let fr_texts: Vec<String> = fr.iter().map(|p| p.tgt.clone()).collect();
+let de_texts: Vec<String> = de.iter().map(|p| p.tgt.clone()).collect();
+let (fr_words, de_words) = steering::distinctive_words(&fr_texts, &de_texts);
 let prompts: Vec<String> = test.iter().map(|t| prompt(&example, &t.0, false)).collect();
 let opts = GenerateOptions::greedy(16).stop_at("\n");
-let mut shares: Vec<(String, Vec<f32>)> = Vec::new();
-let mut stuck_counts: Vec<(String, Vec<usize>)> = Vec::new();
-/// Text that is mostly one fragment repeated: few distinct character trigrams.
-fn repetitive(t: &str) -> bool {
-    let c: Vec<char> = t.chars().collect();
-    let grams: std::collections::HashSet<&[char]> = c.windows(3).collect();
-    c.len() < 3 || (grams.len() as f32) < 0.4 * (c.len() - 2) as f32
-}
+let (mut shares, mut stuck_counts): (Vec<(String, Vec<f32>)>, Vec<(String, Vec<usize>)>) = (Vec::new(), Vec::new());
+
+// %%
 for (name, v) in [("steer", &steer[best]), ("control", &control[best])] {
     let (mut row, mut stuck_row) = (Vec::new(), Vec::new());
     for &s in &scales {
@@ -169,25 +127,21 @@ for (name, v) in [("steer", &steer[best]), ("control", &control[best])] {
             stuck_row.push(stuck_counts[0].1[0]);
             continue;
         }
-        let gens = model.with_hooks(&hooks_for(v, best, s)?).generate_batch(&prompts, &opts)?;
+        let gens = model.with_hooks(&steering::add_hooks(v, best, s)?).generate_batch(&prompts, &opts)?;
         let texts: Vec<String> = gens.iter().map(|g| g.text.clone()).collect();
-        // Repeated fragments are not language: the share counts the other outputs only.
-        let fluent: Vec<String> = texts.iter().filter(|t| !repetitive(t)).cloned().collect();
-        let (share, n) = french_share(&fluent, &fr_words, &de_words);
-        let share = if n == 0 { f32::NAN } else { share };
-        let stuck = texts.len() - fluent.len();
-        println!("{name:<7} ×{s:<4}: {stuck:>2}/{} outputs repeated fragments; French share of the rest {share:.2} ({n:>2} counted words); first {:?}", texts.len(), texts[0]);
-        row.push(share);
-        stuck_row.push(stuck);
+        let o = steering::language_share(&texts, &fr_words, &de_words);
+        println!("{name:<7} ×{s:<4}: {:>2}/{} outputs repeated fragments; French share of the rest {:.2} ({:>2} counted words); first {:?}", o.repetitive, texts.len(), o.share, o.counted, texts[0]);
+        row.push(o.share);
+        stuck_row.push(o.repetitive);
     }
     shares.push((name.to_string(), row));
     stuck_counts.push((name.to_string(), stuck_row));
 }
-{
-    let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
-    for (n, r) in &shares { plot = plot.series(n, r.clone())?; }
-    plot.labels(&format!("Share of French words in the non-repetitive outputs (layer {best})"), "scale", "French / (French + German) words")
-}
+
+// %%
+let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
+for (n, r) in &shares { plot = plot.series(n, r.clone())?; }
+plot.labels(&format!("Share of French words in the non-repetitive outputs (layer {best})"), "scale", "French / (French + German) words")
 
 // %% [markdown]
 // ## What happened
@@ -205,6 +159,8 @@ let steer_curve = curves.iter().find(|c| c.0 == best).unwrap().1.clone();
 println!("Log-probability gap at layer {best}: {:.2} unsteered, {:.2} at the largest scale (control: {:.2}).", base, steer_curve[scales.len() - 1], ctl[scales.len() - 1]);
 println!("Half of the steered gap's change is reached by scale ×{}.", first_moved(&scales, &steer_curve, base).unwrap_or(f64::NAN));
 println!("French word share: {:.2} unsteered; steered {:?}; control {:?}.", shares[0].1[0], shares[0].1.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>(), shares[1].1.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>());
+
+// %%
 // A scale "works" when most outputs are language and most of their words are French.
 let n_out = test.len();
 fn works(share: f32, stuck: usize, n: usize) -> bool { share > 0.5 && stuck * 2 <= n }

@@ -27,6 +27,7 @@ pub mod prelude;
 pub mod progress;
 pub mod report;
 pub mod stats;
+pub mod steering;
 pub mod table;
 pub mod tokenizer;
 pub mod translation;

@@ -24,6 +24,40 @@ impl Rng {
     pub fn below(&mut self, n: usize) -> usize {
         (self.next_u64() % n.max(1) as u64) as usize
     }
+
+    /// A standard normal draw (Box–Muller, one of the pair; two draws of 53 bits each).
+    pub fn gaussian(&mut self) -> f64 {
+        // u1 in (0, 1], so its logarithm is finite.
+        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// `statistic` of `v` with its percentile bootstrap interval at `level` (0.95: the 2.5 % and
+/// 97.5 % quantiles of `resamples` statistics of resamples drawn with replacement), seeded:
+/// (point estimate, low, high).
+pub fn bootstrap_interval(
+    v: &[f32],
+    statistic: impl Fn(&[f32]) -> f32,
+    resamples: usize,
+    level: f64,
+    seed: u64,
+) -> (f32, f32, f32) {
+    let mut rng = Rng::new(seed);
+    let mut stats: Vec<f32> = (0..resamples)
+        .map(|_| {
+            let s: Vec<f32> = (0..v.len()).map(|_| v[rng.below(v.len())]).collect();
+            statistic(&s)
+        })
+        .collect();
+    // In f64, so that 0.95 gives exactly the f32 quantiles 0.025 and 0.975.
+    let tail = (1.0 - level) / 2.0;
+    (
+        statistic(v),
+        quantile(&mut stats, tail as f32),
+        quantile(&mut stats, (1.0 - tail) as f32),
+    )
 }
 
 /// Pearson correlation of two equally long series (NaN when either is constant).

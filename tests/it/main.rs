@@ -25,6 +25,7 @@ mod translation;
 mod weights;
 // main engineer's modules below
 mod grads;
+mod path_patching;
+mod steering;
 mod tl_hooks;
 mod view;
-mod path_patching;

@@ -30,7 +30,10 @@ fn senders_between_receiver_layers_are_computed() {
             let v = sweep.table.get(&[l, h]).unwrap();
             assert!(v.is_finite(), "sender {l}.{h} is {v}");
             let alone = p.path(&[(l, h)], &late, Direction::Noise, false).unwrap();
-            assert!((v - alone).abs() <= 1e-5 * (1.0 + v.abs()), "{l}.{h}: {v} vs {alone}");
+            assert!(
+                (v - alone).abs() <= 1e-5 * (1.0 + v.abs()),
+                "{l}.{h}: {v} vs {alone}"
+            );
         }
         // Layer 0 reaches both receivers; layers 4 and 5 reach none.
         assert!(sweep.table.get(&[0, h]).unwrap().is_finite());
@@ -39,14 +42,22 @@ fn senders_between_receiver_layers_are_computed() {
         }
     }
     // A sender after every receiver is refused by name.
-    let e = p.path(&[(4, 0)], &both, Direction::Noise, false).unwrap_err();
-    assert!(e.to_string().contains("not before receiver V(4, 1), the last one"), "{e}");
+    let e = p
+        .path(&[(4, 0)], &both, Direction::Noise, false)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not before receiver V(4, 1), the last one"),
+        "{e}"
+    );
 }
 
 #[test]
 fn noising_maps_show_the_damage_centred_on_zero() {
     let p = patcher();
-    let r = p.path_sweep(&Receivers::Logits, Direction::Noise, false).unwrap();
+    let r = p
+        .path_sweep(&Receivers::Logits, Direction::Noise, false)
+        .unwrap();
     let h = r.heatmap().unwrap();
     assert!(h.title.contains("damage (1 − normalized)"), "{}", h.title);
     let norm = r.normalized();
@@ -57,6 +68,12 @@ fn noising_maps_show_the_damage_centred_on_zero() {
         }
     }
     // Denoising keeps the normalized table (1 = restored).
-    let d = p.path_sweep(&Receivers::Logits, Direction::Denoise, false).unwrap();
-    assert!(d.heatmap().unwrap().title.contains("normalized (1 = restored)"));
+    let d = p
+        .path_sweep(&Receivers::Logits, Direction::Denoise, false)
+        .unwrap();
+    assert!(d
+        .heatmap()
+        .unwrap()
+        .title
+        .contains("normalized (1 = restored)"));
 }
