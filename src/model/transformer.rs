@@ -127,7 +127,7 @@ pub(crate) enum LogitRows<'a> {
 
 /// Row i's positions `spans[i].0 .. spans[i].0 + spans[i].1` of [b, s, d], each zero-padded
 /// to the longest span: [b, max len, d].
-pub(crate) fn select_spans(x: &Tensor, spans: &[(usize, usize)]) -> Result<Tensor> {
+pub fn select_spans(x: &Tensor, spans: &[(usize, usize)]) -> Result<Tensor> {
     let (b, s, d) = x.dims3()?;
     if spans.len() != b {
         return Err(Error::Shape(format!(
@@ -158,7 +158,7 @@ pub(crate) fn select_spans(x: &Tensor, spans: &[(usize, usize)]) -> Result<Tenso
 }
 
 /// Rows `x[i, pos[i]]` of [b, s, d] as [b, 1, d].
-pub(crate) fn select_positions(x: &Tensor, pos: &[usize]) -> Result<Tensor> {
+pub fn select_positions(x: &Tensor, pos: &[usize]) -> Result<Tensor> {
     let (b, s, _) = x.dims3()?;
     if pos.len() != b {
         return Err(Error::Shape(format!(
