@@ -258,3 +258,28 @@ fn bad_sentence_data() {
         "{e}"
     );
 }
+
+#[test]
+fn a_truncated_safetensors_file_is_named_with_both_sizes() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/llama");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(fixture.join("model.safetensors")).unwrap();
+    let cut = bytes.len() - bytes.len() / 3;
+    let file = dir.path().join("model.safetensors");
+    std::fs::write(&file, &bytes[..cut]).unwrap();
+    let e = err(HookedTransformer::from_local_dir(dir.path()));
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("truncated or corrupt"), "{e}");
+    assert!(e.contains(&format!("it is {cut} bytes")), "{e}");
+    assert!(e.contains(&format!("promises {}", bytes.len())), "{e}");
+    assert!(e.contains("download it again"), "{e}");
+    assert!(!e.contains("incomplete metadata"), "{e}");
+    // Cut inside the header: its length is known before it is read.
+    std::fs::write(&file, &bytes[..20]).unwrap();
+    let e = err(HookedTransformer::from_local_dir(dir.path()));
+    assert!(e.contains("it is 20 bytes") && e.contains("header"), "{e}");
+}

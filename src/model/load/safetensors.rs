@@ -102,9 +102,10 @@ fn check_length(path: &Path) -> Result<()> {
 
 fn corrupt(path: &Path, what: String) -> Error {
     // In a hub cache the file is a link into blobs/: the blob is what has to go.
-    let target = std::fs::canonicalize(path)
-        .ok()
-        .filter(|t| t != path)
+    let target = std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.file_type().is_symlink())
+        .then(|| std::fs::canonicalize(path).ok())
+        .flatten()
         .map(|t| format!(" and {}, the file it links to", t.display()))
         .unwrap_or_default();
     Error::Load(format!(
