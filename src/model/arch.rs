@@ -1,17 +1,10 @@
-//! Architecture adapters: for each supported family, its names in a Hugging Face checkpoint and
-//! in a GGUF file (config and tensors), and how those tensors differ from what the forward pass
-//! expects. A safetensors folder and a GGUF file are two [`TensorSource`]s for the same code.
-
-use std::sync::Arc;
-
-use candle_core::quantized::QTensor;
-use candle_core::{DType, Device, Tensor};
-use serde_json::Value;
+//! The supported families: their names in each format, the tensor names of every weight, and
+//! the family facts (layer pattern, query scaling, embedding scale, norm offset…) that every
+//! reader applies. What a file says is read under [`crate::model::load`]; this module knows
+//! families, not file formats.
 
 use crate::error::{Error, Result};
-use crate::model::config::Config;
-use crate::model::matrix::{permute_rows, Matrix, WeightMode};
-use crate::model::transformer::{BlockWeights, Weights};
+use crate::model::config::Activation;
 
 /// The `architectures` entries we load from config.json.
 pub const SUPPORTED: &[&str] = &[
@@ -40,34 +33,9 @@ pub enum Arch {
     Qwen3,
 }
 
-/// Which naming a tensor source uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// Hugging Face safetensors (`model.layers.0.self_attn.q_proj.weight`).
-    Hf,
-    /// llama.cpp's GGUF (`blk.0.attn_q.weight`).
-    Gguf,
-}
-
-/// Where tensors come from: memory-mapped safetensors or a GGUF file.
-pub trait TensorSource {
-    /// The naming this source uses.
-    fn format(&self) -> Format;
-    /// The named tensor on `device`, converted to `dtype`; `None` when absent.
-    fn tensor(&self, name: &str, dtype: DType, device: &Device) -> Result<Option<Tensor>>;
-    /// The named tensor as stored (quantised blocks), for weights kept quantised; `None`
-    /// when absent. Only GGUF files have them.
-    fn quantised(&self, name: &str, device: &Device) -> Result<Option<QTensor>> {
-        let _ = (name, device);
-        Err(Error::Load(
-            "only GGUF files can keep their weights quantised (stream / quantized); load safetensors as f32 or bf16".into(),
-        ))
-    }
-}
-
 /// One weight of the model, named independently of any file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum W {
+pub(crate) enum W {
     Embed,
     Unembed,
     FinalNorm,
@@ -90,38 +58,20 @@ enum W {
     Down,
 }
 
+/// Gemma 3's local (sliding) layers' RoPE base when the file does not give one.
+const GEMMA3_LOCAL_ROPE_THETA: f64 = 10_000.0;
+
 impl Arch {
-    /// Reads `architectures` from a config.json.
-    pub fn from_config(cfg: &Value) -> Result<Arch> {
-        let archs: Vec<&str> = cfg
-            .get("architectures")
-            .and_then(|a| a.as_array())
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
-        for a in &archs {
-            match *a {
-                "Gemma2ForCausalLM" => return Ok(Arch::Gemma2),
-                "Gemma3ForCausalLM" => return Ok(Arch::Gemma3),
-                "LlamaForCausalLM" => return Ok(Arch::Llama),
-                "Qwen2ForCausalLM" => return Ok(Arch::Qwen2),
-                "Qwen3ForCausalLM" => return Ok(Arch::Qwen3),
-                _ => {}
-            }
-        }
-        let named = if archs.is_empty() {
-            "config.json has no `architectures` entry".to_string()
-        } else {
-            format!("architecture {} is not supported", archs.join(", "))
-        };
-        let hint = if archs.contains(&"Gemma3ForConditionalGeneration") {
-            " (for multimodal Gemma 3 checkpoints, load the text-only Gemma3ForCausalLM variant, e.g. google/gemma-3-1b-pt)"
-        } else {
-            ""
-        };
-        Err(Error::Load(format!(
-            "{named}; supported architectures: {}{hint}",
-            SUPPORTED.join(", ")
-        )))
+    /// The family of a config.json `architectures` entry; `None` for one we do not load.
+    pub fn from_hf_class(class: &str) -> Option<Arch> {
+        Some(match class {
+            "Gemma2ForCausalLM" => Arch::Gemma2,
+            "Gemma3ForCausalLM" => Arch::Gemma3,
+            "LlamaForCausalLM" => Arch::Llama,
+            "Qwen2ForCausalLM" => Arch::Qwen2,
+            "Qwen3ForCausalLM" => Arch::Qwen3,
+            _ => return None,
+        })
     }
 
     /// Reads a GGUF's `general.architecture`.
@@ -152,7 +102,7 @@ impl Arch {
         }
     }
 
-    /// Gemma's family traits: (1 + w) norms in HF files, post-norms, scaled embeddings.
+    /// Gemma's family traits: (1 + w) norms, post-norms, scaled embeddings, GELU.
     pub fn is_gemma(self) -> bool {
         matches!(self, Arch::Gemma2 | Arch::Gemma3)
     }
@@ -162,12 +112,78 @@ impl Arch {
         matches!(self, Arch::Gemma3 | Arch::Qwen3)
     }
 
-    /// Maps config.json (either transformers dialect) onto the one [`Config`].
-    pub fn config(self, j: &Value) -> Result<Config> {
-        crate::model::hf_config::config(self, j)
+    /// Norms after attention and after the MLP, before the residual add.
+    pub fn has_post_norms(self) -> bool {
+        self.is_gemma()
     }
 
-    fn hf_name(self, w: W, l: usize) -> String {
+    /// What every RMSNorm weight is offset by: Gemma's norms scale by (1 + w). Transformers
+    /// stores w; llama.cpp's converter stores 1 + w.
+    pub fn norm_offset(self) -> f64 {
+        if self.is_gemma() {
+            1.0
+        } else {
+            0.0
+        }
+    }
+
+    /// Multiplier on token embeddings: Gemma scales them by √d_model.
+    pub fn embed_scale(self, d_model: usize) -> Option<f64> {
+        self.is_gemma().then(|| (d_model as f64).sqrt())
+    }
+
+    /// The MLP activation where the file does not name one.
+    pub fn activation(self) -> Activation {
+        if self.is_gemma() {
+            Activation::GeluTanh
+        } else {
+            Activation::Silu
+        }
+    }
+
+    /// Attention-score multiplier 1/√s: s is Gemma's `query_pre_attn_scalar` where the file
+    /// gives one, else (and always for the other families) the head size.
+    pub fn attn_scale(self, query_pre_attn_scalar: Option<f64>, d_head: usize) -> f64 {
+        let s = query_pre_attn_scalar
+            .filter(|_| self.is_gemma())
+            .unwrap_or(d_head as f64);
+        1.0 / s.sqrt()
+    }
+
+    /// Attention and final logit soft-caps where the file does not set them: Gemma 2's 50
+    /// and 30 (transformers' and llama.cpp's defaults alike); the others have none.
+    pub fn default_softcaps(self) -> (Option<f64>, Option<f64>) {
+        match self {
+            Arch::Gemma2 => (Some(50.0), Some(30.0)),
+            _ => (None, None),
+        }
+    }
+
+    /// The family's sliding-window pattern n (every n-th layer global, the others sliding)
+    /// when the file does not give one: Gemma 2 alternates (2), Gemma 3 has 5 local : 1
+    /// global (6); the others do not slide by pattern.
+    pub fn sliding_pattern(self) -> Option<usize> {
+        match self {
+            Arch::Gemma2 => Some(2),
+            Arch::Gemma3 => Some(6),
+            _ => None,
+        }
+    }
+
+    /// Which layers slide under pattern `n`: all but every n-th (1-based); `n` = 0 slides
+    /// every layer, as llama.cpp reads it.
+    pub fn sliding_layers(n_layers: usize, n: usize) -> Vec<bool> {
+        (0..n_layers).map(|l| n == 0 || (l + 1) % n != 0).collect()
+    }
+
+    /// The RoPE base of Gemma 3's local layers when the file does not give one; those layers
+    /// never take the global RoPE scaling. `None` for families whose layers share one RoPE.
+    pub fn local_rope_theta(self) -> Option<f64> {
+        (self == Arch::Gemma3).then_some(GEMMA3_LOCAL_ROPE_THETA)
+    }
+
+    /// A weight's name in a Hugging Face checkpoint.
+    pub(crate) fn hf_name(self, w: W, l: usize) -> String {
         let gemma = self.is_gemma();
         let s = match w {
             W::Embed => return "model.embed_tokens.weight".into(),
@@ -196,8 +212,8 @@ impl Arch {
         format!("model.layers.{l}.{s}")
     }
 
-    /// llama.cpp's tensor names are the same for every family.
-    fn gguf_name(w: W, l: usize) -> String {
+    /// A weight's name in a GGUF file: llama.cpp's names are the same for every family.
+    pub(crate) fn gguf_name(w: W, l: usize) -> String {
         let s = match w {
             W::Embed => return "token_embd.weight".into(),
             W::Unembed => return "output.weight".into(),
@@ -222,153 +238,19 @@ impl Arch {
         };
         format!("blk.{l}.{s}")
     }
-
-    /// Loads the weights from either source. Matrices come in `dtype`, or stay quantised as
-    /// `mode` says; norms in f32, with Gemma's (1 + w) folded in (GGUF files already carry it).
-    pub fn weights(
-        self,
-        cfg: &Config,
-        src: &dyn TensorSource,
-        dtype: DType,
-        mode: WeightMode,
-        device: &Device,
-    ) -> Result<Weights> {
-        let format = src.format();
-        let name = |w: W, l: usize| match format {
-            Format::Hf => self.hf_name(w, l),
-            Format::Gguf => Self::gguf_name(w, l),
-        };
-        let opt = |w: W, l: usize, dt: DType| -> Result<Option<Tensor>> {
-            let t = src.tensor(&name(w, l), dt, device)?;
-            let Some(t) = t else { return Ok(None) };
-            // llama.cpp's converter permutes the q / k rows of the llama family so that its
-            // interleaved RoPE works; undo it (as transformers' GGUF loader does).
-            let t = if format == Format::Gguf && self == Arch::Llama {
-                match w {
-                    W::Q | W::QBias => unpermute(&t, cfg.n_heads)?,
-                    W::K | W::KBias => unpermute(&t, cfg.n_kv_heads)?,
-                    _ => t,
-                }
-            } else {
-                t
-            };
-            Ok(Some(t))
-        };
-        let get = |w: W, l: usize, dt: DType| -> Result<Tensor> {
-            opt(w, l, dt)?.ok_or_else(|| {
-                Error::Load(format!("the checkpoint has no tensor `{}`", name(w, l)))
-            })
-        };
-        let norm = |w: W, l: usize| -> Result<Tensor> {
-            let t = get(w, l, DType::F32)?;
-            Ok(if self.is_gemma() && format == Format::Hf {
-                (t + 1.0)?
-            } else {
-                t
-            })
-        };
-        let when = |on: bool, w: W, l: usize| -> Result<Option<Tensor>> {
-            if on {
-                Ok(Some(norm(w, l)?))
-            } else {
-                Ok(None)
-            }
-        };
-        let matrix = |w: W, l: usize| -> Result<Matrix> {
-            if mode == WeightMode::Dense {
-                return Ok(Matrix::Dense(get(w, l, dtype)?));
-            }
-            let q = src.quantised(&name(w, l), device)?.ok_or_else(|| {
-                Error::Load(format!("the checkpoint has no tensor `{}`", name(w, l)))
-            })?;
-            // The same permutation as the dense path, moving whole rows of blocks.
-            let q = match (format, self, w) {
-                (Format::Gguf, Arch::Llama, W::Q | W::K) => {
-                    let heads = if w == W::Q {
-                        cfg.n_heads
-                    } else {
-                        cfg.n_kv_heads
-                    };
-                    let rows = q.shape().dims()[0];
-                    let index =
-                        Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((rows, 1))?;
-                    let from: Vec<usize> = unpermute(&index, heads)?
-                        .flatten_all()?
-                        .to_vec1::<u32>()?
-                        .into_iter()
-                        .map(|r| r as usize)
-                        .collect();
-                    permute_rows(&q, &from)?
-                }
-                _ => q,
-            };
-            Matrix::quantised(vec![Arc::new(q)], mode == WeightMode::Quantized)
-        };
-        let bias = |on: bool, w: W, l: usize| -> Result<Option<Tensor>> {
-            if on {
-                Ok(Some(get(w, l, dtype)?))
-            } else {
-                Ok(None)
-            }
-        };
-        let embed = matrix(W::Embed, 0)?;
-        let unembed = if cfg.tied_embeddings {
-            None
-        } else {
-            Some(matrix(W::Unembed, 0)?)
-        };
-        let mut blocks = Vec::with_capacity(cfg.n_layers);
-        for l in 0..cfg.n_layers {
-            blocks.push(BlockWeights {
-                ln1: norm(W::Ln1, l)?,
-                ln1_post: when(cfg.post_norms, W::Ln1Post, l)?,
-                ln2: norm(W::Ln2, l)?,
-                ln2_post: when(cfg.post_norms, W::Ln2Post, l)?,
-                w_q: matrix(W::Q, l)?,
-                w_k: matrix(W::K, l)?,
-                w_v: matrix(W::V, l)?,
-                w_o: matrix(W::O, l)?,
-                b_q: bias(cfg.qkv_bias, W::QBias, l)?,
-                b_k: bias(cfg.qkv_bias, W::KBias, l)?,
-                b_v: bias(cfg.qkv_bias, W::VBias, l)?,
-                b_o: bias(cfg.o_bias, W::OBias, l)?,
-                q_norm: when(cfg.qk_norm, W::QNorm, l)?,
-                k_norm: when(cfg.qk_norm, W::KNorm, l)?,
-                w_gate: matrix(W::Gate, l)?,
-                w_up: matrix(W::Up, l)?,
-                w_down: matrix(W::Down, l)?,
-            });
-        }
-        Ok(Weights {
-            embed,
-            unembed,
-            ln_final: norm(W::FinalNorm, 0)?,
-            blocks,
-        })
-    }
-
-    /// The GGUF names of layer 0's q and output-projection biases, whose presence says whether
-    /// a GGUF model has them.
-    pub(crate) fn gguf_bias_names() -> (String, String) {
-        (Self::gguf_name(W::QBias, 0), Self::gguf_name(W::OBias, 0))
-    }
 }
 
-/// Inverts llama.cpp's `permute(w, n_head)`: rows (head, pair, half) back to (head, half, pair).
-fn unpermute(t: &Tensor, heads: usize) -> Result<Tensor> {
-    let dims = t.dims().to_vec();
-    let rows = dims[0];
-    if heads == 0 || !rows.is_multiple_of(2 * heads) {
-        return Err(Error::Load(format!(
-            "cannot undo llama.cpp's q/k permutation: {rows} rows for {heads} heads"
-        )));
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_both_readers_conventions() {
+        // Gemma 2: even layers slide; Gemma 3: every 6th layer (1-based) is global.
+        assert_eq!(Arch::sliding_layers(4, 2), [true, false, true, false]);
+        let g3 = Arch::sliding_layers(12, 6);
+        assert_eq!(g3.iter().filter(|s| !**s).count(), 2);
+        assert!(!g3[5] && !g3[11] && g3[0] && g3[6]);
+        assert!(Arch::sliding_layers(3, 0).iter().all(|s| *s));
     }
-    let half = rows / heads / 2;
-    let rest: Vec<usize> = dims[1..].to_vec();
-    let mut shape = vec![heads, half, 2];
-    shape.extend(&rest);
-    Ok(t.reshape(shape)?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape(dims)?)
 }

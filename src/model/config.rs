@@ -160,25 +160,4 @@ impl Config {
         }
         Ok(())
     }
-
-    /// Gemma 3's layer pattern: every `pattern`-th layer (1-based) is global with base
-    /// `global_theta`; the others slide over `window` tokens with base `local_theta`.
-    pub fn gemma3_layers(
-        n_layers: usize,
-        pattern: usize,
-        window: usize,
-        local_theta: f64,
-        global_theta: f64,
-    ) -> Vec<LayerConfig> {
-        (0..n_layers)
-            .map(|l| {
-                let global = pattern > 0 && (l + 1) % pattern == 0;
-                LayerConfig {
-                    sliding_window: (!global).then_some(window),
-                    rope_theta: if global { global_theta } else { local_theta },
-                    rope_scaling: None,
-                }
-            })
-            .collect()
-    }
 }

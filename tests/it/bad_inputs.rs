@@ -9,7 +9,11 @@ use mechinterp::fetch::{fetch, FetchOptions, WheelSource};
 use mechinterp::prelude::*;
 
 fn tiny(dir: &std::path::Path) -> HookedTransformer {
-    HookedTransformer::from_gguf(write_tiny_gguf(dir, &Tiny::default(), 9)).unwrap()
+    HookedTransformer::from_spec(
+        write_tiny_gguf(dir, &Tiny::default(), 9),
+        &LoadOptions::from_env().unwrap(),
+    )
+    .unwrap()
 }
 
 fn err<T: std::fmt::Debug>(r: mechinterp::Result<T>) -> String {
@@ -23,20 +27,30 @@ fn broken_gguf_files() {
     let bytes = std::fs::read(&good).unwrap();
     let truncated = dir.path().join("truncated.gguf");
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let e = err(HookedTransformer::from_gguf(&truncated));
+    let e = err(HookedTransformer::from_spec(
+        &truncated,
+        &LoadOptions::from_env().unwrap(),
+    ));
     assert!(e.contains("truncated.gguf"), "{e}");
     let mut wrong = bytes.clone();
     wrong[..4].copy_from_slice(b"NOPE");
     let magic = dir.path().join("magic.gguf");
     std::fs::write(&magic, wrong).unwrap();
-    let e = err(HookedTransformer::from_gguf(&magic));
+    let e = err(HookedTransformer::from_spec(
+        &magic,
+        &LoadOptions::from_env().unwrap(),
+    ));
     assert!(e.contains("not a readable GGUF file"), "{e}");
     let missing =
         write_tiny_gguf_skipping(dir.path(), &Tiny::default(), 10, &["blk.3.ffn_up.weight"]);
-    let e = err(HookedTransformer::from_gguf(&missing));
+    let e = err(HookedTransformer::from_spec(
+        &missing,
+        &LoadOptions::from_env().unwrap(),
+    ));
     assert!(e.contains("blk.3.ffn_up.weight"), "{e}");
-    let e = err(HookedTransformer::from_gguf(
+    let e = err(HookedTransformer::from_spec(
         dir.path().join("nothing.gguf"),
+        &LoadOptions::from_env().unwrap(),
     ));
     assert!(
         e.contains("not found") && e.contains("mechinterp fetch"),
@@ -243,4 +257,29 @@ fn bad_sentence_data() {
         e.contains("language tag") && e.contains("FRENCHY") && e.contains("2 tokens"),
         "{e}"
     );
+}
+
+#[test]
+fn a_truncated_safetensors_file_is_named_with_both_sizes() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/llama");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(fixture.join("model.safetensors")).unwrap();
+    let cut = bytes.len() - bytes.len() / 3;
+    let file = dir.path().join("model.safetensors");
+    std::fs::write(&file, &bytes[..cut]).unwrap();
+    let e = err(HookedTransformer::from_local_dir(dir.path()));
+    assert!(e.contains(&file.display().to_string()), "{e}");
+    assert!(e.contains("truncated or corrupt"), "{e}");
+    assert!(e.contains(&format!("it is {cut} bytes")), "{e}");
+    assert!(e.contains(&format!("promises {}", bytes.len())), "{e}");
+    assert!(e.contains("download it again"), "{e}");
+    assert!(!e.contains("incomplete metadata"), "{e}");
+    // Cut inside the header: its length is known before it is read.
+    std::fs::write(&file, &bytes[..20]).unwrap();
+    let e = err(HookedTransformer::from_local_dir(dir.path()));
+    assert!(e.contains("it is 20 bytes") && e.contains("header"), "{e}");
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use crate::common::max_abs_diff;
 use candle_core::quantized::gguf_file::{self, Value as GValue};
 use candle_core::{Device, IndexOp, Tensor};
-use mechinterp::model::arch::Arch;
+use mechinterp::model::load::hf_config;
 use mechinterp::prelude::*;
 use serde_json::{json, Value};
 
@@ -98,7 +98,11 @@ fn the_rope_settings_matter_so_the_test_can_fail() {
 #[test]
 fn gguf_files_from_llama_cpp_match_transformers() {
     for name in ARCHS {
-        let g = HookedTransformer::from_gguf(model_dir(name).join("model.gguf")).unwrap();
+        let g = HookedTransformer::from_spec(
+            model_dir(name).join("model.gguf"),
+            &LoadOptions::from_env().unwrap(),
+        )
+        .unwrap();
         let h = HookedTransformer::from_local_dir(model_dir(name)).unwrap();
         let d = gap(&g, name, "logits_gguf");
         println!("{name}.gguf: max |Δlogit| {d:.1e}");
@@ -213,7 +217,7 @@ fn config_variants_resolve_as_transformers_resolves_them() {
             w
         };
         for j in [&c["config"], &written] {
-            let cfg = Arch::from_config(j).unwrap().config(j).unwrap();
+            let (_, cfg) = hf_config::read(j).unwrap();
             let got: Vec<_> = cfg.layers.iter().map(ours_layer).collect();
             assert_eq!(got, want, "config {j}");
         }
@@ -221,7 +225,7 @@ fn config_variants_resolve_as_transformers_resolves_them() {
 }
 
 fn refused(j: &Value) -> String {
-    match Arch::from_config(j).and_then(|a| a.config(j)) {
+    match hf_config::read(j) {
         Ok(_) => panic!("accepted {j}"),
         Err(e) => e.to_string(),
     }
@@ -356,7 +360,7 @@ fn gguf_values_we_cannot_honour_are_refused_by_name() {
     ];
     for (name, edits, key) in cases {
         let (_tmp, path) = edited_gguf(name, &edits);
-        let e = match HookedTransformer::from_gguf(&path) {
+        let e = match HookedTransformer::from_spec(&path, &LoadOptions::from_env().unwrap()) {
             Ok(_) => panic!("{name} with {key} was accepted"),
             Err(e) => e.to_string(),
         };
@@ -370,8 +374,11 @@ fn quantised_gguf_files_match_transformers_on_the_dequantized_weights() {
     // llama.cpp's converter wrote these; the reference is HF's forward on the weights gguf-py
     // dequantizes from the same file.
     for (name, kind) in [("llama", "q8_0"), ("qwen3", "bf16"), ("gemma3", "f16")] {
-        let m = HookedTransformer::from_gguf(model_dir(name).join(format!("model.{kind}.gguf")))
-            .unwrap();
+        let m = HookedTransformer::from_spec(
+            model_dir(name).join(format!("model.{kind}.gguf")),
+            &LoadOptions::from_env().unwrap(),
+        )
+        .unwrap();
         let r = candle_core::safetensors::load(
             model_dir(name).join(format!("reference.{kind}.safetensors")),
             &Device::Cpu,
@@ -389,7 +396,7 @@ fn k_quants_dequantize_as_gguf_py_does() {
     // One tensor of each type in the default model (Q8_0, Q5_0, Q4_K, Q6_K): its first rows
     // as gguf-py dequantizes them, against ours, in f32 and (rounded) in bf16.
     let m = crate::common::gemma();
-    let bf = HookedTransformer::from_gguf_with(
+    let bf = HookedTransformer::from_spec(
         default_model_path(),
         &LoadOptions {
             dtype: candle_core::DType::BF16,
@@ -437,7 +444,11 @@ fn k_quants_dequantize_as_gguf_py_does() {
 fn byte_level_tokens_read_as_text() {
     // GPT-2's byte alphabet spells a space "Ġ"; token strings show the text instead, and a
     // lone byte of a multi-byte character keeps its raw form.
-    let m = HookedTransformer::from_gguf(model_dir("llama").join("model.gguf")).unwrap();
+    let m = HookedTransformer::from_spec(
+        model_dir("llama").join("model.gguf"),
+        &LoadOptions::from_env().unwrap(),
+    )
+    .unwrap();
     let strs = m.to_str_tokens("I like green apples").unwrap();
     assert_eq!(strs[0], "<|begin_of_text|>");
     assert_eq!(strs[1..].concat(), "I like green apples", "{strs:?}");

@@ -416,7 +416,7 @@ pub fn requantised(src: &Path, dir: &Path, dtype: GgmlDType) -> PathBuf {
 
 /// A model loaded from a GGUF file with its weights held as `mode` says.
 pub fn load_as(path: &Path, mode: WeightMode) -> HookedTransformer {
-    HookedTransformer::from_gguf_with(
+    HookedTransformer::from_spec(
         path,
         &LoadOptions {
             weights: mode,

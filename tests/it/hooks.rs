@@ -10,7 +10,7 @@ const PROMPT: &str = "EN: I like green apples. FR: J'aime les pommes vertes.";
 fn tiny() -> (tempfile::TempDir, HookedTransformer) {
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf(dir.path(), &Tiny::default(), 3);
-    let m = HookedTransformer::from_gguf(&path).unwrap();
+    let m = HookedTransformer::from_spec(&path, &LoadOptions::from_env().unwrap()).unwrap();
     (dir, m)
 }
 

@@ -39,7 +39,7 @@ fn hub_opts() -> LoadOptions {
 
 /// Loads `repo` from the test hub cache.
 fn from_hub(repo: &str) -> mechinterp::Result<HookedTransformer> {
-    HookedTransformer::from_pretrained_with(repo, &hub_opts())
+    HookedTransformer::from_spec(repo, &hub_opts())
 }
 
 /// Deterministic uniform(-scale, scale) + offset tensors.
@@ -461,7 +461,7 @@ fn bf16_runs_close_to_f32() {
         dtype: DType::BF16,
         ..hub_opts()
     };
-    let bf = HookedTransformer::from_pretrained_with("tiny/qwen2-bf16", &opts).unwrap();
+    let bf = HookedTransformer::from_spec("tiny/qwen2-bf16", &opts).unwrap();
     assert_eq!(bf.weights().embed.dtype(), DType::BF16);
     let (a, b) = (f32m.forward(&ids()).unwrap(), bf.forward(&ids()).unwrap());
     assert_eq!(b.dtype(), DType::F32, "logits come back as f32");

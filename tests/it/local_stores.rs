@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mechinterp::model::ollama;
+use mechinterp::model::load::ollama;
 use mechinterp::prelude::*;
 use sha2::{Digest, Sha256};
 
@@ -68,9 +68,10 @@ fn ollama_names_resolve_to_their_gguf_blobs() {
         &fixture("gemma3"),
         &["hf.co", "org", "tiny-gemma", "latest"],
     );
-    let direct = HookedTransformer::from_gguf(fixture("qwen2")).unwrap();
+    let direct =
+        HookedTransformer::from_spec(fixture("qwen2"), &LoadOptions::from_env().unwrap()).unwrap();
     let p = ollama::resolve_in(root, "tiny-qwen").unwrap();
-    let via = HookedTransformer::from_gguf(&p).unwrap();
+    let via = HookedTransformer::from_spec(&p, &LoadOptions::from_env().unwrap()).unwrap();
     assert_eq!(via.cfg().architecture, direct.cfg().architecture);
     assert!(ollama::resolve_in(root, "tiny-qwen:latest").unwrap() == p);
     assert!(ollama::resolve_in(root, "someone/tiny-llama:q8").is_ok());
@@ -133,9 +134,10 @@ fn a_gguf_path_with_any_name_just_works() {
     std::fs::create_dir_all(&p).unwrap();
     let file = p.join("Tiny-Llama-F32.gguf");
     std::fs::copy(fixture("llama"), &file).unwrap();
-    let m = HookedTransformer::from_spec(file.to_str().unwrap()).unwrap();
+    let m = HookedTransformer::from_spec(file.to_str().unwrap(), &LoadOptions::from_env().unwrap())
+        .unwrap();
     assert_eq!(m.cfg().architecture, "llama");
-    let e = HookedTransformer::from_spec("/no/such/model.gguf")
+    let e = HookedTransformer::from_spec("/no/such/model.gguf", &LoadOptions::from_env().unwrap())
         .err()
         .unwrap()
         .to_string();
@@ -171,7 +173,7 @@ fn tokenize_shows_the_bos_rule_and_no_bos_gives_hfs_ids() {
 
     let hf_dir = q.parent().unwrap();
     let hf = Tokenizer::from_file(hf_dir.join("tokenizer.json"), None, None, 0, false).unwrap();
-    let m = HookedTransformer::from_gguf(&q)
+    let m = HookedTransformer::from_spec(&q, &LoadOptions::from_env().unwrap())
         .unwrap()
         .with_prepend_bos(false);
     let ids = m

@@ -16,6 +16,7 @@ mod generate;
 mod hooks;
 mod hub;
 mod layering;
+mod load_layering;
 mod local_stores;
 mod plots;
 mod reference;

@@ -91,7 +91,7 @@ fn tiny_random_gemma3_matches_reference_at_every_position() {
     let dir = tempfile::tempdir().unwrap();
     let t = Tiny::default();
     let path = write_tiny_gguf(dir.path(), &t, 7);
-    let m = HookedTransformer::from_gguf(&path).unwrap();
+    let m = HookedTransformer::from_spec(&path, &LoadOptions::from_env().unwrap()).unwrap();
     let c = m.cfg();
     assert_eq!((c.n_heads, c.n_kv_heads, c.d_model), (4, 2, 64));
     assert_eq!(c.layers[5].sliding_window, None);
@@ -121,7 +121,7 @@ fn tiny_model_differs_from_reference_when_the_window_is_wrong() {
     // Guards the test above: an off-by-one in the sliding window must be visible.
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf(dir.path(), &Tiny::default(), 7);
-    let m = HookedTransformer::from_gguf(&path).unwrap();
+    let m = HookedTransformer::from_spec(&path, &LoadOptions::from_env().unwrap()).unwrap();
     let mut cfg = m.cfg().clone();
     for l in cfg.layers.iter_mut() {
         if let Some(w) = l.sliding_window.as_mut() {
@@ -147,7 +147,7 @@ fn long_prompts_run_blocked_attention_with_the_same_numbers() {
     // invisible keys, unless something reads the pattern. Both paths and the reference must agree.
     let dir = tempfile::tempdir().unwrap();
     let path = write_tiny_gguf(dir.path(), &Tiny::default(), 11);
-    let m = HookedTransformer::from_gguf(&path).unwrap();
+    let m = HookedTransformer::from_spec(&path, &LoadOptions::from_env().unwrap()).unwrap();
     let mut cfg = m.cfg().clone();
     cfg.max_position = 1024; // the tiny file says 128
     let m = HookedTransformer::new(cfg, m.weights().clone(), None).unwrap();

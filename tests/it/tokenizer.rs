@@ -74,7 +74,11 @@ fn str_tokens_read_as_text() {
 #[test]
 fn tiny_vocabulary_merges_by_score_with_byte_fallback() {
     let dir = tempfile::tempdir().unwrap();
-    let m = HookedTransformer::from_gguf(write_tiny_gguf(dir.path(), &Tiny::default(), 1)).unwrap();
+    let m = HookedTransformer::from_spec(
+        write_tiny_gguf(dir.path(), &Tiny::default(), 1),
+        &LoadOptions::from_env().unwrap(),
+    )
+    .unwrap();
     let tok = m.tokenizer().unwrap();
     let id = |s: &str| tok.token_to_id(s).unwrap();
     // " the cat" -> ▁the ▁cat; "abc" -> abc (ab ranks before bc, which is absent).

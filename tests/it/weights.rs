@@ -261,7 +261,7 @@ fn quantised_modes_are_refused_where_they_cannot_be_honoured() {
         Ok(_) => panic!("accepted"),
         Err(e) => e.to_string(),
     };
-    let e = err(HookedTransformer::from_local_dir_with(
+    let e = err(HookedTransformer::from_spec(
         model_dir("qwen2"),
         &LoadOptions {
             weights: WeightMode::Stream,
@@ -269,7 +269,7 @@ fn quantised_modes_are_refused_where_they_cannot_be_honoured() {
         },
     ));
     assert!(e.contains("stream") && e.contains("safetensors"), "{e}");
-    let e = err(HookedTransformer::from_gguf_with(
+    let e = err(HookedTransformer::from_spec(
         model_dir("qwen2").join("model.gguf"),
         &LoadOptions {
             weights: WeightMode::Quantized,

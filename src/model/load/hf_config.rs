@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::model::arch::Arch;
+use crate::model::arch::{Arch, SUPPORTED};
 use crate::model::config::{Activation, Config, LayerConfig, RopeScaling};
 
 /// Layer types we implement (transformers 5's `layer_types` entries).
@@ -17,7 +17,39 @@ fn refuse<T>(msg: String) -> Result<T> {
     Err(Error::Load(format!("config.json: {msg}")))
 }
 
-/// Maps a config.json onto the one [`Config`].
+/// A config.json's family and its [`Config`].
+pub fn read(j: &Value) -> Result<(Arch, Config)> {
+    let arch = arch_of(j)?;
+    Ok((arch, config(arch, j)?))
+}
+
+/// The family a config.json's `architectures` names.
+pub fn arch_of(j: &Value) -> Result<Arch> {
+    let archs: Vec<&str> = j
+        .get("architectures")
+        .and_then(|a| a.as_array())
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+        .unwrap_or_default();
+    if let Some(arch) = archs.iter().find_map(|a| Arch::from_hf_class(a)) {
+        return Ok(arch);
+    }
+    let named = if archs.is_empty() {
+        "config.json has no `architectures` entry".to_string()
+    } else {
+        format!("architecture {} is not supported", archs.join(", "))
+    };
+    let hint = if archs.contains(&"Gemma3ForConditionalGeneration") {
+        " (for multimodal Gemma 3 checkpoints, load the text-only Gemma3ForCausalLM variant, e.g. google/gemma-3-1b-pt)"
+    } else {
+        ""
+    };
+    Err(Error::Load(format!(
+        "{named}; supported architectures: {}{hint}",
+        SUPPORTED.join(", ")
+    )))
+}
+
+/// Maps a config.json of family `arch` onto the one [`Config`].
 pub fn config(arch: Arch, j: &Value) -> Result<Config> {
     refuse_unsupported(j)?;
     let d_model = req_usize(j, "hidden_size")?;
@@ -57,11 +89,7 @@ pub fn config(arch: Arch, j: &Value) -> Result<Config> {
         .map(|x| x as u64)
         .or(eos)
         .unwrap_or(0);
-    let qpas = if gemma {
-        opt_f64(j, "query_pre_attn_scalar").unwrap_or(d_head as f64)
-    } else {
-        d_head as f64
-    };
+    let (attn_cap, final_cap) = arch.default_softcaps();
     let cfg = Config {
         architecture: arch.name().into(),
         n_layers,
@@ -72,12 +100,12 @@ pub fn config(arch: Arch, j: &Value) -> Result<Config> {
         d_mlp: req_usize(j, "intermediate_size")?,
         d_vocab: req_usize(j, "vocab_size")?,
         rms_norm_eps: opt_f64(j, "rms_norm_eps").unwrap_or(1e-6),
-        attn_scale: 1.0 / qpas.sqrt(),
-        attn_softcap: opt_f64(j, "attn_logit_softcapping").filter(|_| gemma),
-        final_softcap: opt_f64(j, "final_logit_softcapping").filter(|_| gemma),
-        embed_scale: gemma.then(|| (d_model as f64).sqrt()),
+        attn_scale: arch.attn_scale(opt_f64(j, "query_pre_attn_scalar"), d_head),
+        attn_softcap: softcap(j, "attn_logit_softcapping", attn_cap).filter(|_| gemma),
+        final_softcap: softcap(j, "final_logit_softcapping", final_cap).filter(|_| gemma),
+        embed_scale: arch.embed_scale(d_model),
         qk_norm: arch.has_qk_norm(),
-        post_norms: gemma,
+        post_norms: arch.has_post_norms(),
         qkv_bias: arch == Arch::Qwen2 || attention_bias,
         // Qwen 2's output projection never has a bias; every other family follows attention_bias.
         o_bias: arch != Arch::Qwen2 && attention_bias,
@@ -147,22 +175,27 @@ fn layer_types(arch: Arch, j: &Value, n_layers: usize) -> Result<Vec<String>> {
             })
             .collect();
     }
-    let sliding: Vec<bool> = match arch {
-        // Layer 0 slides, layer 1 is global, and so on.
-        Arch::Gemma2 => (0..n_layers).map(|l| l % 2 == 0).collect(),
-        Arch::Gemma3 => {
-            let pattern = opt_usize(j, "sliding_window_pattern").unwrap_or(6);
-            (0..n_layers)
-                .map(|l| pattern != 0 && (l + 1) % pattern != 0)
-                .collect()
+    let sliding: Vec<bool> = match (arch, arch.sliding_pattern()) {
+        (_, Some(family)) => {
+            // Only Gemma 3's config.json (transformers 4) may change the family's pattern.
+            let n = match arch {
+                Arch::Gemma3 => opt_usize(j, "sliding_window_pattern").unwrap_or(family),
+                _ => family,
+            };
+            if n == 0 {
+                return refuse(
+                    "`sliding_window_pattern` = 0 names no layer pattern (transformers cannot load it either); list the layers in `layer_types`".into(),
+                );
+            }
+            Arch::sliding_layers(n_layers, n)
         }
-        Arch::Qwen2 | Arch::Qwen3 => {
+        (Arch::Qwen2 | Arch::Qwen3, None) => {
             let on = opt_bool(j, "use_sliding_window").unwrap_or(false)
                 && j.get("sliding_window").is_some_and(|v| !v.is_null());
             let from = opt_usize(j, "max_window_layers").unwrap_or(n_layers);
             (0..n_layers).map(|l| on && l >= from).collect()
         }
-        Arch::Llama => vec![false; n_layers],
+        _ => vec![false; n_layers],
     };
     Ok(sliding
         .into_iter()
@@ -190,10 +223,11 @@ fn window(arch: Arch, j: &Value) -> Result<Option<usize>> {
 fn rope(arch: Arch, j: &Value, layer_type: &str) -> Result<(f64, Option<RopeScaling>)> {
     let max_pos = opt_f64(j, "max_position_embeddings");
     // Gemma 3's local layers have their own base and no scaling in both dialects.
-    let local = arch == Arch::Gemma3 && layer_type == SLIDING;
+    let local = arch.local_rope_theta().filter(|_| layer_type == SLIDING);
     let default_theta = match (arch, local) {
-        (Arch::Gemma3, true) => 10_000.0,
-        (Arch::Gemma3, false) => 1_000_000.0,
+        (_, Some(theta)) => theta,
+        // transformers' Gemma 3 global base.
+        (Arch::Gemma3, None) => 1_000_000.0,
         _ => 10_000.0,
     };
     if let Some(rp) = j.get("rope_parameters").filter(|v| !v.is_null()) {
@@ -220,7 +254,7 @@ fn rope(arch: Arch, j: &Value, layer_type: &str) -> Result<(f64, Option<RopeScal
             .unwrap_or(default_theta);
         return Ok((theta, rope_scaling(p, &key, max_pos)?));
     }
-    if local {
+    if local.is_some() {
         let theta = opt_f64(j, "rope_local_base_freq").unwrap_or(default_theta);
         return Ok((theta, None));
     }
@@ -279,16 +313,16 @@ fn rope_scaling(p: &Value, key: &str, max_pos: Option<f64>) -> Result<Option<Rop
 
 fn activation(arch: Arch, j: &Value) -> Result<Activation> {
     // Gemma 2 / 3 read `hidden_activation`; the others `hidden_act`.
-    let (key, default) = if arch.is_gemma() {
-        ("hidden_activation", "gelu_pytorch_tanh")
+    let key = if arch.is_gemma() {
+        "hidden_activation"
     } else {
-        ("hidden_act", "silu")
+        "hidden_act"
     };
     let act = match j.get(key).filter(|v| !v.is_null()) {
         Some(v) => v
             .as_str()
             .ok_or_else(|| Error::Load(format!("config.json: `{key}` = {v} is not a string")))?,
-        None => default,
+        None => return Ok(arch.activation()),
     };
     Ok(match act {
         "silu" | "swish" => Activation::Silu,
@@ -300,6 +334,14 @@ fn activation(arch: Arch, j: &Value) -> Result<Activation> {
             ))
         }
     })
+}
+
+/// A soft-cap: the family's default when the key is absent, none when it is null.
+fn softcap(j: &Value, k: &str, default: Option<f64>) -> Option<f64> {
+    match j.get(k) {
+        None => default,
+        Some(v) => v.as_f64(),
+    }
 }
 
 fn opt_usize(j: &Value, k: &str) -> Option<usize> {
