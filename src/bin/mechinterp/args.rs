@@ -49,7 +49,7 @@ impl ModelArgs {
             weights,
             ..LoadOptions::from_env()?
         };
-        Ok(HookedTransformer::from_spec_with(&self.model, &opts)?.with_prepend_bos(!self.no_bos))
+        Ok(HookedTransformer::from_spec(&self.model, &opts)?.with_prepend_bos(!self.no_bos))
     }
 }
 

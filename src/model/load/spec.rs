@@ -123,11 +123,6 @@ impl HookedTransformer {
         )
     }
 
-    /// [`HookedTransformer::from_spec`] under the CLI's old name, until `src/bin` calls that.
-    #[doc(hidden)]
-    pub fn from_spec_with(spec: &str, opts: &LoadOptions) -> Result<Self> {
-        Self::from_spec(spec, opts)
-    }
 }
 
 #[cfg(test)]

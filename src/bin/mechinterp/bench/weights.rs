@@ -108,7 +108,7 @@ pub fn compare(a: &Args, out: &mut impl Write) -> Result<()> {
         let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
         let pairs: Vec<SentencePair> = pairs.into_iter().take(a.pairs.max(1)).collect();
         let load = |mode: WeightMode| {
-            HookedTransformer::from_spec_with(
+            HookedTransformer::from_spec(
                 &a.model.model,
                 &LoadOptions {
                     weights: mode,
