@@ -79,7 +79,7 @@ for a in 0..k {
         word_prior[a] += p / nouns.len() as f32;
         word_prior[b] -= p / nouns.len() as f32;
     }
-}
+};
 
 // %%
 use mechinterp::stats::bootstrap_interval;
@@ -91,12 +91,16 @@ println!("swap-averaged logit difference: {s:.2}, 95% bootstrap interval [{slo:.
 println!("size of the prior, mean |prior|: {p:.2}, 95% bootstrap interval [{plo:.2}, {phi:.2}] ({:.0}% of the effect)", 100.0 * p / s);
 println!("adjective pairs whose prior is larger than their effect: {bigger} of {}", swap.len());
 println!("prompt pairs where the plain logit difference points the wrong way on one of the two prompts: {wrong_way} of {prompt_pairs}");
-for w in word_prior.iter_mut() { *w /= (k - 1) as f32; }
+for w in word_prior.iter_mut() { *w /= (k - 1) as f32; };
 
 // %%
-let mut bars: Vec<(String, f32)> = kept.iter().map(|(_, fr)| format!(" {fr}")).zip(word_prior.iter().copied()).collect();
-bars.sort_by(|a, b| b.1.total_cmp(&a.1));
-BarChart::new(bars).labels("Prior of each answer: mean prior over the other adjectives", "answer", "logits")
+// In a block: evcxr shows a cell's value with its `evcxr_display` only when the value does not
+// consume a variable of the cell.
+{
+    let mut bars: Vec<(String, f32)> = kept.iter().map(|(_, fr)| format!(" {fr}")).zip(word_prior.iter().copied()).collect();
+    bars.sort_by(|a, b| b.1.total_cmp(&a.1));
+    BarChart::new(bars).labels("Prior of each answer: mean prior over the other adjectives", "answer", "logits")
+}
 
 // %% [markdown]
 // ## What we learned

@@ -87,7 +87,7 @@ for &l in &layers {
     let c: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { gap(&model.with_hooks(&steering::add_hooks(&steer[l], l, s)?), &example, &scored) }).collect::<Result<_>>()?;
     println!("layer {l:>2}: {}", c.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
     curves.push((l, c));
-}
+};
 
 // %%
 // The layer where half the vector already moves the gap most, and the control there.
@@ -96,10 +96,12 @@ let best = curves.iter().max_by(|a, b| a.1[half].total_cmp(&b.1[half])).unwrap()
 let ctl: Vec<f32> = scales.iter().map(|&s| if s == 0.0 { Ok(base) } else { gap(&model.with_hooks(&steering::add_hooks(&control[best], best, s)?), &example, &scored) }).collect::<Result<_>>()?;
 println!("control at layer {best}: {}", ctl.iter().map(|v| format!("{v:>8.2}")).collect::<Vec<_>>().join(""));
 println!("unsteered gap {base:.2}; chosen layer {best}");
-let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
-for (l, c) in &curves { plot = plot.series(&format!("steer at layer {l}"), c.clone())?; }
-plot.series(&format!("random control at layer {best}"), ctl.clone())?
-    .labels("log p(French ref) − log p(German ref) after a German prompt", "scale", "nats per sentence")
+{
+    let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
+    for (l, c) in &curves { plot = plot.series(&format!("steer at layer {l}"), c.clone())?; }
+    plot.series(&format!("random control at layer {best}"), ctl.clone())?
+        .labels("log p(French ref) − log p(German ref) after a German prompt", "scale", "nats per sentence")
+}
 
 // %% [markdown]
 // ## What the model writes
@@ -136,12 +138,14 @@ for (name, v) in [("steer", &steer[best]), ("control", &control[best])] {
     }
     shares.push((name.to_string(), row));
     stuck_counts.push((name.to_string(), stuck_row));
-}
+};
 
 // %%
-let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
-for (n, r) in &shares { plot = plot.series(n, r.clone())?; }
-plot.labels(&format!("Share of French words in the non-repetitive outputs (layer {best})"), "scale", "French / (French + German) words")
+{
+    let mut plot = LinePlot::new(scales.iter().map(|s| format!("×{s}")).collect());
+    for (n, r) in &shares { plot = plot.series(n, r.clone())?; }
+    plot.labels(&format!("Share of French words in the non-repetitive outputs (layer {best})"), "scale", "French / (French + German) words")
+}
 
 // %% [markdown]
 // ## What happened
