@@ -6,10 +6,17 @@
 //! and `crate::plot` draws them.
 
 pub mod align;
+pub mod aligned;
+pub mod attend;
 pub mod causal;
 pub mod data;
+pub mod diagonal;
+pub mod heads;
+pub mod pairing;
 pub mod pipeline;
+pub mod prompt;
 pub mod score;
+pub mod spans;
 pub mod stats;
 
 pub use crate::stats::benjamini_hochberg;

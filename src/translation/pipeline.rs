@@ -11,6 +11,7 @@ use crate::translation::causal::{
     ablation_check, path_ranking, CausalOptions, CausalResult, PathRanking,
 };
 use crate::translation::data::{filter_pairs, load_pairs, FilterReport, SentencePair};
+use crate::translation::pairing::mixed_pair;
 use crate::translation::score::{
     aligned_scores, name_format_scores, score_heads, AlignedScores, HeadScores, ScoreOptions,
 };
@@ -336,10 +337,7 @@ fn format_check(
                 .iter()
                 .find(|(s, _)| *s == i)
                 .ok_or_else(|| Error::Invalid(format!("source {i} has no random prompt")))?;
-            Ok(SentencePair {
-                src: pairs[s].src.clone(),
-                tgt: pairs[t].tgt.clone(),
-            })
+            Ok(mixed_pair(pairs, s, t))
         })
         .collect::<Result<Vec<_>>>()?;
     let t = name_format_scores(model, &chosen, src, tgt, &opts.score)?;
