@@ -14,6 +14,17 @@ pub fn prompt(src_lang: &str, tgt_lang: &str, pair: &SentencePair) -> String {
     )
 }
 
+/// The teacher-forced prompt of a pair, `"{SRC}: {src} {TGT}:"`: the original prompt up to
+/// the target sentence, which follows as the continuation `" {tgt}"`.
+pub fn forced_prompt(src_lang: &str, tgt_lang: &str, pair: &SentencePair) -> String {
+    format!(
+        "{}: {} {}:",
+        src_lang.to_uppercase(),
+        pair.src,
+        tgt_lang.to_uppercase()
+    )
+}
+
 /// The English name of a language code, for the `Names` prompt format.
 pub fn language_name(code: &str) -> Option<&'static str> {
     Some(match code.to_lowercase().as_str() {

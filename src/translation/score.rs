@@ -21,7 +21,7 @@ pub use crate::translation::diagonal::{
 pub use crate::translation::heads::{
     name_format_scores, score_heads, translation_scores, HeadScores,
 };
-pub use crate::translation::prompt::{language_name, prompt};
+pub use crate::translation::prompt::{forced_prompt, language_name, prompt};
 pub use crate::translation::spans::{locate_target, Spans};
 
 /// Options for scoring.
