@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::translation::causal::CausalResult;
 use crate::translation::data::FilterReport;
+use crate::translation::stage::Skipped;
 use crate::translation::stats::{FoundHead, HeadSelection, HeadStats};
 use crate::translation::{DirectionResult, FormatCheck, Method, RunOptions};
 
@@ -43,6 +44,7 @@ struct Scores<'a> {
     causal_pairs: &'a str,
     second_format: &'a Option<FormatCheck>,
     errors: &'a [String],
+    skipped: &'a [Skipped],
     complete: bool,
     path_patching: Option<PathPatching>,
     seconds: f64,
@@ -245,6 +247,7 @@ pub fn scores_json(n_heads: usize, r: &DirectionResult, opts: &RunOptions) -> Re
         causal_pairs: &r.causal_pairs_note,
         second_format: &r.format_check,
         errors: &r.errors,
+        skipped: &r.skipped,
         complete: r.complete(),
         path_patching: r.path.as_ref().map(|p| PathPatching {
             importance: g(&p.importance.values),

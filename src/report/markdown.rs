@@ -187,6 +187,15 @@ fn write_direction(md: &mut String, r: &DirectionResult, opts: &RunOptions) {
             let _ = writeln!(md, "  - {e}");
         }
     }
+    if !r.skipped.is_empty() {
+        let _ = writeln!(
+            md,
+            "- **Skipped** for too little data (not a failure; the direction is complete):"
+        );
+        for k in &r.skipped {
+            let _ = writeln!(md, "  - {k}");
+        }
+    }
     if let Some(p) = &r.path {
         let _ = writeln!(
             md,

@@ -105,7 +105,9 @@ pub fn try_path_ranking(
     progress.finish();
     let Some(sum) = sum else {
         return Ok(Err(Shortfall {
-            reason: format!("no usable prompt pairs for path patching {src}→{tgt}"),
+            reason: format!(
+                "no usable prompt pairs for path patching {src}→{tgt}: it needs two pairs whose prompts have the same token length and whose translations start with different tokens"
+            ),
             needs: 2,
             had: pairs.len(),
         }));

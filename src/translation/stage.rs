@@ -49,7 +49,7 @@ impl std::fmt::Display for Skipped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} skipped: {} (needs {} pairs, had {})",
+            "{} skipped: {} (needs {} such pairs; {} given)",
             self.stage, self.reason, self.needs, self.had
         )
     }
