@@ -492,9 +492,16 @@ impl Panels {
         ))
         .map_err(draw_err)?;
         draw_labels(root, p, lay, (ox, x0, y0))?;
-        write_cells(overlay, k, p, lay, (x0, y0), range);
+        let at = Placed {
+            k,
+            p,
+            x0,
+            y0,
+            range,
+        };
+        write_cells(overlay, &at, lay);
         if p.annotate.is_some() {
-            write_annotations(overlay, k, p, lay, (x0, y0), range);
+            write_annotations(overlay, &at, lay);
         }
         Ok(())
     }
@@ -538,6 +545,17 @@ struct Layout {
     /// The figure's size.
     width: u32,
     height: u32,
+}
+
+/// A panel placed in the figure: its index, its heatmap, where its cells start and its
+/// colour scale.
+#[derive(Clone, Copy)]
+struct Placed<'a> {
+    k: usize,
+    p: &'a Heatmap,
+    x0: f64,
+    y0: f64,
+    range: (f32, f32),
 }
 
 /// The colour bar's label.
@@ -625,96 +643,89 @@ fn draw_labels(
     )
 }
 
-/// Panel `k`'s cells as SVG rectangles, with their value on hover.
-fn write_cells(
+/// Panel `at.k`'s group of class `class` in the overlay, with `cell`'s markup for every
+/// (row, column), row by row.
+fn write_group(
     overlay: &mut String,
-    k: usize,
-    p: &Heatmap,
-    lay: &Layout,
-    (x0, y0): (f64, f64),
-    range: (f32, f32),
+    class: &str,
+    at: &Placed,
+    mut cell: impl FnMut(&mut String, usize, usize),
 ) {
-    let (r, c) = (p.rows.len(), p.cols.len());
-    let (cw, ch) = (lay.cw, lay.ch);
-    let _ = write!(overlay, "<g class=\"cells\" data-panel=\"{k}\">");
-    for i in 0..r {
-        for j in 0..c {
-            let v = p.values[i * c + j];
-            if !v.is_finite() {
-                continue;
-            }
-            let t = scale_position(v, range);
-            let note = p
-                .notes
-                .as_ref()
-                .and_then(|n| n.get(i * c + j))
-                .map(|n| format!(" · {}", esc(n)))
-                .unwrap_or_default();
-            let _ = write!(
-                overlay,
-                "<rect class=\"cell\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}, {}: {} = {}{}</title></rect>",
-                x0 + j as f64 * cw,
-                y0 + i as f64 * ch,
-                cw,
-                ch,
-                p.cmap.hex(t),
-                esc(&p.rows.name),
-                esc(&p.rows.labels[i]),
-                esc(&p.cols.name),
-                esc(&p.cols.labels[j]),
-                fmt_value(v),
-                note
-            );
+    let _ = write!(overlay, "<g class=\"{class}\" data-panel=\"{}\">", at.k);
+    for i in 0..at.p.rows.len() {
+        for j in 0..at.p.cols.len() {
+            cell(overlay, i, j);
         }
     }
     overlay.push_str("</g>");
 }
 
-/// Panel `k`'s cell texts, in black or white, whichever reads on the cell.
-fn write_annotations(
-    overlay: &mut String,
-    k: usize,
-    p: &Heatmap,
-    lay: &Layout,
-    (x0, y0): (f64, f64),
-    range: (f32, f32),
-) {
-    let (r, c) = (p.rows.len(), p.cols.len());
-    let (cw, ch) = (lay.cw, lay.ch);
-    let _ = write!(overlay, "<g class=\"annotations\" data-panel=\"{k}\">");
-    for i in 0..r {
-        for j in 0..c {
-            let Some(t) = p.cell_text(i * c + j) else {
-                continue;
-            };
-            // Shrunk to fit the cell; left out where even 6 px would not.
-            let size = ANNOTATION.min((cw - 3.0) / (text_width(&t, 1.0).max(1e-6)));
-            if size < 6.0 {
-                continue;
-            }
-            let v = p.values[i * c + j];
-            let tt = if v.is_finite() {
-                scale_position(v, range)
-            } else {
-                0.0
-            };
-            let (rr, gg, bb) = p.cmap.rgb(tt);
-            let luma = 0.299 * rr as f64 + 0.587 * gg as f64 + 0.114 * bb as f64;
-            let fill = if v.is_finite() && luma < 140.0 {
-                "#ffffff"
-            } else {
-                "#000000"
-            };
-            let _ = write!(
-                overlay,
-                "<text class=\"annotation\" x=\"{:.1}\" y=\"{:.1}\" dy=\"0.5ex\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"{size:.1}\" fill=\"{fill}\" pointer-events=\"none\">{}</text>",
-                x0 + (j as f64 + 0.5) * cw,
-                y0 + (i as f64 + 0.5) * ch,
-                esc(&t)
-            );
+/// A panel's cells as SVG rectangles, with their value on hover.
+fn write_cells(overlay: &mut String, at: &Placed, lay: &Layout) {
+    let (p, c, cw, ch) = (at.p, at.p.cols.len(), lay.cw, lay.ch);
+    write_group(overlay, "cells", at, |o, i, j| {
+        let v = p.values[i * c + j];
+        if !v.is_finite() {
+            return;
         }
-    }
-    overlay.push_str("</g>");
+        let t = scale_position(v, at.range);
+        let note = p
+            .notes
+            .as_ref()
+            .and_then(|n| n.get(i * c + j))
+            .map(|n| format!(" · {}", esc(n)))
+            .unwrap_or_default();
+        let _ = write!(
+            o,
+            "<rect class=\"cell\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}, {}: {} = {}{}</title></rect>",
+            at.x0 + j as f64 * cw,
+            at.y0 + i as f64 * ch,
+            cw,
+            ch,
+            p.cmap.hex(t),
+            esc(&p.rows.name),
+            esc(&p.rows.labels[i]),
+            esc(&p.cols.name),
+            esc(&p.cols.labels[j]),
+            fmt_value(v),
+            note
+        );
+    });
+}
+
+/// A panel's cell texts, in black or white, whichever reads on the cell.
+fn write_annotations(overlay: &mut String, at: &Placed, lay: &Layout) {
+    let (p, c, cw, ch) = (at.p, at.p.cols.len(), lay.cw, lay.ch);
+    write_group(overlay, "annotations", at, |o, i, j| {
+        let Some(t) = p.cell_text(i * c + j) else {
+            return;
+        };
+        // Shrunk to fit the cell; left out where even 6 px would not.
+        let size = ANNOTATION.min((cw - 3.0) / (text_width(&t, 1.0).max(1e-6)));
+        if size < 6.0 {
+            return;
+        }
+        let v = p.values[i * c + j];
+        let tt = if v.is_finite() {
+            scale_position(v, at.range)
+        } else {
+            0.0
+        };
+        let (rr, gg, bb) = p.cmap.rgb(tt);
+        let luma = 0.299 * rr as f64 + 0.587 * gg as f64 + 0.114 * bb as f64;
+        let fill = if v.is_finite() && luma < 140.0 {
+            "#ffffff"
+        } else {
+            "#000000"
+        };
+        let _ = write!(
+            o,
+            "<text class=\"annotation\" x=\"{:.1}\" y=\"{:.1}\" dy=\"0.5ex\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"{size:.1}\" fill=\"{fill}\" pointer-events=\"none\">{}</text>",
+            at.x0 + (j as f64 + 0.5) * cw,
+            at.y0 + (i as f64 + 0.5) * ch,
+            esc(&t)
+        );
+    });
 }
 
 /// The shared colour bar right of the panels, with five ticks and its label under it.

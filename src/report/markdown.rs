@@ -38,6 +38,11 @@ fn fmt_heads(v: &[(usize, usize, f32)], max: usize) -> String {
     s.join(", ")
 }
 
+/// A value with its interval, signed, to `decimals` places: `+0.120 [+0.050, +0.190]`.
+fn interval(value: f32, low: f32, high: f32, decimals: usize) -> String {
+    format!("{value:+.decimals$} [{low:+.decimals$}, {high:+.decimals$}]")
+}
+
 /// The paired analysis in words: the confirmed heads, then every found head's held-out effect.
 fn write_selection(md: &mut String, sel: &HeadSelection) {
     let split = if sel.confirmation.is_empty() {
@@ -57,8 +62,10 @@ fn write_selection(md: &mut String, sel: &HeadSelection) {
         .iter()
         .map(|f| {
             format!(
-                "{}.{} ({:+.3} [{:+.3}, {:+.3}])",
-                f.layer, f.head, f.diff, f.ci_low, f.ci_high
+                "{}.{} ({})",
+                f.layer,
+                f.head,
+                interval(f.diff, f.ci_low, f.ci_high, 3)
             )
         })
         .collect();
@@ -300,8 +307,10 @@ fn write_causal(md: &mut String, r: &DirectionResult, c: &CausalResult) {
                 format!(", path patching {v:+.3}")
             });
             format!(
-                "{}.{} {:+.4} [{:+.4}, {:+.4}]{path}",
-                e.layer, e.head, e.effect, e.ci_low, e.ci_high
+                "{}.{} {}{path}",
+                e.layer,
+                e.head,
+                interval(e.effect, e.ci_low, e.ci_high, 4)
             )
         })
         .collect();
@@ -320,8 +329,8 @@ fn write_format_check(md: &mut String, f: &FormatCheck) {
         .enumerate()
         .map(|(k, (l, hh))| {
             format!(
-                "{l}.{hh} {:+.4} [{:+.4}, {:+.4}]",
-                f.diff[k], f.ci_low[k], f.ci_high[k]
+                "{l}.{hh} {}",
+                interval(f.diff[k], f.ci_low[k], f.ci_high[k], 4)
             )
         })
         .collect();
