@@ -284,11 +284,106 @@ impl Panels {
             .panels
             .first()
             .ok_or_else(|| Error::Invalid("no panels to draw".into()))?;
+        let lay = self.layout(first);
+        let mut svg = String::new();
+        let mut overlay = String::new();
+        {
+            let root =
+                SVGBackend::with_string(&mut svg, (lay.width, lay.height)).into_drawing_area();
+            root.fill(&WHITE).map_err(draw_err)?;
+            super::draw_title(
+                &root,
+                &lay.fig_title,
+                lay.width as f64 / 2.0,
+                8.0,
+                TITLE + 2.0,
+            )?;
+            for (k, p) in self.panels.iter().enumerate() {
+                self.draw_panel(&root, &mut overlay, k, p, &lay)?;
+            }
+            if self.shared_scale {
+                draw_colour_bar(&root, first, &lay)?;
+            }
+            root.present().map_err(draw_err)?;
+        }
+        Ok(Figure::new(append_overlay(svg, &overlay)))
+    }
+
+    /// Where everything goes: cells, labels, titles, panels, the colour bar, the figure.
+    fn layout(&self, first: &Heatmap) -> Layout {
         let per_row = self.per_row.min(self.panels.len()).max(1);
         let n_rows = self.panels.len().div_ceil(per_row);
         // Cell size from the largest panel so panels line up.
         let max_rows = self.panels.iter().map(|p| p.rows.len()).max().unwrap_or(1);
         let max_cols = self.panels.iter().map(|p| p.cols.len()).max().unwrap_or(1);
+        let (cw, ch) = self.cell_size(first, per_row, max_rows, max_cols);
+        let (x_rotate, x_lab_h, y_lab_w) = self.tick_space(cw);
+        let left = y_lab_w + LABEL + 10.0;
+        // Panel titles wrap to the panel (at least 260 px wide, which a long title widens to).
+        let grid_w = left + max_cols as f64 * cw;
+        let titles = self.panel_titles(grid_w.max(260.0));
+        let title_lines = titles.iter().map(Vec::len).max().unwrap_or(0);
+        let panel_w = (grid_w + 16.0).max(
+            titles
+                .iter()
+                .map(|t| super::widest(t, TITLE) + 16.0)
+                .fold(0.0, f64::max),
+        );
+        let top = title_lines as f64 * TITLE * 1.25 + 14.0;
+        let bottom = x_lab_h + LABEL + 12.0;
+        let panel_h = top + max_rows as f64 * ch + bottom;
+        let shared = self.shared_range();
+        let bar_w = if self.shared_scale {
+            bar_width(shared, bar_label(first))
+        } else {
+            0.0
+        };
+        let mut width = panel_w * per_row as f64 + bar_w + 10.0;
+        let fig_title = if self.title.is_empty() {
+            Vec::new()
+        } else {
+            super::wrap(&self.title, (width - 20.0).max(300.0), TITLE + 2.0)
+        };
+        width = width.max(super::widest(&fig_title, TITLE + 2.0) + 20.0);
+        let fig_title_h = if fig_title.is_empty() {
+            0.0
+        } else {
+            fig_title.len() as f64 * (TITLE + 2.0) * 1.25 + 12.0
+        };
+        // The colour bar is at least 120 px tall, with its label under it.
+        let bar_h = (max_rows as f64 * ch).clamp(120.0, 420.0);
+        let height = (fig_title_h + panel_h * n_rows as f64 + 6.0)
+            .max(fig_title_h + top + bar_h + 8.0 + TICK * 1.25 + 6.0)
+            .ceil() as u32;
+        Layout {
+            per_row,
+            cw,
+            ch,
+            x_rotate,
+            x_lab_h,
+            left,
+            titles,
+            panel_w,
+            panel_h,
+            top,
+            shared,
+            bar_h,
+            fig_title,
+            fig_title_h,
+            width: width.ceil() as u32,
+            height,
+        }
+    }
+
+    /// Cell width and height: the first panel's own, else from the grid's shape, with room for
+    /// annotations where there are any.
+    fn cell_size(
+        &self,
+        first: &Heatmap,
+        per_row: usize,
+        max_rows: usize,
+        max_cols: usize,
+    ) -> (f64, f64) {
         // Annotated cells are made wide and tall enough for their text.
         let ann_w = self
             .panels
@@ -310,7 +405,12 @@ impl Panels {
                 (w as u32, h as u32)
             }
         });
-        let (cw, ch) = (cw as f64, ch as f64);
+        (cw as f64, ch as f64)
+    }
+
+    /// Whether column labels turn upright (some is wider than a cell), the height under the
+    /// grid they take, and the width the row labels take.
+    fn tick_space(&self, cw: f64) -> (bool, f64, f64) {
         let x_rotate = self.panels.iter().any(|p| {
             p.cols
                 .labels
@@ -337,12 +437,12 @@ impl Panels {
             .map(|l| text_width(&tick_label(l), TICK))
             .fold(10.0, f64::max)
             + 8.0;
-        let left = y_lab_w + LABEL + 10.0;
-        // Panel titles wrap to the panel (at least 260 px wide, which a long title widens to).
-        let grid_w = left + max_cols as f64 * cw;
-        let wrap_w = grid_w.max(260.0);
-        let titles: Vec<Vec<String>> = self
-            .panels
+        (x_rotate, x_lab_h, y_lab_w)
+    }
+
+    /// Each panel's title wrapped to `wrap_w`.
+    fn panel_titles(&self, wrap_w: f64) -> Vec<Vec<String>> {
+        self.panels
             .iter()
             .map(|p| {
                 if p.title.is_empty() {
@@ -351,276 +451,332 @@ impl Panels {
                     super::wrap(&p.title, wrap_w - 8.0, TITLE)
                 }
             })
-            .collect();
-        let title_lines = titles.iter().map(Vec::len).max().unwrap_or(0);
-        let panel_w = (grid_w + 16.0).max(
-            titles
-                .iter()
-                .map(|t| super::widest(t, TITLE) + 16.0)
-                .fold(0.0, f64::max),
-        );
-        let top = title_lines as f64 * TITLE * 1.25 + 14.0;
-        let bottom = x_lab_h + LABEL + 12.0;
-        let panel_h = top + max_rows as f64 * ch + bottom;
-        let shared = self.shared_range();
-        let bar_label = if first.value_label.is_empty() {
-            "value"
-        } else {
-            first.value_label.as_str()
-        };
-        let bar_w = if self.shared_scale {
-            let ticks = (0..5)
-                .map(|i| {
-                    let v = shared.1 - (shared.1 - shared.0) * i as f32 / 4.0;
-                    text_width(&fmt_tick(v), TICK - 1.0)
-                })
-                .fold(0.0, f64::max);
-            (14.0 + 20.0 + ticks + 8.0).max(14.0 + text_width(bar_label, TICK) + 8.0)
-        } else {
-            0.0
-        };
-        let mut width = panel_w * per_row as f64 + bar_w + 10.0;
-        let fig_title = if self.title.is_empty() {
-            Vec::new()
-        } else {
-            super::wrap(&self.title, (width - 20.0).max(300.0), TITLE + 2.0)
-        };
-        width = width.max(super::widest(&fig_title, TITLE + 2.0) + 20.0);
-        let fig_title_h = if fig_title.is_empty() {
-            0.0
-        } else {
-            fig_title.len() as f64 * (TITLE + 2.0) * 1.25 + 12.0
-        };
-        let width = width.ceil() as u32;
-        // The colour bar is at least 120 px tall, with its label under it.
-        let bar_h = (max_rows as f64 * ch).clamp(120.0, 420.0);
-        let height = (fig_title_h + panel_h * n_rows as f64 + 6.0)
-            .max(fig_title_h + top + bar_h + 8.0 + TICK * 1.25 + 6.0)
-            .ceil() as u32;
+            .collect()
+    }
 
-        let mut svg = String::new();
-        let mut overlay = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-            root.fill(&WHITE).map_err(draw_err)?;
-            super::draw_title(&root, &fig_title, width as f64 / 2.0, 8.0, TITLE + 2.0)?;
-            for (k, p) in self.panels.iter().enumerate() {
-                let (vmin, vmax) = if self.shared_scale {
-                    shared
-                } else {
-                    p.auto_range()
-                };
-                let ox = (k % per_row) as f64 * panel_w;
-                let oy = fig_title_h + (k / per_row) as f64 * panel_h;
-                let (x0, y0) = (ox + left, oy + top);
-                let (r, c) = (p.rows.len(), p.cols.len());
-                // Centred over the cells, moved in where it would pass the panel's edge.
-                let half = super::widest(&titles[k], TITLE) / 2.0;
-                let cx = (x0 + c as f64 * cw / 2.0)
-                    .min(ox + panel_w - half - 4.0)
-                    .max(ox + half + 4.0);
-                super::draw_title(&root, &titles[k], cx, oy + 4.0, TITLE)?;
-                // Frame.
-                root.draw(&Rectangle::new(
-                    [
-                        (x0 as i32 - 1, y0 as i32 - 1),
-                        (
-                            (x0 + c as f64 * cw) as i32 + 1,
-                            (y0 + r as f64 * ch) as i32 + 1,
-                        ),
-                    ],
-                    ShapeStyle::from(&RGBColor(200, 200, 200)).stroke_width(1),
-                ))
-                .map_err(draw_err)?;
-                // Ticks: every label when there is room, else every k-th.
-                let ystep = ((TICK + 2.0) / ch).ceil().max(1.0) as usize;
-                for (i, l) in p.rows.labels.iter().enumerate().step_by(ystep) {
-                    super::draw_text(
-                        &root,
-                        &tick_label(l),
-                        (x0 - 5.0, y0 + (i as f64 + 0.5) * ch),
-                        TICK,
-                        Pos::new(HPos::Right, VPos::Center),
-                        false,
-                    )?;
-                }
-                let xstep = if x_rotate {
-                    ((TICK + 2.0) / cw).ceil().max(1.0) as usize
-                } else {
-                    1
-                };
-                for (j, l) in p.cols.labels.iter().enumerate().step_by(xstep) {
-                    let x = x0 + (j as f64 + 0.5) * cw;
-                    let y = y0 + r as f64 * ch + 5.0;
-                    if x_rotate {
-                        super::draw_text(
-                            &root,
-                            &tick_label(l),
-                            (x, y),
-                            TICK,
-                            Pos::new(HPos::Right, VPos::Center),
-                            true,
-                        )?;
-                    } else {
-                        super::draw_text(
-                            &root,
-                            &tick_label(l),
-                            (x, y),
-                            TICK,
-                            Pos::new(HPos::Center, VPos::Top),
-                            false,
-                        )?;
-                    }
-                }
-                super::draw_text(
-                    &root,
-                    &p.cols.name,
-                    (x0 + c as f64 * cw / 2.0, y0 + r as f64 * ch + x_lab_h + 6.0),
-                    LABEL,
-                    Pos::new(HPos::Center, VPos::Top),
-                    false,
-                )?;
-                super::draw_text(
-                    &root,
-                    &p.rows.name,
-                    (ox + 4.0, y0 + r as f64 * ch / 2.0),
-                    LABEL,
-                    Pos::new(HPos::Center, VPos::Top),
-                    true,
-                )?;
-                // Cells, with their value on hover.
-                let _ = write!(overlay, "<g class=\"cells\" data-panel=\"{k}\">");
-                for i in 0..r {
-                    for j in 0..c {
-                        let v = p.values[i * c + j];
-                        if !v.is_finite() {
-                            continue;
-                        }
-                        let t = if vmax > vmin {
-                            ((v - vmin) / (vmax - vmin)) as f64
-                        } else {
-                            0.5
-                        };
-                        let note = p
-                            .notes
-                            .as_ref()
-                            .and_then(|n| n.get(i * c + j))
-                            .map(|n| format!(" · {}", esc(n)))
-                            .unwrap_or_default();
-                        let _ = write!(
-                            overlay,
-                            "<rect class=\"cell\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}, {}: {} = {}{}</title></rect>",
-                            x0 + j as f64 * cw,
-                            y0 + i as f64 * ch,
-                            cw,
-                            ch,
-                            p.cmap.hex(t),
-                            esc(&p.rows.name),
-                            esc(&p.rows.labels[i]),
-                            esc(&p.cols.name),
-                            esc(&p.cols.labels[j]),
-                            fmt_value(v),
-                            note
-                        );
-                    }
-                }
-                overlay.push_str("</g>");
-                if p.annotate.is_some() {
-                    let _ = write!(overlay, "<g class=\"annotations\" data-panel=\"{k}\">");
-                    for i in 0..r {
-                        for j in 0..c {
-                            let Some(t) = p.cell_text(i * c + j) else {
-                                continue;
-                            };
-                            // Shrunk to fit the cell; left out where even 6 px would not.
-                            let size = ANNOTATION.min((cw - 3.0) / (text_width(&t, 1.0).max(1e-6)));
-                            if size < 6.0 {
-                                continue;
-                            }
-                            let v = p.values[i * c + j];
-                            let tt = if !v.is_finite() {
-                                0.0
-                            } else if vmax > vmin {
-                                ((v - vmin) / (vmax - vmin)) as f64
-                            } else {
-                                0.5
-                            };
-                            let (rr, gg, bb) = p.cmap.rgb(tt);
-                            let luma = 0.299 * rr as f64 + 0.587 * gg as f64 + 0.114 * bb as f64;
-                            let fill = if v.is_finite() && luma < 140.0 {
-                                "#ffffff"
-                            } else {
-                                "#000000"
-                            };
-                            let _ = write!(
-                                overlay,
-                                "<text class=\"annotation\" x=\"{:.1}\" y=\"{:.1}\" dy=\"0.5ex\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"{size:.1}\" fill=\"{fill}\" pointer-events=\"none\">{}</text>",
-                                x0 + (j as f64 + 0.5) * cw,
-                                y0 + (i as f64 + 0.5) * ch,
-                                esc(&t)
-                            );
-                        }
-                    }
-                    overlay.push_str("</g>");
-                }
-            }
-            if self.shared_scale {
-                let bx = panel_w * per_row as f64 + 14.0;
-                let by = fig_title_h + top;
-                let bh = bar_h;
-                let n = 64;
-                for i in 0..n {
-                    let t = 1.0 - i as f64 / (n - 1) as f64;
-                    let (rr, gg, bb) = first.cmap.rgb(t);
-                    let ya = by + bh * i as f64 / n as f64;
-                    let yb = by + bh * (i + 1) as f64 / n as f64;
-                    root.draw(&Rectangle::new(
-                        [
-                            (bx as i32, ya as i32),
-                            ((bx + 16.0) as i32, yb.ceil() as i32),
-                        ],
-                        RGBColor(rr, gg, bb).filled(),
-                    ))
-                    .map_err(draw_err)?;
-                }
-                root.draw(&Rectangle::new(
-                    [
-                        (bx as i32, by as i32),
-                        ((bx + 16.0) as i32, (by + bh) as i32),
-                    ],
-                    ShapeStyle::from(&BLACK).stroke_width(1),
-                ))
-                .map_err(draw_err)?;
-                for i in 0..5 {
-                    let f = i as f64 / 4.0;
-                    let v = shared.1 - (shared.1 - shared.0) * f as f32;
-                    super::draw_text(
-                        &root,
-                        &fmt_tick(v),
-                        (bx + 20.0, by + bh * f),
-                        TICK - 1.0,
-                        Pos::new(HPos::Left, VPos::Center),
-                        false,
-                    )?;
-                }
-                super::draw_text(
-                    &root,
-                    bar_label,
-                    (bx, by + bh + 8.0),
-                    TICK,
-                    Pos::new(HPos::Left, VPos::Top),
-                    false,
-                )?;
-            }
-            root.present().map_err(draw_err)?;
+    /// Panel `k`: its title, frame, labels, and its cells and annotations into `overlay`.
+    fn draw_panel(
+        &self,
+        root: &Area,
+        overlay: &mut String,
+        k: usize,
+        p: &Heatmap,
+        lay: &Layout,
+    ) -> Result<()> {
+        let range = if self.shared_scale {
+            lay.shared
+        } else {
+            p.auto_range()
+        };
+        let ox = (k % lay.per_row) as f64 * lay.panel_w;
+        let oy = lay.fig_title_h + (k / lay.per_row) as f64 * lay.panel_h;
+        let (x0, y0) = (ox + lay.left, oy + lay.top);
+        let (r, c) = (p.rows.len(), p.cols.len());
+        let (cw, ch) = (lay.cw, lay.ch);
+        // Centred over the cells, moved in where it would pass the panel's edge.
+        let half = super::widest(&lay.titles[k], TITLE) / 2.0;
+        let cx = (x0 + c as f64 * cw / 2.0)
+            .min(ox + lay.panel_w - half - 4.0)
+            .max(ox + half + 4.0);
+        super::draw_title(root, &lay.titles[k], cx, oy + 4.0, TITLE)?;
+        // Frame.
+        root.draw(&Rectangle::new(
+            [
+                (x0 as i32 - 1, y0 as i32 - 1),
+                (
+                    (x0 + c as f64 * cw) as i32 + 1,
+                    (y0 + r as f64 * ch) as i32 + 1,
+                ),
+            ],
+            ShapeStyle::from(&RGBColor(200, 200, 200)).stroke_width(1),
+        ))
+        .map_err(draw_err)?;
+        draw_labels(root, p, lay, (ox, x0, y0))?;
+        let at = Placed {
+            k,
+            p,
+            x0,
+            y0,
+            range,
+        };
+        write_cells(overlay, &at, lay);
+        if p.annotate.is_some() {
+            write_annotations(overlay, &at, lay);
         }
-        Ok(Figure::new(append_overlay(svg, &overlay)))
+        Ok(())
     }
 
     /// Shows the figure inline in an evcxr notebook cell.
     pub fn evcxr_display(&self) {
         super::display_result(self.render())
     }
+}
+
+/// The drawing area of an SVG figure.
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// The geometry of a grid of panels, worked out before anything is drawn.
+struct Layout {
+    /// Panels per row.
+    per_row: usize,
+    /// Cell width and height.
+    cw: f64,
+    ch: f64,
+    /// Column labels drawn upright.
+    x_rotate: bool,
+    /// Height of the column labels.
+    x_lab_h: f64,
+    /// From a panel's left edge to its cells.
+    left: f64,
+    /// Each panel's wrapped title.
+    titles: Vec<Vec<String>>,
+    /// A panel's width and height.
+    panel_w: f64,
+    panel_h: f64,
+    /// From a panel's top edge to its cells.
+    top: f64,
+    /// The shared colour scale.
+    shared: (f32, f32),
+    /// The colour bar's height.
+    bar_h: f64,
+    /// The figure's wrapped title and its height.
+    fig_title: Vec<String>,
+    fig_title_h: f64,
+    /// The figure's size.
+    width: u32,
+    height: u32,
+}
+
+/// A panel placed in the figure: its index, its heatmap, where its cells start and its
+/// colour scale.
+#[derive(Clone, Copy)]
+struct Placed<'a> {
+    k: usize,
+    p: &'a Heatmap,
+    x0: f64,
+    y0: f64,
+    range: (f32, f32),
+}
+
+/// The colour bar's label.
+fn bar_label(first: &Heatmap) -> &str {
+    if first.value_label.is_empty() {
+        "value"
+    } else {
+        first.value_label.as_str()
+    }
+}
+
+/// The colour bar's width with its tick values or its label, whichever is wider.
+fn bar_width(shared: (f32, f32), label: &str) -> f64 {
+    let ticks = (0..5)
+        .map(|i| {
+            let v = shared.1 - (shared.1 - shared.0) * i as f32 / 4.0;
+            text_width(&fmt_tick(v), TICK - 1.0)
+        })
+        .fold(0.0, f64::max);
+    (14.0 + 20.0 + ticks + 8.0).max(14.0 + text_width(label, TICK) + 8.0)
+}
+
+/// Where `v` falls on the colour scale `(vmin, vmax)`, 0 to 1 (0.5 on a flat scale).
+fn scale_position(v: f32, (vmin, vmax): (f32, f32)) -> f64 {
+    if vmax > vmin {
+        ((v - vmin) / (vmax - vmin)) as f64
+    } else {
+        0.5
+    }
+}
+
+/// A panel's tick labels (every one when there is room, else every k-th) and axis names.
+fn draw_labels(
+    root: &Area,
+    p: &Heatmap,
+    lay: &Layout,
+    (ox, x0, y0): (f64, f64, f64),
+) -> Result<()> {
+    let (r, c) = (p.rows.len(), p.cols.len());
+    let (cw, ch) = (lay.cw, lay.ch);
+    let ystep = ((TICK + 2.0) / ch).ceil().max(1.0) as usize;
+    for (i, l) in p.rows.labels.iter().enumerate().step_by(ystep) {
+        super::draw_text(
+            root,
+            &tick_label(l),
+            (x0 - 5.0, y0 + (i as f64 + 0.5) * ch),
+            TICK,
+            Pos::new(HPos::Right, VPos::Center),
+            false,
+        )?;
+    }
+    let xstep = if lay.x_rotate {
+        ((TICK + 2.0) / cw).ceil().max(1.0) as usize
+    } else {
+        1
+    };
+    for (j, l) in p.cols.labels.iter().enumerate().step_by(xstep) {
+        let x = x0 + (j as f64 + 0.5) * cw;
+        let y = y0 + r as f64 * ch + 5.0;
+        let pos = if lay.x_rotate {
+            Pos::new(HPos::Right, VPos::Center)
+        } else {
+            Pos::new(HPos::Center, VPos::Top)
+        };
+        super::draw_text(root, &tick_label(l), (x, y), TICK, pos, lay.x_rotate)?;
+    }
+    super::draw_text(
+        root,
+        &p.cols.name,
+        (
+            x0 + c as f64 * cw / 2.0,
+            y0 + r as f64 * ch + lay.x_lab_h + 6.0,
+        ),
+        LABEL,
+        Pos::new(HPos::Center, VPos::Top),
+        false,
+    )?;
+    super::draw_text(
+        root,
+        &p.rows.name,
+        (ox + 4.0, y0 + r as f64 * ch / 2.0),
+        LABEL,
+        Pos::new(HPos::Center, VPos::Top),
+        true,
+    )
+}
+
+/// Panel `at.k`'s group of class `class` in the overlay, with `cell`'s markup for every
+/// (row, column), row by row.
+fn write_group(
+    overlay: &mut String,
+    class: &str,
+    at: &Placed,
+    mut cell: impl FnMut(&mut String, usize, usize),
+) {
+    let _ = write!(overlay, "<g class=\"{class}\" data-panel=\"{}\">", at.k);
+    for i in 0..at.p.rows.len() {
+        for j in 0..at.p.cols.len() {
+            cell(overlay, i, j);
+        }
+    }
+    overlay.push_str("</g>");
+}
+
+/// A panel's cells as SVG rectangles, with their value on hover.
+fn write_cells(overlay: &mut String, at: &Placed, lay: &Layout) {
+    let (p, c, cw, ch) = (at.p, at.p.cols.len(), lay.cw, lay.ch);
+    write_group(overlay, "cells", at, |o, i, j| {
+        let v = p.values[i * c + j];
+        if !v.is_finite() {
+            return;
+        }
+        let t = scale_position(v, at.range);
+        let note = p
+            .notes
+            .as_ref()
+            .and_then(|n| n.get(i * c + j))
+            .map(|n| format!(" · {}", esc(n)))
+            .unwrap_or_default();
+        let _ = write!(
+            o,
+            "<rect class=\"cell\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{}: {}, {}: {} = {}{}</title></rect>",
+            at.x0 + j as f64 * cw,
+            at.y0 + i as f64 * ch,
+            cw,
+            ch,
+            p.cmap.hex(t),
+            esc(&p.rows.name),
+            esc(&p.rows.labels[i]),
+            esc(&p.cols.name),
+            esc(&p.cols.labels[j]),
+            fmt_value(v),
+            note
+        );
+    });
+}
+
+/// A panel's cell texts, in black or white, whichever reads on the cell.
+fn write_annotations(overlay: &mut String, at: &Placed, lay: &Layout) {
+    let (p, c, cw, ch) = (at.p, at.p.cols.len(), lay.cw, lay.ch);
+    write_group(overlay, "annotations", at, |o, i, j| {
+        let Some(t) = p.cell_text(i * c + j) else {
+            return;
+        };
+        // Shrunk to fit the cell; left out where even 6 px would not.
+        let size = ANNOTATION.min((cw - 3.0) / (text_width(&t, 1.0).max(1e-6)));
+        if size < 6.0 {
+            return;
+        }
+        let v = p.values[i * c + j];
+        let tt = if v.is_finite() {
+            scale_position(v, at.range)
+        } else {
+            0.0
+        };
+        let (rr, gg, bb) = p.cmap.rgb(tt);
+        let luma = 0.299 * rr as f64 + 0.587 * gg as f64 + 0.114 * bb as f64;
+        let fill = if v.is_finite() && luma < 140.0 {
+            "#ffffff"
+        } else {
+            "#000000"
+        };
+        let _ = write!(
+            o,
+            "<text class=\"annotation\" x=\"{:.1}\" y=\"{:.1}\" dy=\"0.5ex\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"{size:.1}\" fill=\"{fill}\" pointer-events=\"none\">{}</text>",
+            at.x0 + (j as f64 + 0.5) * cw,
+            at.y0 + (i as f64 + 0.5) * ch,
+            esc(&t)
+        );
+    });
+}
+
+/// The shared colour bar right of the panels, with five ticks and its label under it.
+fn draw_colour_bar(root: &Area, first: &Heatmap, lay: &Layout) -> Result<()> {
+    let bx = lay.panel_w * lay.per_row as f64 + 14.0;
+    let by = lay.fig_title_h + lay.top;
+    let bh = lay.bar_h;
+    let n = 64;
+    for i in 0..n {
+        let t = 1.0 - i as f64 / (n - 1) as f64;
+        let (rr, gg, bb) = first.cmap.rgb(t);
+        let ya = by + bh * i as f64 / n as f64;
+        let yb = by + bh * (i + 1) as f64 / n as f64;
+        root.draw(&Rectangle::new(
+            [
+                (bx as i32, ya as i32),
+                ((bx + 16.0) as i32, yb.ceil() as i32),
+            ],
+            RGBColor(rr, gg, bb).filled(),
+        ))
+        .map_err(draw_err)?;
+    }
+    root.draw(&Rectangle::new(
+        [
+            (bx as i32, by as i32),
+            ((bx + 16.0) as i32, (by + bh) as i32),
+        ],
+        ShapeStyle::from(&BLACK).stroke_width(1),
+    ))
+    .map_err(draw_err)?;
+    let shared = lay.shared;
+    for i in 0..5 {
+        let f = i as f64 / 4.0;
+        let v = shared.1 - (shared.1 - shared.0) * f as f32;
+        super::draw_text(
+            root,
+            &fmt_tick(v),
+            (bx + 20.0, by + bh * f),
+            TICK - 1.0,
+            Pos::new(HPos::Left, VPos::Center),
+            false,
+        )?;
+    }
+    super::draw_text(
+        root,
+        bar_label(first),
+        (bx, by + bh + 8.0),
+        TICK,
+        Pos::new(HPos::Left, VPos::Top),
+        false,
+    )
 }
 
 /// One head's attention pattern [query, key]: query tokens down, key tokens across, cells a

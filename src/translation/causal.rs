@@ -1,18 +1,28 @@
 //! The causal check the original study could not make: does ablating the found heads hurt
-//! translation more than ablating as many random heads? And which heads does path patching
-//! from every head to the logits (corrupted into clean, as Zhang et al. 2025) single out?
+//! translation more than ablating as many random heads? Path patching, the other causal
+//! check, is [`crate::translation::path`] (its items are named here too).
+//!
+//! Teacher forcing and ablation are done here rather than with `crate::metrics` and
+//! `crate::ablation`, because the check is a different computation: every condition (the
+//! baseline, each head set in each mode, each head alone) is one row of a single batched
+//! forward per prompt, with a per-row head mask, while `continuation_logprobs` splits rows into
+//! batches of its own and `ablation_hooks` ablates every row alike; and its mean ablation
+//! leaves BOS out of the mean and its resample ablation maps positions by role
+//! ([`crate::translation::donors`]), which `Ablation::MeanPooled` and `Ablation::Resample` do
+//! not.
 
 use candle_core::{DType, Tensor, D};
 
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks};
-use crate::metrics::LogitDiff;
 use crate::model::HookedTransformer;
-use crate::patching::{Direction, Patcher, Receivers};
 use crate::progress::Progress;
-use crate::stats::{normal_cdf, spearman, Rng};
-use crate::table::Table;
+use crate::stats::{normal_cdf, Rng};
 use crate::translation::data::SentencePair;
+use crate::translation::donors::role_donors;
+pub use crate::translation::path::{path_ranking, try_path_ranking, PathRanking};
+use crate::translation::prompt::forced_prompt;
+use crate::translation::stage::Shortfall;
 
 /// Options for the causal check.
 #[derive(Debug, Clone)]
@@ -63,6 +73,18 @@ pub struct AblationEffect {
     pub fallbacks: usize,
 }
 
+impl AblationEffect {
+    /// The random head sets' mean effect.
+    pub fn random_mean(&self) -> f32 {
+        mean(&self.random)
+    }
+}
+
+/// The mean of `v`, 0 for none.
+fn mean(v: &[f32]) -> f32 {
+    v.iter().sum::<f32>() / v.len().max(1) as f32
+}
+
 /// One head's own ablation effect (mean ablation of that head alone).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HeadEffect {
@@ -103,68 +125,10 @@ fn forced(
     tgt: &str,
     p: &SentencePair,
 ) -> Result<(Vec<u32>, usize)> {
-    let tok = model.tokenizer()?;
-    let mut ids = tok.encode(
-        &format!("{}: {} {}:", src.to_uppercase(), p.src, tgt.to_uppercase()),
-        model.prepend_bos(),
-    )?;
+    let mut ids = model.encode(&forced_prompt(src, tgt, p))?;
     let n_prompt = ids.len();
-    ids.extend(tok.encode(&format!(" {}", p.tgt), false)?);
+    ids.extend(model.tokenizer()?.encode(&format!(" {}", p.tgt), false)?);
     Ok((ids, n_prompt))
-}
-
-/// Where a forced prompt's parts start: (source, separator, target), or `None` when the parts
-/// do not tokenize on their own boundaries (the prompt then has no role-aligned donor).
-fn segments(
-    model: &HookedTransformer,
-    src: &str,
-    p: &SentencePair,
-    ids: &[u32],
-    n_prompt: usize,
-) -> Result<Option<(usize, usize, usize)>> {
-    let tok = model.tokenizer()?;
-    let head = tok.encode(&format!("{}:", src.to_uppercase()), model.prepend_bos())?;
-    let with_src = tok.encode(
-        &format!("{}: {}", src.to_uppercase(), p.src),
-        model.prepend_bos(),
-    )?;
-    let ok = ids.starts_with(&head) && ids.starts_with(&with_src) && with_src.len() <= n_prompt;
-    Ok(ok.then_some((head.len(), with_src.len(), n_prompt)))
-}
-
-/// For recipient segments `r` and donor segments `d` (each (source, separator, target) starts,
-/// plus total lengths), the donor position for every recipient position, or `None` when the
-/// donor's parts are shorter or its prefix and separator differ in length.
-fn role_map(
-    r: (usize, usize, usize),
-    rs: usize,
-    d: (usize, usize, usize),
-    ds: usize,
-) -> Option<Vec<i64>> {
-    let (r_src, r_sep, r_tgt) = r;
-    let (d_src, d_sep, d_tgt) = d;
-    if r_src != d_src
-        || r_tgt - r_sep != d_tgt - d_sep
-        || d_sep - d_src < r_sep - r_src
-        || ds - d_tgt < rs - r_tgt
-    {
-        return None;
-    }
-    Some(
-        (0..rs)
-            .map(|i| {
-                (if i < r_src {
-                    i
-                } else if i < r_sep {
-                    d_src + (i - r_src)
-                } else if i < r_tgt {
-                    d_sep + (i - r_sep)
-                } else {
-                    d_tgt + (i - r_tgt)
-                }) as i64
-            })
-            .collect(),
-    )
 }
 
 /// Mean log-probability of ids[from+1..] per row of a batch, from logits at positions from.. .
@@ -177,6 +141,276 @@ fn row_logprobs(logits: &Tensor, ids: &[u32], from: usize) -> Result<Vec<f32>> {
         .contiguous()?;
     let picked = lp.gather(&idx, 2)?.squeeze(2)?.mean(1)?;
     Ok(picked.to_vec1::<f32>()?)
+}
+
+/// The ablation modes, in the order of their rows.
+const MODES: [&str; 2] = ["mean", "resample"];
+
+/// The prompts the check scores and what their ablations replace `hook_z` with.
+struct Dataset {
+    /// Each pair's forced ids and prompt length.
+    seqs: Vec<(Vec<u32>, usize)>,
+    /// Each prompt's z at every layer, [prompt][layer] → [s, n, hd].
+    zs: Vec<Vec<Tensor>>,
+    /// Each layer's mean z over every position of every prompt but BOS, [n, hd].
+    pooled: Vec<Tensor>,
+    /// Each prompt's role-aligned donors with their position maps.
+    donors: Vec<Vec<(usize, Tensor)>>,
+}
+
+impl Dataset {
+    fn new(
+        model: &HookedTransformer,
+        pairs: &[SentencePair],
+        src: &str,
+        tgt: &str,
+    ) -> Result<Self> {
+        let seqs = pairs
+            .iter()
+            .map(|p| forced(model, src, tgt, p))
+            .collect::<Result<Vec<_>>>()?;
+        let zs = prompt_zs(model, &seqs)?;
+        let pooled = pooled_means(model, &zs)?;
+        let donors = role_donors(model, src, pairs, &seqs)?;
+        Ok(Dataset {
+            seqs,
+            zs,
+            pooled,
+            donors,
+        })
+    }
+
+    /// Prompts with no role-aligned donor, which resample ablation mean-ablates instead.
+    fn fallbacks(&self) -> usize {
+        self.donors.iter().filter(|d| d.is_empty()).count()
+    }
+}
+
+/// Each prompt's `hook_z` at every layer, [prompt][layer] → [s, n, hd].
+fn prompt_zs(model: &HookedTransformer, seqs: &[(Vec<u32>, usize)]) -> Result<Vec<Vec<Tensor>>> {
+    let nl = model.cfg().n_layers;
+    let mut zs = Vec::with_capacity(seqs.len());
+    for (ids, _) in seqs {
+        let t = Tensor::from_vec(ids.clone(), (1, ids.len()), model.device())?;
+        let c = model.cache_activations(&t, |n: &str| n.ends_with("attn.hook_z"))?;
+        zs.push(
+            (0..nl)
+                .map(|l| {
+                    Ok(c.get(&HookPoint::Z(l).name())?
+                        .squeeze(0)?
+                        .to_dtype(DType::F32)?)
+                })
+                .collect::<Result<_>>()?,
+        );
+    }
+    Ok(zs)
+}
+
+/// Each layer's mean z over every position of every prompt, [n, hd].
+fn pooled_means(model: &HookedTransformer, zs: &[Vec<Tensor>]) -> Result<Vec<Tensor>> {
+    // BOS is an attention sink with activations unlike any other position's: left out.
+    let skip = usize::from(model.prepend_bos());
+    (0..model.cfg().n_layers)
+        .map(|l| {
+            let all = zs
+                .iter()
+                .map(|z| Ok(z[l].narrow(0, skip, z[l].dim(0)? - skip)?))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&all, 0)?.mean(0)?)
+        })
+        .collect()
+}
+
+/// The conditions, one batch row each: the unablated baseline, then every head set (the
+/// found one first, then the random draws) in each mode, then each found head alone.
+struct Conditions {
+    sets: Vec<Vec<(usize, usize)>>,
+    singles: Vec<Vec<(usize, usize)>>,
+}
+
+impl Conditions {
+    fn rows(&self) -> usize {
+        1 + self.sets.len() * MODES.len() + self.singles.len()
+    }
+
+    /// The row of head set `set` in mode `mode`.
+    fn row(&self, set: usize, mode: usize) -> usize {
+        1 + set * MODES.len() + mode
+    }
+
+    /// The row of found head `k` alone.
+    fn single_row(&self, k: usize) -> usize {
+        1 + self.sets.len() * MODES.len() + k
+    }
+}
+
+/// `heads`, then `draws` random sets with the same number of heads in each layer as `heads`,
+/// none of them in `heads`.
+fn head_sets(
+    heads: &[(usize, usize)],
+    (nl, nh): (usize, usize),
+    draws: usize,
+    rng: &mut Rng,
+) -> Vec<Vec<(usize, usize)>> {
+    let mut sets: Vec<Vec<(usize, usize)>> = vec![heads.to_vec()];
+    for _ in 0..draws {
+        let mut set = Vec::with_capacity(heads.len());
+        for l in 0..nl {
+            let want = heads.iter().filter(|&&(hl, _)| hl == l).count();
+            let mut pool: Vec<usize> = (0..nh).filter(|&h| !heads.contains(&(l, h))).collect();
+            for _ in 0..want.min(pool.len()) {
+                set.push((l, pool.swap_remove(rng.below(pool.len()))));
+            }
+        }
+        sets.push(set);
+    }
+    sets
+}
+
+/// Marks the heads of `set` in layer `l` in row `r` of a [rows × nh] mask; whether any was.
+fn mark(mask: &mut [u8], r: usize, nh: usize, set: &[(usize, usize)], l: usize) -> bool {
+    let mut any = false;
+    for &(sl, sh) in set {
+        if sl == l {
+            mask[r * nh + sh] = 1;
+            any = true;
+        }
+    }
+    any
+}
+
+/// For prompt `i` at layer `l`: which (row, head) is ablated, [rows, 1, n, 1], and every row's
+/// replacement z, [rows, s, n, hd]; `None` when no row ablates a head of this layer. Draws a
+/// random role-aligned donor per resample row (the mean where the prompt has none).
+fn layer_replacement(
+    model: &HookedTransformer,
+    ds: &Dataset,
+    conds: &Conditions,
+    (i, l): (usize, usize),
+    rng: &mut Rng,
+) -> Result<Option<(Tensor, Tensor)>> {
+    let cfg = model.cfg();
+    let (nh, hd) = (cfg.n_heads, cfg.d_head);
+    let (s, rows) = (ds.seqs[i].0.len(), conds.rows());
+    let mut mask = vec![0u8; rows * nh];
+    let mut repl: Vec<Tensor> = Vec::with_capacity(rows);
+    let mean_l = ds.pooled[l]
+        .unsqueeze(0)?
+        .broadcast_as((s, nh, hd))?
+        .contiguous()?;
+    repl.push(mean_l.clone()); // baseline row: never used
+    let mut any = false;
+    for set in &conds.sets {
+        for mode in MODES {
+            any |= mark(&mut mask, repl.len(), nh, set, l);
+            let rep = match (mode, ds.donors[i].as_slice()) {
+                ("mean", _) | (_, []) => mean_l.clone(),
+                (_, d) => {
+                    let (j, idx) = &d[rng.below(d.len())];
+                    ds.zs[*j][l].index_select(idx, 0)?
+                }
+            };
+            repl.push(rep);
+        }
+    }
+    for single in &conds.singles {
+        any |= mark(&mut mask, repl.len(), nh, single, l);
+        repl.push(mean_l.clone());
+    }
+    if !any {
+        return Ok(None);
+    }
+    let m = Tensor::from_vec(mask, (rows, 1, nh, 1), model.device())?;
+    Ok(Some((m, Tensor::stack(&repl, 0)?)))
+}
+
+/// Prompt `i`'s mean target log-probability under every condition, from one forward with a
+/// row per condition.
+fn condition_logprobs(
+    model: &HookedTransformer,
+    ds: &Dataset,
+    conds: &Conditions,
+    i: usize,
+    rng: &mut Rng,
+) -> Result<Vec<f32>> {
+    let (ids, n_prompt) = &ds.seqs[i];
+    let (s, rows) = (ids.len(), conds.rows());
+    let mut hooks = Hooks::new();
+    for l in 0..model.cfg().n_layers {
+        if let Some((m, rep)) = layer_replacement(model, ds, conds, (i, l), rng)? {
+            hooks = hooks.add_point(HookPoint::Z(l), move |x: &Tensor, _: &HookContext| {
+                crate::patching::splice(x, &m, &rep)
+            });
+        }
+    }
+    let t = Tensor::from_vec(ids.clone(), (1, s), model.device())?
+        .broadcast_as((rows, s))?
+        .contiguous()?;
+    let from = n_prompt - 1;
+    let logits = model.pass(&t).hooks(&hooks).logits_from(from).run()?.logits;
+    row_logprobs(&logits, ids, from)
+}
+
+/// A mode's effect for the found set against the random sets.
+fn ablation_effect(mode: &str, found: f32, random: Vec<f32>, fallbacks: usize) -> AblationEffect {
+    let m = mean(&random);
+    let sd = (random.iter().map(|x| (x - m).powi(2)).sum::<f32>()
+        / (random.len().max(2) - 1) as f32)
+        .sqrt();
+    let worse = random.iter().filter(|&&x| x <= found).count();
+    let z = if sd > 0.0 { (found - m) / sd } else { f32::NAN };
+    AblationEffect {
+        mode: mode.to_string(),
+        found,
+        z,
+        p_normal: normal_cdf(z as f64) as f32,
+        p: (worse + 1) as f32 / (random.len() + 1) as f32,
+        p_resolution: 1.0 / (random.len() + 1) as f32,
+        fallbacks,
+        random,
+    }
+}
+
+/// Each mode's effects, from the conditions' mean log-probabilities over prompts.
+fn mode_effects(means: &[f32], conds: &Conditions, fallbacks: usize) -> Vec<AblationEffect> {
+    let baseline = means[0];
+    MODES
+        .iter()
+        .enumerate()
+        .map(|(mi, mode)| {
+            let eff = |set: usize| means[conds.row(set, mi)] - baseline;
+            let random: Vec<f32> = (1..conds.sets.len()).map(eff).collect();
+            let fallbacks = if *mode == "resample" { fallbacks } else { 0 };
+            ablation_effect(mode, eff(0), random, fallbacks)
+        })
+        .collect()
+}
+
+/// Each found head's own effect, with a bootstrap interval over prompts.
+fn head_effects(
+    heads: &[(usize, usize)],
+    per_pair: &[Vec<f32>],
+    conds: &Conditions,
+    seed: u64,
+) -> Vec<HeadEffect> {
+    heads
+        .iter()
+        .enumerate()
+        .map(|(k, &(layer, head))| {
+            let d: Vec<Vec<f32>> = per_pair
+                .iter()
+                .map(|v| vec![v[conds.single_row(k)] - v[0]])
+                .collect();
+            let st = crate::translation::stats::paired_stats(&d, 1000, 0, 0.95, seed);
+            HeadEffect {
+                layer,
+                head,
+                effect: st.diff[0],
+                ci_low: st.ci_low[0],
+                ci_high: st.ci_high[0],
+            }
+        })
+        .collect()
 }
 
 /// Ablates `heads` (found), each of them alone, and `random_draws` random sets with the same
@@ -193,311 +427,65 @@ pub fn ablation_check(
     heads_note: &str,
     opts: &CausalOptions,
 ) -> Result<CausalResult> {
+    Ok(try_ablation_check(
+        model, pairs, src, tgt, heads, heads_note, opts,
+    )??)
+}
+
+/// [`ablation_check`], with a [`Shortfall`] when fewer than two sentence pairs are given.
+pub fn try_ablation_check(
+    model: &HookedTransformer,
+    pairs: &[SentencePair],
+    src: &str,
+    tgt: &str,
+    heads: &[(usize, usize)],
+    heads_note: &str,
+    opts: &CausalOptions,
+) -> Result<Result<CausalResult, Shortfall>> {
     let cfg = model.cfg();
-    let (nl, nh, hd) = (cfg.n_layers, cfg.n_heads, cfg.d_head);
     if heads.is_empty() {
         return Err(Error::Invalid("no heads to ablate".into()));
     }
     let pairs = &pairs[..opts.pairs.min(pairs.len())];
     if pairs.len() < 2 {
-        return Err(Error::Invalid(
-            "the causal check needs at least two sentence pairs".into(),
-        ));
+        return Ok(Err(Shortfall {
+            reason: "the causal check needs at least two sentence pairs".into(),
+            needs: 2,
+            had: pairs.len(),
+        }));
     }
     let mut rng = Rng::new(opts.seed);
-    // Each prompt's z at every layer: the dataset for mean and resample ablation.
-    let seqs = pairs
-        .iter()
-        .map(|p| forced(model, src, tgt, p))
-        .collect::<Result<Vec<_>>>()?;
-    let mut zs: Vec<Vec<Tensor>> = Vec::with_capacity(seqs.len()); // [prompt][layer] -> [s, n, hd]
-    for (ids, _) in &seqs {
-        let t = Tensor::from_vec(ids.clone(), (1, ids.len()), model.device())?;
-        let c = model.cache_activations(&t, |n: &str| n.ends_with("attn.hook_z"))?;
-        zs.push(
-            (0..nl)
-                .map(|l| {
-                    Ok(c.get(&HookPoint::Z(l).name())?
-                        .squeeze(0)?
-                        .to_dtype(DType::F32)?)
-                })
-                .collect::<Result<_>>()?,
-        );
-    }
-    // BOS is an attention sink with activations unlike any other position's: left out.
-    let skip = usize::from(model.prepend_bos());
-    let pooled: Vec<Tensor> = (0..nl)
-        .map(|l| {
-            let all = zs
-                .iter()
-                .map(|z| Ok(z[l].narrow(0, skip, z[l].dim(0)? - skip)?))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Tensor::cat(&all, 0)?.mean(0)?) // [n, hd]
-        })
-        .collect::<Result<_>>()?;
-    let segs = pairs
-        .iter()
-        .zip(&seqs)
-        .map(|(p, (ids, n))| segments(model, src, p, ids, *n))
-        .collect::<Result<Vec<_>>>()?;
-    // Each prompt's role-aligned donors with their position maps, found once for every layer
-    // and head set.
-    let donors = (0..seqs.len())
-        .map(|i| {
-            (0..seqs.len())
-                .filter(|&j| j != i)
-                .filter_map(|j| match (segs[i], segs[j]) {
-                    (Some(a), Some(b)) => role_map(a, seqs[i].0.len(), b, seqs[j].0.len())
-                        .map(|m| Ok((j, Tensor::from_vec(m, seqs[i].0.len(), model.device())?))),
-                    _ => None,
-                })
-                .collect::<Result<Vec<_>>>()
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let fallbacks = donors.iter().filter(|d| d.is_empty()).count();
-
-    // Conditions: baseline, then (found, random draws...) × (mean, resample).
-    let mut sets: Vec<Vec<(usize, usize)>> = vec![heads.to_vec()];
-    for _ in 0..opts.random_draws {
-        // The same number of heads in each layer as the found set, none of them found.
-        let mut set = Vec::with_capacity(heads.len());
-        for l in 0..nl {
-            let want = heads.iter().filter(|&&(hl, _)| hl == l).count();
-            let mut pool: Vec<usize> = (0..nh).filter(|&h| !heads.contains(&(l, h))).collect();
-            for _ in 0..want.min(pool.len()) {
-                set.push((l, pool.swap_remove(rng.below(pool.len()))));
-            }
-        }
-        sets.push(set);
-    }
-    let singles: Vec<Vec<(usize, usize)>> = heads.iter().map(|&x| vec![x]).collect();
-    let modes = ["mean", "resample"];
-    let rows = 1 + sets.len() * modes.len() + singles.len();
-    let mut per_pair: Vec<Vec<f32>> = Vec::with_capacity(seqs.len());
-    let mut progress = Progress::new(&format!("causal check {src}→{tgt}"), seqs.len(), opts.quiet);
-    for (i, (ids, n_prompt)) in seqs.iter().enumerate() {
-        let s = ids.len();
-        // Per layer: which (row, head) is ablated, and the replacement z per row.
-        let mut hooks = Hooks::new();
-        for (l, pooled_l) in pooled.iter().enumerate() {
-            let mut mask = vec![0u8; rows * nh];
-            let mut repl: Vec<Tensor> = Vec::with_capacity(rows);
-            let mean_l = pooled_l
-                .unsqueeze(0)?
-                .broadcast_as((s, nh, hd))?
-                .contiguous()?;
-            repl.push(mean_l.clone()); // baseline row: never used
-            let mut any = false;
-            for set in &sets {
-                for mode in modes {
-                    let r = repl.len();
-                    for &(sl, sh) in set {
-                        if sl == l {
-                            mask[r * nh + sh] = 1;
-                            any = true;
-                        }
-                    }
-                    let rep = if mode == "mean" {
-                        mean_l.clone()
-                    } else {
-                        // A random role-aligned donor's z on this prompt's positions; else the mean.
-                        match donors[i].as_slice() {
-                            [] => mean_l.clone(),
-                            d => {
-                                let (j, idx) = &d[rng.below(d.len())];
-                                zs[*j][l].index_select(idx, 0)?
-                            }
-                        }
-                    };
-                    repl.push(rep);
-                }
-            }
-            for single in &singles {
-                let r = repl.len();
-                for &(sl, sh) in single {
-                    if sl == l {
-                        mask[r * nh + sh] = 1;
-                        any = true;
-                    }
-                }
-                repl.push(mean_l.clone());
-            }
-            if !any {
-                continue;
-            }
-            let m = Tensor::from_vec(mask, (rows, 1, nh, 1), model.device())?;
-            let rep = Tensor::stack(&repl, 0)?; // [rows, s, n, hd]
-            hooks = hooks.add_point(HookPoint::Z(l), move |x: &Tensor, _: &HookContext| {
-                crate::patching::splice(x, &m, &rep)
-            });
-        }
-        let t = Tensor::from_vec(ids.clone(), (1, s), model.device())?
-            .broadcast_as((rows, s))?
-            .contiguous()?;
-        let from = n_prompt - 1;
-        let logits = model.pass(&t).hooks(&hooks).logits_from(from).run()?.logits;
-        per_pair.push(row_logprobs(&logits, ids, from)?);
-        progress.inc(1);
-    }
-    progress.finish();
-    let n = seqs.len() as f32;
-    let means: Vec<f32> = (0..rows)
-        .map(|r| per_pair.iter().map(|v| v[r]).sum::<f32>() / n)
-        .collect();
-    let baseline = means[0];
-    let mut effects = Vec::new();
-    for (mi, mode) in modes.iter().enumerate() {
-        let eff = |set: usize| means[1 + set * modes.len() + mi] - baseline;
-        let found = eff(0);
-        let random: Vec<f32> = (1..sets.len()).map(eff).collect();
-        let m = random.iter().sum::<f32>() / random.len().max(1) as f32;
-        let sd = (random.iter().map(|x| (x - m).powi(2)).sum::<f32>()
-            / (random.len().max(2) - 1) as f32)
-            .sqrt();
-        let worse = random.iter().filter(|&&x| x <= found).count();
-        let z = if sd > 0.0 { (found - m) / sd } else { f32::NAN };
-        effects.push(AblationEffect {
-            mode: mode.to_string(),
-            found,
-            z,
-            p_normal: normal_cdf(z as f64) as f32,
-            p: (worse + 1) as f32 / (random.len() + 1) as f32,
-            p_resolution: 1.0 / (random.len() + 1) as f32,
-            fallbacks: if *mode == "resample" { fallbacks } else { 0 },
-            random,
-        });
-    }
-    let first_single = 1 + sets.len() * modes.len();
-    let per_head = heads
-        .iter()
-        .enumerate()
-        .map(|(k, &(layer, head))| {
-            let d: Vec<Vec<f32>> = per_pair
-                .iter()
-                .map(|v| vec![v[first_single + k] - v[0]])
-                .collect();
-            let st = crate::translation::stats::paired_stats(&d, 1000, 0, 0.95, opts.seed);
-            HeadEffect {
-                layer,
-                head,
-                effect: st.diff[0],
-                ci_low: st.ci_low[0],
-                ci_high: st.ci_high[0],
-            }
-        })
-        .collect();
-    Ok(CausalResult {
-        heads: heads.to_vec(),
-        heads_note: heads_note.into(),
-        n_pairs: seqs.len(),
-        baseline,
-        effects,
-        per_head,
-    })
-}
-
-/// How path patching ranks heads, against the attention score.
-#[derive(Debug, Clone)]
-pub struct PathRanking {
-    /// Mean normalised drop of the metric when the head's path to the logits carries the
-    /// corrupted source, [layers × heads] (1 = the whole clean − corrupted gap).
-    pub importance: Table,
-    /// Spearman correlation with the attention score's difference.
-    pub spearman_vs_attention: f32,
-    /// How many of the attention score's top 10 heads are in path patching's top 10.
-    pub top10_overlap: usize,
-    /// Prompt pairs used.
-    pub n_pairs: usize,
-}
-
-/// Path patching from every head to the logits, corrupted into clean: the clean prompt
-/// `"{SRC}: {src} {TGT}:"` should continue with its translation's first token; the corrupted
-/// one has another source sentence of the same token length (whose translation starts
-/// differently). The metric is the logit difference between the two first tokens.
-pub fn path_ranking(
-    model: &HookedTransformer,
-    pairs: &[SentencePair],
-    src: &str,
-    tgt: &str,
-    attention_diff: &Table,
-    opts: &CausalOptions,
-) -> Result<PathRanking> {
-    let tok = model.tokenizer()?;
-    let prompt =
-        |p: &SentencePair| format!("{}: {} {}:", src.to_uppercase(), p.src, tgt.to_uppercase());
-    let enc = pairs
-        .iter()
-        .map(|p| {
-            Ok((
-                tok.encode(&prompt(p), model.prepend_bos())?,
-                tok.encode(&format!(" {}", p.tgt), false)?,
-            ))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut sum: Option<Table> = None;
-    let mut used = 0usize;
+    let ds = Dataset::new(model, pairs, src, tgt)?;
+    let conds = Conditions {
+        sets: head_sets(
+            heads,
+            (cfg.n_layers, cfg.n_heads),
+            opts.random_draws,
+            &mut rng,
+        ),
+        singles: heads.iter().map(|&x| vec![x]).collect(),
+    };
+    let mut per_pair: Vec<Vec<f32>> = Vec::with_capacity(ds.seqs.len());
     let mut progress = Progress::new(
-        &format!("path patching {src}→{tgt}"),
-        opts.path_pairs,
+        &format!("causal check {src}→{tgt}"),
+        ds.seqs.len(),
         opts.quiet,
     );
-    for i in 0..pairs.len() {
-        if used >= opts.path_pairs {
-            break;
-        }
-        let Some(j) = (0..pairs.len()).find(|&j| {
-            j != i && enc[j].0.len() == enc[i].0.len() && enc[j].1.first() != enc[i].1.first()
-        }) else {
-            continue;
-        };
-        let (Some(&answer), Some(&wrong)) = (enc[i].1.first(), enc[j].1.first()) else {
-            continue;
-        };
-        let clean = Tensor::from_vec(enc[i].0.clone(), (1, enc[i].0.len()), model.device())?;
-        let corrupt = Tensor::from_vec(enc[j].0.clone(), (1, enc[j].0.len()), model.device())?;
-        let p = Patcher::from_tokens(model, &clean, &corrupt, LogitDiff::new(answer, wrong))?
-            .quiet(true);
-        let gap = p.clean_value() - p.corrupted_value();
-        if gap.abs() < 1e-3 {
-            continue;
-        }
-        let r = p.path_sweep(&Receivers::Logits, Direction::Noise, false)?;
-        let drop = r.table.map(|v| (p.clean_value() - v) / gap);
-        sum = Some(match sum {
-            None => drop,
-            Some(s) => Table {
-                values: s
-                    .values
-                    .iter()
-                    .zip(&drop.values)
-                    .map(|(a, b)| a + b)
-                    .collect(),
-                ..s
-            },
-        });
-        used += 1;
+    for i in 0..ds.seqs.len() {
+        per_pair.push(condition_logprobs(model, &ds, &conds, i, &mut rng)?);
         progress.inc(1);
     }
     progress.finish();
-    let mut importance = sum.ok_or_else(|| {
-        Error::Invalid(format!(
-            "no usable prompt pairs for path patching {src}→{tgt}"
-        ))
-    })?;
-    importance = importance.map(|v| v / used as f32);
-    importance.title =
-        format!("path patching to logits, corrupted into clean ({src}→{tgt}): normalised drop");
-    let top = |v: &[f32]| {
-        let mut idx: Vec<usize> = (0..v.len()).collect();
-        idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
-        idx.truncate(10);
-        idx
-    };
-    let (a, b) = (top(&importance.values), top(&attention_diff.values));
-    Ok(PathRanking {
-        spearman_vs_attention: spearman(&importance.values, &attention_diff.values),
-        top10_overlap: a.iter().filter(|x| b.contains(x)).count(),
-        importance,
-        n_pairs: used,
-    })
+    let n = ds.seqs.len() as f32;
+    let means: Vec<f32> = (0..conds.rows())
+        .map(|r| per_pair.iter().map(|v| v[r]).sum::<f32>() / n)
+        .collect();
+    Ok(Ok(CausalResult {
+        heads: heads.to_vec(),
+        heads_note: heads_note.into(),
+        n_pairs: ds.seqs.len(),
+        baseline: means[0],
+        effects: mode_effects(&means, &conds, ds.fallbacks()),
+        per_head: head_effects(heads, &per_pair, &conds, opts.seed),
+    }))
 }

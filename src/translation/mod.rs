@@ -6,14 +6,27 @@
 //! and `crate::plot` draws them.
 
 pub mod align;
+pub mod aligned;
+pub mod attend;
 pub mod causal;
 pub mod data;
+pub mod diagonal;
+pub mod donors;
+pub mod heads;
+pub mod pairing;
+pub mod path;
 pub mod pipeline;
+pub mod prompt;
 pub mod score;
+pub mod spans;
+pub mod stage;
 pub mod stats;
 
 pub use crate::stats::benjamini_hochberg;
-pub use causal::{ablation_check, path_ranking, CausalOptions, CausalResult, PathRanking};
+pub use causal::{
+    ablation_check, path_ranking, try_ablation_check, try_path_ranking, CausalOptions,
+    CausalResult, PathRanking,
+};
 pub use data::{
     clean_random_pairing, filter_pairs, load_pairs, load_tsv, parse_tsv, random_pairing,
     random_pairing_indexed, shipped_data_dir, SentencePair,
@@ -23,9 +36,10 @@ pub use pipeline::{
     DEFAULT_DIRECTIONS,
 };
 pub use score::{
-    attend_at, diagonal_score, language_name, locate_target, name_format_scores, prompt,
-    score_heads, score_pattern, translation_scores, HeadScores, ScoreOptions, Spans,
+    attend_at, diagonal_score, forced_prompt, language_name, locate_target, name_format_scores,
+    prompt, score_heads, score_pattern, translation_scores, HeadScores, ScoreOptions, Spans,
 };
+pub use stage::{Shortfall, Skipped};
 pub use stats::{
     head_stats, paired_stats, select_heads, split_sources, FoundHead, HeadSelection, HeadStats,
     SelectOptions,

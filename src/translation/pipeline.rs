@@ -8,12 +8,14 @@ use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::table::Table;
 use crate::translation::causal::{
-    ablation_check, path_ranking, CausalOptions, CausalResult, PathRanking,
+    try_ablation_check, try_path_ranking, CausalOptions, CausalResult, PathRanking,
 };
 use crate::translation::data::{filter_pairs, load_pairs, FilterReport, SentencePair};
+use crate::translation::pairing::mixed_pair;
 use crate::translation::score::{
     aligned_scores, name_format_scores, score_heads, AlignedScores, HeadScores, ScoreOptions,
 };
+use crate::translation::stage::{Shortfall, Skipped};
 use crate::translation::stats::{
     head_stats, paired_stats, select_heads, HeadSelection, HeadStats, SelectOptions,
 };
@@ -163,12 +165,16 @@ pub struct DirectionResult {
     pub format_check: Option<FormatCheck>,
     /// Stages that failed, with their causes (the result is then incomplete).
     pub errors: Vec<String>,
+    /// Stages skipped for too little data (the result is still complete).
+    pub skipped: Vec<Skipped>,
     /// Wall time of this direction.
     pub seconds: f64,
 }
 
 /// Scores one direction: filtered pairs, head scores, statistics, the alignment-aware
 /// variant and (with `opts.causal`) the ablation check and path patching. Writes nothing.
+/// A stage with too little data is skipped (`skipped`), one that fails is recorded in
+/// `errors`; neither stops the others.
 pub fn analyse_direction(
     model: &HookedTransformer,
     src: &str,
@@ -176,17 +182,7 @@ pub fn analyse_direction(
     opts: &RunOptions,
 ) -> Result<DirectionResult> {
     let t0 = Instant::now();
-    let all = load_pairs(&opts.data, src, tgt)?;
-    let (mut pairs, filter) = filter_pairs(model, &all, src, tgt)?;
-    if let Some(n) = opts.limit {
-        pairs.truncate(n);
-    }
-    if pairs.len() < 4 {
-        return Err(Error::Invalid(format!(
-            "{src}→{tgt}: only {} pairs passed the filter ({filter:?}); need at least 4",
-            pairs.len()
-        )));
-    }
+    let (pairs, filter) = direction_pairs(model, src, tgt, opts)?;
     let mut score_opts = opts.score.clone();
     if opts.method == Method::Original {
         score_opts.clean_control = false;
@@ -201,79 +197,31 @@ pub fn analyse_direction(
         opts.seed,
     );
     let h = model.cfg().n_heads;
-    let mut fdr_heads: Vec<(usize, usize, f32)> = (0..stats.q.len())
-        .filter(|&i| stats.q[i] <= opts.fdr && stats.diff[i] > 0.0)
-        .map(|i| (i / h, i % h, stats.diff[i]))
-        .collect();
-    fdr_heads.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let fdr_heads = fdr_heads(&stats, h, opts.fdr);
     let threshold_heads = opts
         .thresholds
         .iter()
         .map(|&t| (t, scores.heads_above(t)))
         .collect();
     let aligned = aligned_scores(model, &scores)?;
-
-    let selection = (opts.method == Method::Paired).then(|| {
-        select_heads(
-            &scores.paired_differences(),
-            h,
-            &SelectOptions {
-                fdr: opts.fdr,
-                min_effect: opts.min_effect,
-                split: opts.split,
-                n_boot: opts.n_boot,
-                n_perm: opts.n_perm,
-                level: 0.95,
-                seed: opts.seed,
-            },
-        )
-    });
-    let (heads, note) = causal_heads(&scores, &fdr_heads, selection.as_ref(), opts.fdr);
-    // Causal checks on held-out pairs only, when there are any.
-    let (causal_pairs, causal_pairs_note): (Vec<SentencePair>, String) = match &selection {
-        Some(sel) if !sel.confirmation.is_empty() => (
-            sel.confirmation.iter().map(|&i| pairs[i].clone()).collect(),
-            format!("the {} held-out pairs", sel.confirmation.len()),
-        ),
-        _ => (pairs.clone(), "every pair (no held-out half)".into()),
+    let selection = (opts.method == Method::Paired).then(|| paired_selection(&scores, h, opts));
+    let mut stages = Stages::default();
+    let found = Found {
+        pairs: &pairs,
+        scores: &scores,
+        fdr_heads: &fdr_heads,
+        selection: selection.as_ref(),
     };
-    let mut errors = Vec::new();
-    let (causal, path) = match &opts.causal {
-        None => (None, None),
-        Some(co) => {
-            let c = ablation_check(model, &causal_pairs, src, tgt, &heads, &note, co)
-                .map_err(|e| errors.push(format!("ablation check: {e}")))
-                .ok();
-            let p = path_ranking(model, &causal_pairs, src, tgt, &scores.diff, co)
-                .map_err(|e| errors.push(format!("path patching: {e}")))
-                .ok();
-            (c, p)
-        }
-    };
-    let format = match &selection {
-        Some(sel) if !sel.found.is_empty() => {
-            let list = if sel.confirmed.is_empty() {
-                &sel.found
-            } else {
-                &sel.confirmed
-            };
-            let heads: Vec<(usize, usize)> = list.iter().map(|f| (f.layer, f.head)).collect();
-            let idx: Vec<usize> = if sel.confirmation.is_empty() {
-                sel.discovery.clone()
-            } else {
-                sel.confirmation.clone()
-            };
-            format_check(model, &pairs, &scores, &idx, &heads, src, tgt, opts)
-                .map_err(|e| errors.push(format!("second prompt format: {e}")))
-                .ok()
-        }
-        _ => None,
-    };
-    for e in &errors {
+    let (causal, path, causal_pairs_note) =
+        causal_stages(model, &found, (src, tgt), opts, &mut stages);
+    let format = second_format(model, &found, (src, tgt), opts, &mut stages);
+    for e in &stages.errors {
         eprintln!("{src}→{tgt}: {e}");
     }
-
-    let result = DirectionResult {
+    for k in &stages.skipped {
+        eprintln!("{src}→{tgt}: {k}");
+    }
+    Ok(DirectionResult {
         src: src.into(),
         tgt: tgt.into(),
         filter,
@@ -288,10 +236,155 @@ pub fn analyse_direction(
         causal,
         path,
         format_check: format,
-        errors,
+        errors: stages.errors,
+        skipped: stages.skipped,
         seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// The direction's filtered pairs (at most `opts.limit`), refused below 4.
+fn direction_pairs(
+    model: &HookedTransformer,
+    src: &str,
+    tgt: &str,
+    opts: &RunOptions,
+) -> Result<(Vec<SentencePair>, FilterReport)> {
+    let all = load_pairs(&opts.data, src, tgt)?;
+    let (mut pairs, filter) = filter_pairs(model, &all, src, tgt)?;
+    if let Some(n) = opts.limit {
+        pairs.truncate(n);
+    }
+    if pairs.len() < 4 {
+        return Err(Error::Invalid(format!(
+            "{src}→{tgt}: only {} pairs passed the filter ({filter:?}); need at least 4",
+            pairs.len()
+        )));
+    }
+    Ok((pairs, filter))
+}
+
+/// The paired analysis: heads found on the discovery half, confirmed on the held-out one.
+fn paired_selection(scores: &HeadScores, n_heads: usize, opts: &RunOptions) -> HeadSelection {
+    select_heads(
+        &scores.paired_differences(),
+        n_heads,
+        &SelectOptions {
+            fdr: opts.fdr,
+            min_effect: opts.min_effect,
+            split: opts.split,
+            n_boot: opts.n_boot,
+            n_perm: opts.n_perm,
+            level: 0.95,
+            seed: opts.seed,
+        },
+    )
+}
+
+/// What the scoring found, which the later stages check.
+struct Found<'a> {
+    pairs: &'a [SentencePair],
+    scores: &'a HeadScores,
+    fdr_heads: &'a [(usize, usize, f32)],
+    selection: Option<&'a HeadSelection>,
+}
+
+/// Heads significant at `fdr` by the pooled statistics, (layer, head, diff), largest first.
+fn fdr_heads(stats: &HeadStats, n_heads: usize, fdr: f32) -> HeadList {
+    let mut v: HeadList = (0..stats.q.len())
+        .filter(|&i| stats.q[i] <= fdr && stats.diff[i] > 0.0)
+        .map(|i| (i / n_heads, i % n_heads, stats.diff[i]))
+        .collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    v
+}
+
+/// What became of the optional stages: failures and skips, each in words.
+#[derive(Default)]
+struct Stages {
+    errors: Vec<String>,
+    skipped: Vec<Skipped>,
+}
+
+impl Stages {
+    /// The stage's result; its failure or its shortfall is recorded instead.
+    fn record<T>(
+        &mut self,
+        stage: &str,
+        r: Result<std::result::Result<T, Shortfall>>,
+    ) -> Option<T> {
+        match r {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(s)) => {
+                self.skipped.push(Skipped::new(stage, s));
+                None
+            }
+            Err(e) => {
+                self.errors.push(format!("{stage}: {e}"));
+                None
+            }
+        }
+    }
+}
+
+/// The ablation check and path patching (with `opts.causal`), on the held-out pairs when
+/// there are any, and which pairs those were in words.
+fn causal_stages(
+    model: &HookedTransformer,
+    f: &Found,
+    (src, tgt): (&str, &str),
+    opts: &RunOptions,
+    stages: &mut Stages,
+) -> (Option<CausalResult>, Option<PathRanking>, String) {
+    let (heads, note) = causal_heads(f.scores, f.fdr_heads, f.selection, opts.fdr);
+    let (causal_pairs, causal_pairs_note): (Vec<SentencePair>, String) = match f.selection {
+        Some(sel) if !sel.confirmation.is_empty() => (
+            sel.confirmation
+                .iter()
+                .map(|&i| f.pairs[i].clone())
+                .collect(),
+            format!("the {} held-out pairs", sel.confirmation.len()),
+        ),
+        _ => (f.pairs.to_vec(), "every pair (no held-out half)".into()),
     };
-    Ok(result)
+    let Some(co) = &opts.causal else {
+        return (None, None, causal_pairs_note);
+    };
+    let c = stages.record(
+        "ablation check",
+        try_ablation_check(model, &causal_pairs, src, tgt, &heads, &note, co),
+    );
+    let p = stages.record(
+        "path patching",
+        try_path_ranking(model, &causal_pairs, src, tgt, &f.scores.diff, co),
+    );
+    (c, p, causal_pairs_note)
+}
+
+/// The second prompt format's check of the confirmed heads (else the found ones), on the
+/// held-out sources (else the discovery ones); `None` with no found head.
+fn second_format(
+    model: &HookedTransformer,
+    f: &Found,
+    (src, tgt): (&str, &str),
+    opts: &RunOptions,
+    stages: &mut Stages,
+) -> Option<FormatCheck> {
+    let sel = f.selection.filter(|sel| !sel.found.is_empty())?;
+    let list = if sel.confirmed.is_empty() {
+        &sel.found
+    } else {
+        &sel.confirmed
+    };
+    let heads: Vec<(usize, usize)> = list.iter().map(|f| (f.layer, f.head)).collect();
+    let idx: Vec<usize> = if sel.confirmation.is_empty() {
+        sel.discovery.clone()
+    } else {
+        sel.confirmation.clone()
+    };
+    stages.record(
+        "second prompt format",
+        format_check(model, f.pairs, f.scores, &idx, &heads, src, tgt, opts).map(Ok),
+    )
 }
 
 /// The heads that matter rescored with a second prompt format (`English: …\nFrench: …`).
@@ -336,10 +429,7 @@ fn format_check(
                 .iter()
                 .find(|(s, _)| *s == i)
                 .ok_or_else(|| Error::Invalid(format!("source {i} has no random prompt")))?;
-            Ok(SentencePair {
-                src: pairs[s].src.clone(),
-                tgt: pairs[t].tgt.clone(),
-            })
+            Ok(mixed_pair(pairs, s, t))
         })
         .collect::<Result<Vec<_>>>()?;
     let t = name_format_scores(model, &chosen, src, tgt, &opts.score)?;
@@ -418,7 +508,7 @@ fn causal_heads(
 }
 
 impl DirectionResult {
-    /// Whether every stage ran.
+    /// Whether no stage failed (a stage skipped for too little data is no failure).
     pub fn complete(&self) -> bool {
         self.errors.is_empty()
     }

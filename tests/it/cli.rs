@@ -314,6 +314,63 @@ fn translation_heads_refuses_a_bad_split_before_loading_the_model() {
 }
 
 #[test]
+fn translation_heads_skips_a_stage_with_too_little_data_and_still_succeeds() {
+    // Six pairs leave three held-out ones, none of whose prompts share a token length: path
+    // patching has no prompt pair to corrupt with. That is a skipped stage, not a failure.
+    let out = tempfile::tempdir().unwrap();
+    let run = |pairs: &str, causal: bool| {
+        let mut c = bin();
+        c.args([
+            "translation-heads",
+            "--pairs",
+            pairs,
+            "--limit",
+            "6",
+            "--quiet",
+        ])
+        .args([
+            "--permutations",
+            "200",
+            "--bootstrap",
+            "100",
+            "--random-draws",
+            "1",
+        ])
+        .arg("--out")
+        .arg(out.path());
+        if !causal {
+            c.arg("--no-causal");
+        }
+        c.output().unwrap()
+    };
+    let o = run("en-fr", true);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("path patching skipped"), "{stderr}");
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("**Skipped** for too little data") && md.contains("needs 2 such pairs"),
+        "{md}"
+    );
+    assert!(!md.contains("Incomplete"), "{md}");
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("en-fr/scores.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(j["complete"], true);
+    assert_eq!(j["skipped"][0]["stage"], "path patching");
+    assert_eq!(j["skipped"][0]["needs"], 2);
+    // A direction with no data is a real error: the run fails.
+    let o = run("qq-fr", false);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("1 of 1 directions failed"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
 fn weights_flag_streams_a_quantised_file_to_the_same_answer() {
     let dir = tempfile::tempdir().unwrap();
     let f32_file = write_tiny_gguf(dir.path(), &Tiny::default(), 5);

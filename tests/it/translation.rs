@@ -8,8 +8,9 @@ use candle_core::IndexOp;
 use mechinterp::prelude::*;
 use mechinterp::report::run;
 use mechinterp::translation::{
-    benjamini_hochberg, clean_random_pairing, head_stats, locate_target, random_pairing,
-    random_pairing_indexed, score_pattern, CausalOptions,
+    benjamini_hochberg, clean_random_pairing, forced_prompt, head_stats, locate_target,
+    random_pairing, random_pairing_indexed, score_pattern, try_ablation_check, try_path_ranking,
+    CausalOptions,
 };
 use mechinterp::translation::{Method, RunOptions};
 
@@ -485,4 +486,85 @@ fn a_failed_direction_is_reported_and_fails_the_run() {
         md.contains("## EN → FR"),
         "the direction that worked is still reported"
     );
+}
+
+#[test]
+fn the_causal_baseline_is_the_teacher_forced_logprob_of_metrics() {
+    // The check scores every condition as a row of one forward; its unablated row must be
+    // what `metrics::continuation_logprobs` gives for the same prompt and continuation.
+    let m = gemma();
+    let pairs = mechinterp::translation::load_pairs(
+        mechinterp::translation::shipped_data_dir(),
+        "en",
+        "fr",
+    )
+    .unwrap();
+    let pairs = &pairs[..3];
+    let opts = CausalOptions {
+        pairs: 3,
+        random_draws: 1,
+        quiet: true,
+        ..Default::default()
+    };
+    let c = mechinterp::translation::ablation_check(m, pairs, "en", "fr", &[(9, 3)], "test", &opts)
+        .unwrap();
+    let items: Vec<(String, String)> = pairs
+        .iter()
+        .map(|p| (forced_prompt("en", "fr", p), format!(" {}", p.tgt)))
+        .collect();
+    let refs: Vec<(&str, &str)> = items
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let lp = mechinterp::metrics::continuation_logprobs(m, &refs).unwrap();
+    let want = lp.iter().map(|x| x.mean()).sum::<f32>() / 3.0;
+    assert!((c.baseline - want).abs() < 1e-3, "{} vs {want}", c.baseline);
+}
+
+#[test]
+fn too_few_pairs_is_a_shortfall_not_a_failure() {
+    let m = gemma();
+    let opts = CausalOptions {
+        quiet: true,
+        ..Default::default()
+    };
+    let one = [SentencePair {
+        src: "I like green apples.".into(),
+        tgt: "J'aime les pommes vertes.".into(),
+    }];
+    let s = try_ablation_check(m, &one, "en", "fr", &[(9, 3)], "test", &opts)
+        .unwrap()
+        .unwrap_err();
+    assert_eq!((s.needs, s.had), (2, 1));
+    // The old entry point still fails, with the same words.
+    let e = mechinterp::translation::ablation_check(m, &one, "en", "fr", &[(9, 3)], "t", &opts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least two sentence pairs"), "{e}");
+    // No two prompts of the same length: nothing for path patching to corrupt with.
+    let two = [
+        one[0].clone(),
+        SentencePair {
+            src: "The cat is sleeping on the sofa in the afternoon sun.".into(),
+            tgt: "Le chat dort sur le canapé.".into(),
+        },
+    ];
+    let diff = translation_scores(
+        m,
+        &two,
+        "en",
+        "fr",
+        &ScoreOptions {
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = try_path_ranking(m, &two, "en", "fr", &diff, &opts)
+        .unwrap()
+        .unwrap_err();
+    assert!(s.reason.contains("no usable prompt pairs"), "{}", s.reason);
+    assert_eq!(s.had, 2);
+    // No heads is a real error.
+    assert!(try_ablation_check(m, &two, "en", "fr", &[], "t", &opts).is_err());
 }
