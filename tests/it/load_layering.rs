@@ -13,22 +13,11 @@ fn model_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model")
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            rust_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
-    }
-}
-
 /// Every file of `src/model/` as its module and its code without comments or unit tests.
 fn modules() -> BTreeMap<Module, String> {
     let root = model_dir();
     let mut files = Vec::new();
-    rust_files(&root, &mut files);
+    crate::layering::sources(&root, &mut files);
     files
         .into_iter()
         .map(|p| {
@@ -217,26 +206,9 @@ fn show(m: &Module) -> String {
 
 #[test]
 fn model_files_import_each_other_without_cycles() {
-    let deps = edges();
-    for start in deps.keys() {
-        let mut stack: Vec<Vec<Module>> = vec![vec![start.clone()]];
-        let mut seen = BTreeSet::new();
-        while let Some(path) = stack.pop() {
-            let last = path.last().unwrap();
-            for d in deps.get(last).into_iter().flatten() {
-                let mut p = path.clone();
-                p.push(d.clone());
-                assert_ne!(
-                    d,
-                    start,
-                    "import cycle inside src/model: {}",
-                    p.iter().map(show).collect::<Vec<_>>().join(" → ")
-                );
-                if seen.insert(d.clone()) {
-                    stack.push(p);
-                }
-            }
-        }
+    if let Some(cycle) = crate::layering::find_cycle(&edges()) {
+        let names: Vec<String> = cycle.iter().map(show).collect();
+        panic!("import cycle inside src/model: {}", names.join(" → "));
     }
 }
 

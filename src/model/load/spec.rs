@@ -122,7 +122,6 @@ impl HookedTransformer {
             &LoadOptions::from_env()?,
         )
     }
-
 }
 
 #[cfg(test)]
