@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::harness::{CLEAN, CORRUPT};
 
 /// The Python companion script, embedded so that an installed binary can run it.
-const PYTHON_SCRIPT: &str = include_str!("../../../../scripts/bench_python.py");
+const PYTHON_SCRIPT: &str = include_str!("../../../../../scripts/bench_python.py");
 
 /// Options for the same-run Python baselines.
 #[derive(Debug, Clone)]

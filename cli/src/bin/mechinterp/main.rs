@@ -5,7 +5,6 @@
 //! shapes), `cache` (activations to safetensors), `patch` (activation patching), `attribute`
 //! (attribution patching), `logit-lens`, `translation-heads` (the main job) and `bench`.
 
-mod args;
 mod attribute;
 mod bench;
 mod cache;

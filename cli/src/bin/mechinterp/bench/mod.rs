@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use mechinterp::translation::{load_pairs, shipped_data_dir};
 
-use crate::args::{write_json, ModelArgs};
+use mechinterp_cli::args::{write_json, ModelArgs};
 use python::Baseline;
 
 /// Arguments of `bench`.

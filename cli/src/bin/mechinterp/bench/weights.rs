@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use super::harness::{CLEAN, CORRUPT};
 use super::Args;
-use crate::args::write_json;
+use mechinterp_cli::args::write_json;
 
 /// The operations compared across modes (JSON keys of the `weights` set).
 const OPS: &[&str] = &[
