@@ -8,6 +8,10 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mechinterp"))
 }
 
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mechinterp-bench"))
+}
+
 #[test]
 fn run_prints_top_k_and_cache_writes_safetensors() {
     let dir = tempfile::tempdir().unwrap();
@@ -250,9 +254,8 @@ fn patch_attribute_and_logit_lens_write_json() {
 #[test]
 fn bench_refuses_a_python_without_torch_before_benchmarking() {
     // A wrong --baseline-python must fail with the fix before minutes of benchmarks run.
-    let out = bin()
+    let out = bench()
         .args([
-            "bench",
             "--model",
             "Qwen/Qwen2.5-0.5B",
             "--baseline-python",
@@ -268,13 +271,8 @@ fn bench_refuses_a_python_without_torch_before_benchmarking() {
         ("/nonexistent/python", "could not run"),
         ("python3", "cannot import torch"),
     ] {
-        let out = bin()
-            .args([
-                "bench",
-                "--model",
-                "/nonexistent/model.gguf",
-                "--baseline-python",
-            ])
+        let out = bench()
+            .args(["--model", "/nonexistent/model.gguf", "--baseline-python"])
             .arg(python)
             .output()
             .unwrap();
