@@ -71,6 +71,43 @@ fn run_prints_top_k_and_cache_writes_safetensors() {
 }
 
 #[test]
+fn cache_into_a_missing_folder_names_the_users_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_tiny_gguf(dir.path(), &Tiny::default(), 5);
+    let cache = |out: &std::path::Path| {
+        let out = bin()
+            .args(["cache", "x", "--filter", "hook_embed", "--out"])
+            .arg(out)
+            .arg("--model")
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        // The test's own folder is a .tmpXXXX too: only what follows it may not name one.
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.replace(&dir.path().display().to_string(), "DIR")
+    };
+    let missing = dir.path().join("no-such-folder/acts.safetensors");
+    let err = cache(&missing);
+    assert!(
+        err.contains("cannot write DIR/no-such-folder/acts.safetensors")
+            && err.contains("does not exist")
+            && !err.contains(".tmp"),
+        "{err}"
+    );
+    // A folder where the file should be: said so, and nothing left beside it.
+    let folder = dir.path().join("acts.safetensors");
+    std::fs::create_dir(&folder).unwrap();
+    let err = cache(&folder);
+    assert!(
+        err.contains("it is a folder") && !err.contains(".tmp"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 2, "only the model and the folder: {left:?}");
+}
+
+#[test]
 fn bad_input_fails_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_tiny_gguf(dir.path(), &Tiny::default(), 5);
