@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Same-run baselines for `mechinterp bench --baseline-python PY`: HF transformers and
+"""Same-run baselines for `mechinterp-bench --baseline-python PY`: HF transformers and
 TransformerLens timed on the same model, prompts, thread count and machine as mechinterp.
 
 Needs a Python with torch, transformers and gguf (transformers dequantizes the GGUF that

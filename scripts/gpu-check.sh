@@ -23,7 +23,7 @@ build)
   fi
   export CUDA_COMPUTE_CAP=90
   export CARGO_TARGET_DIR="$HOME/.cache/mechinterp-target-cuda"
-  cargo build --release --features cuda --bin mechinterp
+  cargo build --release --features cuda --bin mechinterp --bin mechinterp-bench
   cargo test --release --features cuda --no-run --test it \
     --message-format=json | python3 -c '
 import json, sys
@@ -32,7 +32,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["kind"] == ["test"]:
         print(m["target"]["name"], m["executable"])' > /tmp/gpu-tests.txt
   rm -rf .gpu && mkdir -p .gpu/bin
-  cp "$CARGO_TARGET_DIR/release/mechinterp" .gpu/bin/
+  cp "$CARGO_TARGET_DIR/release/mechinterp" "$CARGO_TARGET_DIR/release/mechinterp-bench" .gpu/bin/
   while read -r name exe; do cp "$exe" ".gpu/bin/test-$name"; done < /tmp/gpu-tests.txt
   cp "$HOME/.cache/mechinterp/gemma-3-270m-q4_k_m.gguf" .gpu/model.gguf
   grep -qx '/.gpu/' .git/info/exclude || echo /.gpu/ >> .git/info/exclude
@@ -48,7 +48,7 @@ run)
     # One test binary: the GPU-relevant modules only.
     timeout 360 "$t" --test-threads 1 checkpoints:: weights:: generate:: 2>&1 | tail -30 | tee -a "$out/tests.txt" || true
   done
-  timeout 200 .gpu/bin/mechinterp bench --set weights --repeats 3 --json "$out/bench.json" 2>&1 \
+  timeout 200 .gpu/bin/mechinterp-bench --set weights --repeats 3 --json "$out/bench.json" 2>&1 \
     | tee "$out/bench.txt" || true
   ;;
 *)

@@ -8,12 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${1:-$HOME/.cache/mechinterp/scale}"
-bin="${CARGO_TARGET_DIR:-target}/release/mechinterp"
-cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/mechinterp-bench"
+cargo build --release --quiet --bin mechinterp-bench
 for f in "$dir"/qwen2.5-3b-shape-q4_0.gguf "$dir"/qwen2.5-3b-shape-q8_0.gguf \
          "$dir"/qwen2-7b-shape-q4_0.gguf "$dir"/qwen2-7b-shape-q8_0.gguf; do
   case "$f" in *7b*) modes=stream,quantized ;; *) modes=f32,stream,quantized ;; esac
   echo "=== $(basename "$f") ($(du -h "$f" | cut -f1))"
-  "$bin" bench --model "$f" --set scale --compare-weights "$modes" --pairs "${PAIRS:-4}" \
+  "$bin" --model "$f" --set scale --compare-weights "$modes" --pairs "${PAIRS:-4}" \
     --repeats 1 --json "$dir/$(basename "$f" .gguf).bench.json"
 done

@@ -1,6 +1,7 @@
 //! `ActivationCache`: the activations a run recorded, by TransformerLens hook name.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 use std::path::Path;
 
 use candle_core::Tensor;
@@ -136,14 +137,68 @@ impl ActivationCache {
         for (n, t) in extra {
             all.insert(n.to_string(), t.contiguous()?);
         }
+        // Checked first, and every failure below reported against `path`: the writer works on
+        // temporary files beside it, whose names mean nothing to the user.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(unwritable(path, dir, ErrorKind::NotFound));
+        }
+        if path.is_dir() {
+            return Err(unwritable(path, dir, ErrorKind::IsADirectory));
+        }
         let tmp = path.with_extension("safetensors.tmp");
-        candle_core::safetensors::save(&all, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            Error::io(
-                format!("renaming {} to {}", tmp.display(), path.display()),
-                e,
-            )
-        })?;
+        if let Err(e) = candle_core::safetensors::save(&all, &tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(match io_kind(&e) {
+                Some(kind) => unwritable(path, dir, kind),
+                None => e.into(),
+            });
+        }
+        if let Err(e) = std::fs::rename(&tmp, path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(unwritable(path, dir, e.kind()));
+        }
         Ok(())
+    }
+}
+
+/// The I/O failure at the bottom of `e`, if it is one.
+fn io_kind(e: &candle_core::Error) -> Option<ErrorKind> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(io.kind());
+        }
+        cause = c.source();
+    }
+    None
+}
+
+/// Why `path` (in the folder `dir`) could not be written, and what to do about it.
+fn unwritable(path: &Path, dir: &Path, kind: ErrorKind) -> Error {
+    // A folder that exists can still refuse new files (/proc answers "not found").
+    let dir_exists = dir.is_dir();
+    let dir = dir.display();
+    let reason = match kind {
+        ErrorKind::NotFound if !dir_exists => format!(
+            "the folder {dir} does not exist; create it first, or give a path in a folder that exists"
+        ),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            format!("the folder {dir} is not writable; give a path in a folder you can write to")
+        }
+        ErrorKind::StorageFull => {
+            format!("the disk holding {dir} is full; free some space or write elsewhere")
+        }
+        ErrorKind::IsADirectory => {
+            "it is a folder; give a file name in it, e.g. acts.safetensors".to_string()
+        }
+        other => format!("{other}; check that you can write to the folder {dir}"),
+    };
+    Error::Write {
+        path: path.to_path_buf(),
+        reason,
     }
 }

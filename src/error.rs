@@ -92,6 +92,15 @@ pub enum Error {
     /// A user argument was out of range or malformed.
     #[error("{0}")]
     Invalid(String),
+
+    /// A file could not be written at the path the user gave.
+    #[error("cannot write {}: {reason}", path.display())]
+    Write {
+        /// The user's path (never a temporary file beside it).
+        path: PathBuf,
+        /// What went wrong and what to do.
+        reason: String,
+    },
 }
 
 fn suggest(s: &[String]) -> String {

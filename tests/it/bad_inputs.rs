@@ -261,8 +261,7 @@ fn bad_sentence_data() {
 
 #[test]
 fn a_truncated_safetensors_file_is_named_with_both_sizes() {
-    let fixture =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/llama");
+    let fixture = crate::common::repo().join("tests/fixtures/models/llama");
     let dir = tempfile::tempdir().unwrap();
     for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
         std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();

@@ -5,7 +5,7 @@
 //! GGUF tokenizers of both kinds against the HF tokenizers they came from; config.json variants
 //! against what transformers 5 resolves them to; and what is refused, by name.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::common::max_abs_diff;
 use candle_core::quantized::gguf_file::{self, Value as GValue};
@@ -18,7 +18,7 @@ const ARCHS: [&str; 5] = ["llama", "qwen2", "qwen3", "gemma2", "gemma3"];
 const TOL: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    crate::common::repo().join("tests/fixtures")
 }
 
 fn model_dir(name: &str) -> PathBuf {

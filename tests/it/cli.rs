@@ -8,6 +8,10 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mechinterp"))
 }
 
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mechinterp-bench"))
+}
+
 #[test]
 fn run_prints_top_k_and_cache_writes_safetensors() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,6 +68,43 @@ fn run_prints_top_k_and_cache_writes_safetensors() {
     assert_eq!(t["logits"].dims()[..2], [1, 3]);
     assert_eq!(t["blocks.0.attn.hook_pattern"].dims(), &[1, 4, 3, 3]);
     assert_eq!(t["blocks.5.hook_resid_post"].dims(), &[1, 3, 64]);
+}
+
+#[test]
+fn cache_into_a_missing_folder_names_the_users_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_tiny_gguf(dir.path(), &Tiny::default(), 5);
+    let cache = |out: &std::path::Path| {
+        let out = bin()
+            .args(["cache", "x", "--filter", "hook_embed", "--out"])
+            .arg(out)
+            .arg("--model")
+            .arg(&model)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        // The test's own folder is a .tmpXXXX too: only what follows it may not name one.
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        err.replace(&dir.path().display().to_string(), "DIR")
+    };
+    let missing = dir.path().join("no-such-folder/acts.safetensors");
+    let err = cache(&missing);
+    assert!(
+        err.contains("cannot write DIR/no-such-folder/acts.safetensors")
+            && err.contains("does not exist")
+            && !err.contains(".tmp"),
+        "{err}"
+    );
+    // A folder where the file should be: said so, and nothing left beside it.
+    let folder = dir.path().join("acts.safetensors");
+    std::fs::create_dir(&folder).unwrap();
+    let err = cache(&folder);
+    assert!(
+        err.contains("it is a folder") && !err.contains(".tmp"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 2, "only the model and the folder: {left:?}");
 }
 
 #[test]
@@ -250,9 +291,8 @@ fn patch_attribute_and_logit_lens_write_json() {
 #[test]
 fn bench_refuses_a_python_without_torch_before_benchmarking() {
     // A wrong --baseline-python must fail with the fix before minutes of benchmarks run.
-    let out = bin()
+    let out = bench()
         .args([
-            "bench",
             "--model",
             "Qwen/Qwen2.5-0.5B",
             "--baseline-python",
@@ -268,13 +308,8 @@ fn bench_refuses_a_python_without_torch_before_benchmarking() {
         ("/nonexistent/python", "could not run"),
         ("python3", "cannot import torch"),
     ] {
-        let out = bin()
-            .args([
-                "bench",
-                "--model",
-                "/nonexistent/model.gguf",
-                "--baseline-python",
-            ])
+        let out = bench()
+            .args(["--model", "/nonexistent/model.gguf", "--baseline-python"])
             .arg(python)
             .output()
             .unwrap();

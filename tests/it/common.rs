@@ -13,6 +13,14 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::gemma3 as reference;
 use mechinterp::prelude::*;
 
+/// The repository root (fixtures, data, `src/`): the workspace above `cli/`, the package this
+/// test binary belongs to.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ sits inside the repository")
+}
+
 /// The default model, loaded once for the whole test binary (fetched into the cache if
 /// needed) and shared by every test that uses it.
 pub fn gemma() -> &'static HookedTransformer {
@@ -360,8 +368,7 @@ pub const PROMPTS: &[&str] = &[
 
 /// Every text of the shared multilingual tokenizer fixture (`../shared/fixtures/`).
 pub fn fixture_texts() -> Vec<String> {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/gemma3_270m_tokens.jsonl");
+    let path = repo().join("../shared/fixtures/gemma3_270m_tokens.jsonl");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
             "missing fixture {} (the shared/ folder beside the checkout): {e}",

@@ -4,7 +4,7 @@
 //! are within 1e-4 of a full forward pass over the same ids; a left-padded batch gives each row
 //! its single run; hooks act at every step as on the full sequence; sampling reproduces.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::common::{gemma, max_abs_diff};
 use mechinterp::prelude::*;
@@ -12,7 +12,7 @@ use mechinterp::prelude::*;
 const TOL: f32 = 1e-4;
 
 fn model_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::common::repo()
         .join("tests/fixtures/models")
         .join(name)
 }

@@ -1,13 +1,11 @@
 //! `run_with_cache_and_grads` (TransformerLens's `incl_bwd`): the gradient of a metric at every
 //! hook point, checked against central finite differences and against attribution patching.
 
-use std::path::PathBuf;
-
 use candle_core::{Device, IndexOp, Tensor};
 use mechinterp::prelude::*;
 
 fn tiny() -> HookedTransformer {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/qwen3");
+    let dir = crate::common::repo().join("tests/fixtures/models/qwen3");
     HookedTransformer::from_local_dir(dir).unwrap()
 }
 

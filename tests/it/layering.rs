@@ -20,12 +20,11 @@ pub fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The library's files as (top-level module, code without comments or unit tests).
 fn library() -> Vec<(String, String, PathBuf)> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::common::repo().join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
     files
         .into_iter()
-        .filter(|p| !p.starts_with(src.join("bin")))
         .filter(|p| !p.ends_with("lib.rs") && !p.ends_with("prelude.rs"))
         .map(|p| {
             let rel = p.strip_prefix(&src).unwrap();

@@ -4,13 +4,13 @@
 //! edges, and no chain of edges leads back to where it started.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A module's path below `crate::model`: `["load", "gguf"]` for `src/model/load/gguf/mod.rs`.
 type Module = Vec<String>;
 
 fn model_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src/model")
+    crate::common::repo().join("src/model")
 }
 
 /// Every file of `src/model/` as its module and its code without comments or unit tests.

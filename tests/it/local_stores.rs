@@ -10,7 +10,7 @@ use mechinterp::prelude::*;
 use sha2::{Digest, Sha256};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::common::repo()
         .join("tests/fixtures/models")
         .join(name)
         .join("model.gguf")

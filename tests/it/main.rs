@@ -3,6 +3,10 @@
 //! `tests/*.rs` file, with the same test names (run one with `cargo test --release --test it
 //! hooks::`). The tests run as threads of one process: none may change process-wide state
 //! (environment variables, the current directory); pass configuration explicitly instead.
+//!
+//! The binary belongs to the CLI crate (`cli/Cargo.toml`), the only package whose tests can
+//! run the `mechinterp` and `mechinterp-bench` binaries; `cargo test --release` at the root
+//! runs it. Paths into the repository go through `common::repo()`.
 
 mod common;
 

@@ -2,13 +2,11 @@
 //! receivers' layers acts through the receivers after it, and the earlier receivers, which read
 //! the residual before the sender writes, are untouched.
 
-use std::path::PathBuf;
-
 use candle_core::{Device, Tensor};
 use mechinterp::prelude::*;
 
 fn patcher() -> Patcher {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma3");
+    let dir = crate::common::repo().join("tests/fixtures/models/gemma3");
     let m = HookedTransformer::from_local_dir(dir).unwrap();
     let t = |v: &[u32]| Tensor::new(v, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let clean = t(&[2, 17, 42, 99, 250, 7, 180, 64]);

@@ -1,8 +1,6 @@
 //! Steering helpers and the bootstrap interval: the same numbers as the notebook code they
 //! replace (kept here as the reference), and the language measures on known texts.
 
-use std::path::PathBuf;
-
 use candle_core::IndexOp;
 use mechinterp::prelude::*;
 use mechinterp::stats::{bootstrap_interval, quantile, Rng};
@@ -41,7 +39,7 @@ fn gaussian_and_bootstrap_match_the_code_they_replace() {
 
 #[test]
 fn steering_vectors_and_language_shares() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma3");
+    let dir = crate::common::repo().join("tests/fixtures/models/gemma3");
     let m = HookedTransformer::from_local_dir(dir).unwrap();
     let pos = vec!["I like green apples".to_string(), "The cat".to_string()];
     let neg = vec!["I like red apples".to_string(), "The dog".to_string()];

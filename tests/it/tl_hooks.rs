@@ -25,7 +25,7 @@ const NOT_OFFERED: &[(&str, &str)] = &[
 const OURS_ONLY: &[&str] = &["attn.hook_in", "mlp.hook_in"];
 
 fn fixture(arch: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/models/{arch}"))
+    crate::common::repo().join(format!("tests/fixtures/models/{arch}"))
 }
 
 fn suffix(name: &str) -> &str {

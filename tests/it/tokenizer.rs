@@ -5,8 +5,7 @@ use crate::common::*;
 use mechinterp::prelude::*;
 
 fn fixture_path() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/gemma3_270m_tokens.jsonl");
+    let p = crate::common::repo().join("../shared/fixtures/gemma3_270m_tokens.jsonl");
     assert!(
         p.exists(),
         "missing fixture {} (the shared/ folder beside the checkout)",

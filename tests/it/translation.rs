@@ -230,7 +230,7 @@ fn loader_and_filter() {
         );
     }
     // The Tatoeba files (`src_tgt.tsv`) load too.
-    let tatoeba = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/tatoeba");
+    let tatoeba = crate::common::repo().join("../shared/data/tatoeba");
     assert_eq!(
         mechinterp::translation::load_pairs(&tatoeba, "zh", "fr")
             .unwrap()

@@ -2,7 +2,6 @@
 //! given the view runs its hooks. With no hooks the view gives bit-for-bit the model's numbers;
 //! with a hook set every technique's answer changes; nested views compose inner first.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, IndexOp, Tensor};
@@ -11,7 +10,7 @@ use mechinterp::metrics::{continuation_logprob, continuation_logprobs, LogitDiff
 use mechinterp::prelude::*;
 
 fn tiny() -> HookedTransformer {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/gemma3");
+    let dir = crate::common::repo().join("tests/fixtures/models/gemma3");
     HookedTransformer::from_local_dir(dir).unwrap()
 }
 

@@ -3,7 +3,7 @@
 //! default model's K-quants; `Quantized` is approximate, so its deviation is measured and
 //! bounded; gradients in both modes agree with finite differences.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::common::{load_as, max_abs, max_abs_diff, requantised, write_tiny_gguf, Tiny};
 use candle_core::quantized::GgmlDType;
@@ -15,7 +15,7 @@ use mechinterp::patching::{Direction, PatchTarget, Patcher};
 use mechinterp::prelude::*;
 
 fn model_dir(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    crate::common::repo()
         .join("tests/fixtures/models")
         .join(name)
 }

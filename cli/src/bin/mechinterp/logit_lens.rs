@@ -7,7 +7,7 @@ use anyhow::Result;
 use mechinterp::prelude::*;
 use serde_json::json;
 
-use crate::args::{write_json, PromptArgs};
+use mechinterp_cli::args::{write_json, PromptArgs};
 
 /// Arguments of `logit-lens`.
 #[derive(clap::Args)]

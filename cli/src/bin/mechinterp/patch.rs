@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use mechinterp::prelude::*;
 
-use crate::args::{write_json, PairArgs};
+use mechinterp_cli::args::{write_json, PairArgs};
 
 /// Arguments of `patch`.
 #[derive(clap::Args)]

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use anyhow::Result;
 
-use crate::args::ModelArgs;
+use mechinterp_cli::args::ModelArgs;
 
 /// Arguments of `tokenize`.
 #[derive(clap::Args)]

@@ -1,21 +1,34 @@
-//! `mechinterp bench`: time the library's main operations on one model, optionally beside
-//! HF transformers and TransformerLens in the same run. Numbers, never assertions.
+//! `mechinterp-bench`: time the library's main operations on one model, optionally beside
+//! HF transformers and TransformerLens in the same run. Numbers, never assertions. A binary of
+//! its own, for developers: the `mechinterp` binary users run carries none of it.
 
-mod harness;
+mod compare;
+mod flops;
+mod forward;
+mod generation;
+mod patching;
 mod python;
+mod report;
+mod sets;
+mod timing;
+mod translation;
 mod weights;
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
+use clap::Parser;
 use mechinterp::translation::{load_pairs, shipped_data_dir};
+use mechinterp_cli::args::{write_json, ModelArgs};
 
-use crate::args::{write_json, ModelArgs};
 use python::Baseline;
+use timing::Memory;
 
-/// Arguments of `bench`.
-#[derive(clap::Args)]
+/// Benchmark a model: forward, cache, patching, attribution, generation, translation scores.
+#[derive(Parser)]
+#[command(name = "mechinterp-bench", version)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
@@ -36,7 +49,7 @@ pub struct Args {
     /// scores: what depends on how the weights are held); `scale` (forward and translation
     /// scores, for big models).
     #[arg(long, value_enum, default_value = "full")]
-    set: harness::Set,
+    set: sets::Set,
     /// Translation pairs to time (the time is reported per 100, scaled when fewer).
     #[arg(long, default_value_t = 100)]
     pairs: usize,
@@ -47,39 +60,31 @@ pub struct Args {
     compare_weights: Vec<String>,
 }
 
+fn main() -> ExitCode {
+    match run(Args::parse(), &mut std::io::stdout().lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs the benchmarks, prints the table and the same-run ratios, writes JSON.
-pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
+fn run(a: Args, out: &mut impl Write) -> Result<()> {
     if !a.compare_weights.is_empty() {
         return weights::compare(&a, out);
     }
     // Everything the baseline needs is checked before minutes of benchmarks.
-    let baseline = match a.baseline_python {
-        Some(python) => {
-            let gguf = match a.model.model.as_str() {
-                "gemma3-270m" => mechinterp::fetch::default_model_path(),
-                p if p.ends_with(".gguf") => p.into(),
-                p => anyhow::bail!(
-                    "the Python baseline loads a GGUF file; {p} is not one (use the default model or a .gguf)"
-                ),
-            };
-            python::check_baseline_python(&python)?;
-            Some(Baseline {
-                python,
-                gguf,
-                repeats: a.repeats,
-                skip_sweep: a.baseline_skip_sweep,
-            })
-        }
-        None => None,
-    };
+    let baseline = checked_baseline(&a)?;
     let t0 = std::time::Instant::now();
     let m = a.model.load()?;
     let load_s = t0.elapsed().as_secs_f64();
-    let loaded = harness::Memory::now();
+    let loaded = Memory::now();
     let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
-    let (timings, peak) = harness::run(&m, a.repeats, &pairs, a.set, a.pairs)?;
-    let (table, mut j) = harness::report(&timings, peak);
-    let end = harness::Memory::now();
+    let (timings, peak) = sets::run(&m, a.repeats, &pairs, a.set, a.pairs)?;
+    let (table, mut j) = report::report(&timings, peak);
+    let end = Memory::now();
     let memory = format!(
         "weights held as {} ({} MB); load {load_s:.2} s; RSS after load {} MB (peak {} MB), peak over the run {} MB\n\n",
         m.weight_mode().name(),
@@ -100,11 +105,33 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         Some(b) => Some(python::python_baseline(b)?),
         None => None,
     };
-    let (text, ratios) = harness::compare(&m, &timings, raw.as_ref())?;
+    let (text, ratios) = compare::compare(&m, &timings, raw.as_ref())?;
     write!(out, "{text}")?;
     if let Some(raw) = raw {
         j["baseline"] = raw;
     }
     j["ratios"] = ratios;
     write_json(&a.json, &j)
+}
+
+/// The Python baseline `--baseline-python` asks for, checked: a GGUF model both sides can load
+/// and a Python that can import what the baseline needs.
+fn checked_baseline(a: &Args) -> Result<Option<Baseline>> {
+    let Some(python) = &a.baseline_python else {
+        return Ok(None);
+    };
+    let gguf = match a.model.model.as_str() {
+        "gemma3-270m" => mechinterp::fetch::default_model_path(),
+        p if p.ends_with(".gguf") => p.into(),
+        p => anyhow::bail!(
+            "the Python baseline loads a GGUF file; {p} is not one (use the default model or a .gguf)"
+        ),
+    };
+    python::check_baseline_python(python)?;
+    Ok(Some(Baseline {
+        python: python.clone(),
+        gguf,
+        repeats: a.repeats,
+        skip_sweep: a.baseline_skip_sweep,
+    }))
 }

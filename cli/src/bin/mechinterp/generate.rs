@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Result;
 use mechinterp::prelude::*;
 
-use crate::args::PromptArgs;
+use mechinterp_cli::args::PromptArgs;
 
 /// Arguments of `generate`.
 #[derive(clap::Args)]

@@ -1,10 +1,10 @@
-//! The same-run Python baselines of `mechinterp bench`: HF transformers and TransformerLens
+//! The same-run Python baselines of `mechinterp-bench`: HF transformers and TransformerLens
 //! timed by `scripts/bench_python.py` on the same GGUF, prompts and thread count.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use super::harness::{CLEAN, CORRUPT};
+use crate::sets::{CLEAN, CORRUPT};
 
 /// The Python companion script, embedded so that an installed binary can run it.
 const PYTHON_SCRIPT: &str = include_str!("../../../../scripts/bench_python.py");

@@ -1,4 +1,4 @@
-//! `mechinterp bench --compare-weights f32,stream,quantized`: the same GGUF file held each way,
+//! `mechinterp-bench --compare-weights f32,stream,quantized`: the same GGUF file held each way,
 //! each benchmarked in its own process (so that each peak RSS is its own), then the
 //! approximate modes' deviation from the f32 run on real prompts: logits, the 72-head
 //! patching table and the translation-head ranking.
@@ -17,9 +17,10 @@ use mechinterp::translation::{
 };
 use serde_json::{json, Value};
 
-use super::harness::{CLEAN, CORRUPT};
-use super::Args;
-use crate::args::write_json;
+use mechinterp_cli::args::write_json;
+
+use crate::sets::{Set, CLEAN, CORRUPT};
+use crate::Args;
 
 /// The operations compared across modes (JSON keys of the `weights` set).
 const OPS: &[&str] = &[
@@ -37,18 +38,31 @@ pub fn compare(a: &Args, out: &mut impl Write) -> Result<()> {
             bail!("--compare-weights takes f32, bf16, stream and quantized; got `{m}`");
         }
     }
-    let exe = std::env::current_exe().context("finding this program to re-run it")?;
     let set = match a.set {
-        super::harness::Set::Scale => "scale",
+        Set::Scale => "scale",
         _ => "weights",
     };
+    let rows = run_modes(a, set)?;
+    write!(out, "{}", modes_table(&rows))?;
+    let mut result = json!({ "modes": rows.iter().cloned().collect::<serde_json::Map<_, _>>() });
+    // Deviation on real prompts means something only for a trained model.
+    if a.compare_weights.iter().any(|x| x == "f32") && set == "weights" {
+        result["deviation_from_f32"] = deviation_section(a, out)?;
+    }
+    write_json(&a.json, &result)
+}
+
+/// Runs this benchmark once per mode, each in its own process, and reads back each one's JSON
+/// (or why it failed).
+fn run_modes(a: &Args, set: &str) -> Result<Vec<(String, Value)>> {
+    let exe = std::env::current_exe().context("finding this program to re-run it")?;
     let dir = tempfile_dir()?;
     let mut rows: Vec<(String, Value)> = Vec::new();
     for mode in &a.compare_weights {
         let json = dir.join(format!("{mode}.json"));
         eprintln!("== {mode} ==");
         let status = Command::new(&exe)
-            .args(["bench", "--set", set, "--model", &a.model.model])
+            .args(["--set", set, "--model", &a.model.model])
             .args(["--weights", mode, "--repeats", &a.repeats.to_string()])
             .args(["--pairs", &a.pairs.to_string()])
             .arg("--json")
@@ -65,6 +79,11 @@ pub fn compare(a: &Args, out: &mut impl Write) -> Result<()> {
         let text = std::fs::read_to_string(&json)?;
         rows.push((mode.clone(), serde_json::from_str(&text)?));
     }
+    Ok(rows)
+}
+
+/// One row per mode: load time, memory, and the median of each operation in [`OPS`].
+fn modes_table(rows: &[(String, Value)]) -> String {
     let mut table = format!(
         "\n{:<10} {:>8} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}\n",
         "weights",
@@ -78,7 +97,7 @@ pub fn compare(a: &Args, out: &mut impl Write) -> Result<()> {
         "gen 32",
         "transl."
     );
-    for (mode, j) in &rows {
+    for (mode, j) in rows {
         if j.get("failed").is_some() {
             table.push_str(&format!("{mode:<10} failed: {}\n", j["failed"]));
             continue;
@@ -100,41 +119,40 @@ pub fn compare(a: &Args, out: &mut impl Write) -> Result<()> {
         table.push('\n');
     }
     table.push_str("(seconds, medians; RSS after load and peak over the run; translation scores per 100 pairs)\n");
-    write!(out, "{table}")?;
-    let mut result = json!({ "modes": rows.iter().cloned().collect::<serde_json::Map<_, _>>() });
-    let has = |m: &str| a.compare_weights.iter().any(|x| x == m);
-    // Deviation on real prompts means something only for a trained model.
-    if has("f32") && set == "weights" {
-        let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
-        let pairs: Vec<SentencePair> = pairs.into_iter().take(a.pairs.max(1)).collect();
-        let load = |mode: WeightMode| {
-            HookedTransformer::from_spec(
-                &a.model.model,
-                &LoadOptions {
-                    weights: mode,
-                    ..Default::default()
-                },
-            )
-        };
-        let reference = load(WeightMode::Dense)?;
-        let mut others = Vec::new();
-        for (name, mode) in [
-            ("stream", WeightMode::Stream),
-            ("quantized", WeightMode::Quantized),
-        ] {
-            if has(name) {
-                others.push((name, load(mode)?));
-            }
+    table
+}
+
+/// Loads the model as f32 and as each approximate mode asked for, prints how far each is from
+/// f32 on real prompts, and returns the same as JSON.
+fn deviation_section(a: &Args, out: &mut impl Write) -> Result<Value> {
+    let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
+    let pairs: Vec<SentencePair> = pairs.into_iter().take(a.pairs.max(1)).collect();
+    let load = |mode: WeightMode| {
+        HookedTransformer::from_spec(
+            &a.model.model,
+            &LoadOptions {
+                weights: mode,
+                ..Default::default()
+            },
+        )
+    };
+    let reference = load(WeightMode::Dense)?;
+    let mut others = Vec::new();
+    for (name, mode) in [
+        ("stream", WeightMode::Stream),
+        ("quantized", WeightMode::Quantized),
+    ] {
+        if a.compare_weights.iter().any(|x| x == name) {
+            others.push((name, load(mode)?));
         }
-        let mut dev = serde_json::Map::new();
-        for (name, text, j) in deviations(&reference, &others, &pairs)? {
-            writeln!(out, "\n{name} against f32:\n{text}")?;
-            dev.insert(name.into(), j);
-        }
-        out.flush()?;
-        result["deviation_from_f32"] = Value::Object(dev);
     }
-    write_json(&a.json, &result)
+    let mut dev = serde_json::Map::new();
+    for (name, text, j) in deviations(&reference, &others, &pairs)? {
+        writeln!(out, "\n{name} against f32:\n{text}")?;
+        dev.insert(name.into(), j);
+    }
+    out.flush()?;
+    Ok(Value::Object(dev))
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf> {
@@ -143,16 +161,17 @@ fn tempfile_dir() -> Result<std::path::PathBuf> {
     Ok(d)
 }
 
-/// How far each of `others` is from `reference`: logits on every translation prompt, the
-/// head-patching table of the benchmark's pair, and the translation-head ranking. The
-/// reference runs once for all of them.
-fn deviations(
+/// One model's logits against the reference's: worst |Δ|, worst relative |Δ|, agreeing arg-maxes.
+type LogitDeviation = (f32, f32, usize);
+
+/// Logits at every position of every translation prompt: per model of `others`, the worst
+/// |Δ| from `reference`, the worst relative to the prompt's largest |logit|, and the positions
+/// whose arg-max agrees; and how many positions there were.
+fn logit_deviation(
     reference: &HookedTransformer,
     others: &[(&'static str, HookedTransformer)],
     pairs: &[SentencePair],
-) -> Result<Vec<(&'static str, String, Value)>> {
-    // Logits at every position of every prompt: per model, the worst |Δ|, the worst relative to
-    // the prompt's largest |logit|, and the positions whose arg-max agrees.
+) -> Result<(Vec<LogitDeviation>, usize)> {
     let mut logit_dev = vec![(0f32, 0f32, 0usize); others.len()];
     let mut positions = 0usize;
     for p in pairs {
@@ -170,6 +189,18 @@ fn deviations(
             *agree += ta.iter().zip(&tb).filter(|(x, y)| x == y).count();
         }
     }
+    Ok((logit_dev, positions))
+}
+
+/// How far each of `others` is from `reference`: logits on every translation prompt, the
+/// head-patching table of the benchmark's pair, and the translation-head ranking. The
+/// reference runs once for all of them.
+fn deviations(
+    reference: &HookedTransformer,
+    others: &[(&'static str, HookedTransformer)],
+    pairs: &[SentencePair],
+) -> Result<Vec<(&'static str, String, Value)>> {
+    let (logit_dev, positions) = logit_deviation(reference, others, pairs)?;
     // The 72-head activation-patching table, raw and normalized.
     let patching = |m: &HookedTransformer| -> Result<(Table, Table)> {
         let metric = LogitDiff::from_strs(m, " Mary", " John")?;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::args::PromptArgs;
+use mechinterp_cli::args::PromptArgs;
 
 /// Arguments of `cache`.
 #[derive(clap::Args)]

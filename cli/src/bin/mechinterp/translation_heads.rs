@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use mechinterp::translation::{parse_direction, shipped_data_dir, CausalOptions, RunOptions};
 
-use crate::args::ModelArgs;
+use mechinterp_cli::args::ModelArgs;
 
 /// Arguments of `translation-heads`.
 #[derive(clap::Args)]

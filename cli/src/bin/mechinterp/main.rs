@@ -3,11 +3,10 @@
 //!
 //! `fetch` (the default model), `run` (top next tokens), `generate` (continue a prompt), `tokenize`, `hooks` (hook points and
 //! shapes), `cache` (activations to safetensors), `patch` (activation patching), `attribute`
-//! (attribution patching), `logit-lens`, `translation-heads` (the main job) and `bench`.
+//! (attribution patching), `logit-lens` and `translation-heads` (the main job). The benchmark
+//! harness is a binary of its own, `mechinterp-bench`.
 
-mod args;
 mod attribute;
-mod bench;
 mod cache;
 mod fetch;
 mod generate;
@@ -54,8 +53,6 @@ enum Cmd {
     LogitLens(logit_lens::Args),
     /// Find translation heads: scores, random control, statistics, causal check, report.
     TranslationHeads(translation_heads::Args),
-    /// Benchmark the default model: forward, cache, patching, attribution, translation scores.
-    Bench(bench::Args),
     /// Show how a text is tokenized.
     Tokenize(tokenize::Args),
 }
@@ -89,7 +86,6 @@ fn real_main() -> Result<()> {
         Cmd::Attribute(a) => attribute::run(a, out),
         Cmd::LogitLens(a) => logit_lens::run(a, out),
         Cmd::TranslationHeads(a) => translation_heads::run(a, out),
-        Cmd::Bench(a) => bench::run(a, out),
         Cmd::Tokenize(a) => tokenize::run(a, out),
     }
 }

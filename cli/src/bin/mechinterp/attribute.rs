@@ -6,7 +6,7 @@ use anyhow::Result;
 use mechinterp::prelude::*;
 use serde_json::json;
 
-use crate::args::{write_json, PairArgs};
+use mechinterp_cli::args::{write_json, PairArgs};
 
 /// Arguments of `attribute`.
 #[derive(clap::Args)]

@@ -1,0 +1,74 @@
+//! Which operations each benchmark set times (`--set full|weights|scale`), on the benchmark's
+//! prompt pair.
+
+use anyhow::Result;
+use mechinterp::metrics::LogitDiff;
+use mechinterp::model::HookedTransformer;
+use mechinterp::patching::Patcher;
+use mechinterp::translation::SentencePair;
+
+use crate::flops::sgemm_peak;
+use crate::timing::Timing;
+use crate::{forward, generation, patching, translation};
+
+/// The benchmark's prompt pair (40 tokens each on the default model's tokenizer).
+pub const CLEAN: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, John gave a warm drink to";
+/// The corrupted prompt.
+pub const CORRUPT: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, Mary gave a warm drink to";
+
+/// Which operations to time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Set {
+    /// Everything.
+    Full,
+    /// What differs between ways of holding the weights: the forward, the 72-head sweep,
+    /// attribution and translation scores.
+    Weights,
+    /// For big models: the forward and translation scores only (use `--pairs` to time a few
+    /// pairs and scale to 100).
+    Scale,
+}
+
+/// Runs the benchmarks; `pairs` are the sentence pairs for translation scoring, of which
+/// `n_pairs` are run (the time is reported for 100, scaled when fewer were run). Returns the
+/// timings in the report's order and the machine's matmul peak (GFLOP/s).
+pub fn run(
+    model: &HookedTransformer,
+    repeats: usize,
+    pairs: &[SentencePair],
+    set: Set,
+    n_pairs: usize,
+) -> Result<(Vec<Timing>, f64)> {
+    let toks = model.to_tokens(CLEAN)?;
+    // The prompt is 40 tokens with the default model's tokenizer; another tokenizer may cut it
+    // finer, so the scale set times its first 40 tokens.
+    let toks = match set {
+        Set::Scale => toks.narrow(1, 0, toks.dim(1)?.min(40))?,
+        _ => toks,
+    };
+    let s = toks.dim(1)?;
+    let mut out = Vec::new();
+    let peak = sgemm_peak(repeats.max(5))?;
+    forward::plain(model, repeats, &toks, &mut out)?;
+    if set == Set::Full {
+        forward::cache_and_patch(model, repeats, &toks, &mut out)?;
+    }
+    if set != Set::Scale {
+        let metric = LogitDiff::from_strs(model, " Mary", " John")?;
+        let p = Patcher::new(model, CLEAN, CORRUPT, metric)?.quiet(true);
+        patching::head_sweep(model, &p, repeats, &mut out)?;
+        if set == Set::Full {
+            patching::naive_sweep(model, &mut out)?;
+        }
+        patching::attribution(model, &p, repeats, s, &mut out)?;
+    }
+    if set == Set::Full {
+        forward::long_prompt(model, repeats, &mut out)?;
+    }
+    if set != Set::Scale {
+        let rows: &[usize] = if set == Set::Full { &[1, 4] } else { &[1] };
+        generation::generation(model, repeats, s, rows, &mut out)?;
+    }
+    translation::translation(model, repeats, pairs, n_pairs, &mut out)?;
+    Ok((out, peak))
+}
