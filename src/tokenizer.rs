@@ -127,6 +127,87 @@ fn add_gguf_tokens(inner: &mut tokenizers::Tokenizer, v: &GgufVocab) {
     inner.set_encode_special_tokens(true);
 }
 
+/// A SentencePiece vocabulary's BPE model: merges ranked by score, byte fallback, and its
+/// unknown token.
+fn spm_bpe(v: &GgufVocab) -> Result<BPE> {
+    let vocab: HashMap<String, u32> = v
+        .tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let merges = spm_merges(v, &vocab);
+    let mut builder = BPE::builder()
+        .vocab_and_merges(
+            vocab
+                .iter()
+                .map(|(k, v)| (k.clone(), *v))
+                .collect::<tokenizers::models::bpe::Vocab>(),
+            merges,
+        )
+        .byte_fallback(true)
+        .fuse_unk(true);
+    if let Some(unk) = v.unk.and_then(|u| v.tokens.get(u as usize)) {
+        builder = builder.unk_token(unk.clone());
+    }
+    Ok(builder.build()?)
+}
+
+/// Every way to split a normal token into two normal tokens is a merge; llama.cpp merges the
+/// adjacent pair whose result scores highest, which is BPE with ranks by score.
+fn spm_merges(v: &GgufVocab, vocab: &HashMap<String, u32>) -> Vec<(String, String)> {
+    let is_normal = |t: &str| {
+        vocab
+            .get(t)
+            .is_some_and(|&id| v.types[id as usize] == TYPE_NORMAL)
+    };
+    let mut merges: Vec<(f32, u32, usize, &str, &str)> = Vec::new();
+    for (id, tok) in v.tokens.iter().enumerate() {
+        if v.types[id] != TYPE_NORMAL {
+            continue;
+        }
+        for (pos, _) in tok.char_indices().skip(1) {
+            let (a, b) = tok.split_at(pos);
+            if is_normal(a) && is_normal(b) {
+                merges.push((v.scores[id], id as u32, pos, a, b));
+            }
+        }
+    }
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    merges
+        .into_iter()
+        .map(|(_, _, _, a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// SentencePiece's normalizer: spaces become '▁', with one prepended when `add_space_prefix`.
+fn spm_normalizer(add_space_prefix: bool) -> Result<NormalizerWrapper> {
+    let replace = NormalizerWrapper::Replace(Replace::new(" ", SPACE)?);
+    Ok(if add_space_prefix {
+        NormalizerWrapper::Sequence(NormalizerSequence::new(vec![
+            NormalizerWrapper::Prepend(Prepend::new(SPACE.into())),
+            replace,
+        ]))
+    } else {
+        replace
+    })
+}
+
+/// SentencePiece's decoder: '▁' back to spaces, byte fallback, and the prepended space
+/// dropped when `add_space_prefix`.
+fn spm_decoder(add_space_prefix: bool) -> Result<DecoderWrapper> {
+    let mut decoders = vec![
+        DecoderWrapper::Replace(Replace::new(SPACE, " ")?),
+        DecoderWrapper::ByteFallback(ByteFallback::new()),
+        DecoderWrapper::Fuse(Fuse::new()),
+    ];
+    if add_space_prefix {
+        // The space the encoder prepended is not part of the text.
+        decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+    }
+    Ok(DecoderWrapper::Sequence(DecoderSequence::new(decoders)))
+}
+
 impl Tokenizer {
     /// Builds the tokenizer llama.cpp uses for the vocabulary of a GGUF file.
     pub fn from_gguf_vocab(v: &GgufVocab) -> Result<Self> {
@@ -151,72 +232,9 @@ impl Tokenizer {
                 v.types.len()
             )));
         }
-        let vocab: HashMap<String, u32> = v
-            .tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let is_normal = |t: &str| {
-            vocab
-                .get(t)
-                .is_some_and(|&id| v.types[id as usize] == TYPE_NORMAL)
-        };
-        // Every way to split a normal token into two normal tokens is a merge; llama.cpp merges
-        // the adjacent pair whose result scores highest, which is BPE with ranks by score.
-        let mut merges: Vec<(f32, u32, usize, &str, &str)> = Vec::new();
-        for (id, tok) in v.tokens.iter().enumerate() {
-            if v.types[id] != TYPE_NORMAL {
-                continue;
-            }
-            for (pos, _) in tok.char_indices().skip(1) {
-                let (a, b) = tok.split_at(pos);
-                if is_normal(a) && is_normal(b) {
-                    merges.push((v.scores[id], id as u32, pos, a, b));
-                }
-            }
-        }
-        merges.sort_by(|x, y| y.0.total_cmp(&x.0).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
-        let merges: Vec<(String, String)> = merges
-            .into_iter()
-            .map(|(_, _, _, a, b)| (a.to_string(), b.to_string()))
-            .collect();
-        let mut builder = BPE::builder()
-            .vocab_and_merges(
-                vocab
-                    .iter()
-                    .map(|(k, v)| (k.clone(), *v))
-                    .collect::<tokenizers::models::bpe::Vocab>(),
-                merges,
-            )
-            .byte_fallback(true)
-            .fuse_unk(true);
-        if let Some(unk) = v.unk.and_then(|u| v.tokens.get(u as usize)) {
-            builder = builder.unk_token(unk.clone());
-        }
-        let bpe = builder.build()?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let replace = NormalizerWrapper::Replace(Replace::new(" ", SPACE)?);
-        inner.with_normalizer(Some(if v.add_space_prefix {
-            NormalizerWrapper::Sequence(NormalizerSequence::new(vec![
-                NormalizerWrapper::Prepend(Prepend::new(SPACE.into())),
-                replace,
-            ]))
-        } else {
-            replace
-        }));
-        let mut decoders = vec![
-            DecoderWrapper::Replace(Replace::new(SPACE, " ")?),
-            DecoderWrapper::ByteFallback(ByteFallback::new()),
-            DecoderWrapper::Fuse(Fuse::new()),
-        ];
-        if v.add_space_prefix {
-            // The space the encoder prepended is not part of the text.
-            decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
-        }
-        inner.with_decoder(Some(DecoderWrapper::Sequence(DecoderSequence::new(
-            decoders,
-        ))));
+        let mut inner = tokenizers::Tokenizer::new(spm_bpe(v)?);
+        inner.with_normalizer(Some(spm_normalizer(v.add_space_prefix)?));
+        inner.with_decoder(Some(spm_decoder(v.add_space_prefix)?));
         add_gguf_tokens(&mut inner, v);
         Ok(Tokenizer {
             inner,

@@ -14,12 +14,12 @@
 //! so for Gemma the heads' results do not sum to `hook_attn_out`. `attn.hook_in` and
 //! `mlp.hook_in` (circuit-tracer's name) are the sublayers' inputs after the norm's weight.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::attention::{attention_scores, blocked_attention, repeat_kv, softmax_f32};
-use crate::model::config::Activation;
+use crate::model::config::{Activation, Config};
 use crate::model::kv_cache::KvCache;
 use crate::model::masks::{Mask, BLOCKED_ATTENTION_FROM};
 use crate::model::matrix::Matrix;
@@ -29,6 +29,67 @@ use crate::model::run::Run;
 use crate::model::transformer::{
     select_positions, select_spans, BlockWeights, HookedTransformer, LogitRows, Start,
 };
+
+/// Where a forward pass enters the blocks: the first layer, the residual entering it, the rows
+/// that join the batch at later layers, and the KV cache it extends.
+struct Entry<'t> {
+    first: usize,
+    resid: Tensor,
+    pending: Vec<(usize, Tensor)>,
+    kv: Option<&'t mut KvCache>,
+}
+
+/// A layer's queries, keys and values [b, s, heads, h], after the q/k norms and RoPE.
+struct Qkv {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+}
+
+/// The RoPE tables and masks of one pass, one per distinct layer setting.
+struct LayerTables {
+    ropes: Vec<Rope>,
+    masks: Vec<Mask>,
+}
+
+impl LayerTables {
+    /// Tables for `s` new positions. Continuing a cache, each row's new slots sit at its own
+    /// positions (after its left padding) and see the cached keys.
+    fn new(cfg: &Config, s: usize, kv: Option<&KvCache>, device: &Device) -> Result<Self> {
+        let (ropes, masks) = match kv {
+            None => (
+                Rope::tables(cfg, s, device)?,
+                Mask::for_layers(cfg, s, device),
+            ),
+            Some(kv) => {
+                let pos = kv.position_ids(s, device)?;
+                let ropes = Rope::tables(cfg, kv.len() + s, device)?
+                    .iter()
+                    .map(|r| r.at_positions(&pos))
+                    .collect::<Result<Vec<_>>>()?;
+                let masks = Mask::for_layers_cached(cfg, kv.len(), s, kv.pad(), device);
+                (ropes, masks)
+            }
+        };
+        Ok(LayerTables { ropes, masks })
+    }
+
+    /// Layer `l`'s RoPE table and mask.
+    fn for_layer(&self, cfg: &Config, l: usize) -> Result<(&Rope, &Mask)> {
+        let lc = &cfg.layers[l];
+        let rope = self
+            .ropes
+            .iter()
+            .find(|r| r.theta == lc.rope_theta && r.scaling == lc.rope_scaling)
+            .ok_or_else(|| Error::Load(format!("no RoPE table for layer {l}")))?;
+        let mask = self
+            .masks
+            .iter()
+            .find(|m| m.window == lc.sliding_window)
+            .ok_or_else(|| Error::Load(format!("no mask for layer {l}")))?;
+        Ok((rope, mask))
+    }
+}
 
 impl HookedTransformer {
     /// The forward pass. It starts from token ids, or from a residual stream entering a
@@ -40,88 +101,116 @@ impl HookedTransformer {
         run: &mut Run,
         logits: LogitRows,
     ) -> Result<Tensor> {
-        let cfg = &self.cfg;
         if self.check_finite {
             run.check_finite(true);
         }
-        let mut pending: Vec<(usize, Tensor)> = Vec::new();
-        let mut kv = None;
-        let (first, mut resid) = match start {
-            Start::Tokens(tokens) => (0, self.embed(tokens, run)?),
-            Start::Continue { tokens, kv: cache } => {
-                let (b, s) = self.check_tokens(tokens)?.dims2()?;
-                if b != cache.batch() || cache.len() + s > cfg.max_position {
-                    return Err(Error::Invalid(format!(
-                        "cannot continue a KV cache of {} rows and {} slots with ids of shape [{b}, {s}] (context {})",
-                        cache.batch(),
-                        cache.len(),
-                        cfg.max_position
-                    )));
+        let entry = self.enter(start, run)?;
+        let (_, s, _) = entry.resid.dims3()?;
+        let tables = LayerTables::new(&self.cfg, s, entry.kv.as_deref(), &self.device)?;
+        let resid = self.run_blocks(entry, &tables, s, run)?;
+        self.final_logits(&resid, s, logits, run)
+    }
+
+    /// Checks where the pass starts and computes the residual entering its first block.
+    fn enter<'t>(&self, start: Start<'t>, run: &mut Run) -> Result<Entry<'t>> {
+        let entry = |first, resid| Entry {
+            first,
+            resid,
+            pending: Vec::new(),
+            kv: None,
+        };
+        Ok(match start {
+            Start::Tokens(tokens) => entry(0, self.embed(tokens, run)?),
+            Start::Continue { tokens, kv } => {
+                self.check_continue(tokens, kv)?;
+                run.set_offset(kv.len());
+                Entry {
+                    kv: Some(kv),
+                    ..entry(0, self.embed(tokens, run)?)
                 }
-                run.set_offset(cache.len());
-                kv = Some(cache);
-                (0, self.embed(tokens, run)?)
             }
             Start::Resid { layer, resid } => {
-                if layer > cfg.n_layers || resid.rank() != 3 || resid.dim(2)? != cfg.d_model {
-                    return Err(Error::Shape(format!(
-                        "cannot start layer {layer} from a residual of shape {:?} (model: {} layers, d_model {})",
-                        resid.dims(),
-                        cfg.n_layers,
-                        cfg.d_model
-                    )));
-                }
-                (layer, resid)
+                self.check_resid(layer, &resid)?;
+                entry(layer, resid)
             }
             Start::Waves(mut waves) => {
-                let ok = !waves.is_empty()
-                    && waves.windows(2).all(|w| w[0].0 < w[1].0)
-                    && waves.iter().all(|(l, r)| {
-                        *l < cfg.n_layers
-                            && r.rank() == 3
-                            && r.dims()[1..] == waves[0].1.dims()[1..]
-                            && r.dim(2).is_ok_and(|d| d == cfg.d_model)
-                    });
-                if !ok {
-                    return Err(Error::Shape(
-                        "waves must enter increasing layers with residuals of one [_, s, d_model] shape"
-                            .into(),
-                    ));
-                }
-                pending = waves.split_off(1);
+                self.check_waves(&waves)?;
+                let pending = waves.split_off(1);
                 let (layer, resid) = waves.remove(0);
-                (layer, resid)
+                Entry {
+                    pending,
+                    ..entry(layer, resid)
+                }
             }
-        };
-        let (_, s, _) = resid.dims3()?;
+        })
+    }
 
-        // Continuing a cache, each row's new slots sit at its own positions (after its left
-        // padding) and see the cached keys.
-        let (ropes, masks) = match &kv {
-            None => (
-                Rope::tables(cfg, s, &self.device)?,
-                Mask::for_layers(cfg, s, &self.device),
-            ),
-            Some(kv) => {
-                let pos = kv.position_ids(s, &self.device)?;
-                let ropes = Rope::tables(cfg, kv.len() + s, &self.device)?
-                    .iter()
-                    .map(|r| r.at_positions(&pos))
-                    .collect::<Result<Vec<_>>>()?;
-                let masks = Mask::for_layers_cached(cfg, kv.len(), s, kv.pad(), &self.device);
-                (ropes, masks)
-            }
-        };
+    /// Ids [b, s] can continue `cache`: one row each, and room left in the context.
+    fn check_continue(&self, tokens: &Tensor, cache: &KvCache) -> Result<()> {
+        let cfg = &self.cfg;
+        let (b, s) = self.check_tokens(tokens)?.dims2()?;
+        if b != cache.batch() || cache.len() + s > cfg.max_position {
+            return Err(Error::Invalid(format!(
+                "cannot continue a KV cache of {} rows and {} slots with ids of shape [{b}, {s}] (context {})",
+                cache.batch(),
+                cache.len(),
+                cfg.max_position
+            )));
+        }
+        Ok(())
+    }
+
+    /// A residual [b, s, d_model] can enter layer `layer` (n_layers: none left to run).
+    fn check_resid(&self, layer: usize, resid: &Tensor) -> Result<()> {
+        let cfg = &self.cfg;
+        if layer > cfg.n_layers || resid.rank() != 3 || resid.dim(2)? != cfg.d_model {
+            return Err(Error::Shape(format!(
+                "cannot start layer {layer} from a residual of shape {:?} (model: {} layers, d_model {})",
+                resid.dims(),
+                cfg.n_layers,
+                cfg.d_model
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waves enter increasing layers, all with residuals of one [_, s, d_model] shape.
+    fn check_waves(&self, waves: &[(usize, Tensor)]) -> Result<()> {
+        let cfg = &self.cfg;
+        let ok = !waves.is_empty()
+            && waves.windows(2).all(|w| w[0].0 < w[1].0)
+            && waves.iter().all(|(l, r)| {
+                *l < cfg.n_layers
+                    && r.rank() == 3
+                    && r.dims()[1..] == waves[0].1.dims()[1..]
+                    && r.dim(2).is_ok_and(|d| d == cfg.d_model)
+            });
+        if !ok {
+            return Err(Error::Shape(
+                "waves must enter increasing layers with residuals of one [_, s, d_model] shape"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs the blocks from the entry's first layer, joining the waiting rows at their layers,
+    /// and extends the KV cache by the `s` new positions.
+    fn run_blocks(
+        &self,
+        entry: Entry,
+        tables: &LayerTables,
+        s: usize,
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        let Entry {
+            first,
+            mut resid,
+            mut pending,
+            mut kv,
+        } = entry;
         for (l, blk) in self.w.blocks.iter().enumerate().skip(first) {
-            let lc = &cfg.layers[l];
-            let rope = ropes
-                .iter()
-                .find(|r| r.theta == lc.rope_theta && r.scaling == lc.rope_scaling)
-                .ok_or_else(|| Error::Load(format!("no RoPE table for layer {l}")))?;
-            let mask = masks
-                .iter()
-                .find(|m| m.window == lc.sliding_window)
-                .ok_or_else(|| Error::Load(format!("no mask for layer {l}")))?;
+            let (rope, mask) = tables.for_layer(&self.cfg, l)?;
             if pending.first().is_some_and(|(pl, _)| *pl == l) {
                 let (_, joining) = pending.remove(0);
                 resid = Tensor::cat(&[&resid, &joining], 0)?;
@@ -131,35 +220,32 @@ impl HookedTransformer {
         if let Some(kv) = kv {
             kv.advance(s);
         }
-        let b = resid.dim(0)?;
+        Ok(resid)
+    }
 
+    /// The final norm of the residual [b, s, d], then the unembedding of only the rows asked
+    /// for (softcapped where the architecture caps them), in f32.
+    fn final_logits(
+        &self,
+        resid: &Tensor,
+        s: usize,
+        logits: LogitRows,
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let b = resid.dim(0)?;
         let normed = self.rms_norm(
-            &resid,
+            resid,
             &self.w.ln_final,
             (HookPoint::LnFinalScale, HookPoint::LnFinalNormalized),
             run,
         )?;
-        let (normed, rows) = match logits {
-            LogitRows::All => (normed, s),
-            LogitRows::At(pos) => (select_positions(&normed, pos)?, 1),
-            LogitRows::Spans(spans) => {
-                let x = select_spans(&normed, spans)?;
-                let rows = x.dim(1)?;
-                (x, rows)
-            }
-            LogitRows::From(p) if p < s => (normed.narrow(1, p, s - p)?, s - p),
-            LogitRows::From(p) => {
-                return Err(Error::Invalid(format!(
-                    "logits from position {p}, but there are {s} positions"
-                )))
-            }
-            LogitRows::None => {
-                return Ok(Tensor::zeros(
-                    (b, 0, cfg.d_vocab),
-                    DType::F32,
-                    &self.device,
-                )?)
-            }
+        let Some((normed, rows)) = select_logit_rows(normed, s, logits)? else {
+            return Ok(Tensor::zeros(
+                (b, 0, cfg.d_vocab),
+                DType::F32,
+                &self.device,
+            )?);
         };
         let normed = run.at(HookPoint::UnembedIn, normed)?;
         let logits = linear(
@@ -252,6 +338,27 @@ impl HookedTransformer {
         kv: Option<&mut KvCache>,
         run: &mut Run,
     ) -> Result<Tensor> {
+        let (b, s, d) = x.dims3()?;
+        let qkv = self.rotated_qkv(l, w, x, rope, run)?;
+        let z = self.attend(l, qkv, s, mask, kv, run)?;
+        let attn = self.heads_out(l, w, &z, (b, s, d), run)?;
+        // The output bias belongs to no head: it is added after the heads are summed.
+        Ok(match &w.b_o {
+            Some(bias) => attn.broadcast_add(bias)?,
+            None => attn,
+        })
+    }
+
+    /// Layer `l`'s queries, keys and values [b, s, heads, h] of x [b, s, d]: projected,
+    /// q/k-normed where the architecture norms them, and q and k rotated.
+    fn rotated_qkv(
+        &self,
+        l: usize,
+        w: &BlockWeights,
+        x: &Tensor,
+        rope: &Rope,
+        run: &mut Run,
+    ) -> Result<Qkv> {
         use HookPoint as P;
         let cfg = &self.cfg;
         let (b, s, d) = x.dims3()?;
@@ -269,32 +376,62 @@ impl HookedTransformer {
         let q = run.at(P::Q(l), part(0, n * h, w.b_q.as_ref(), n)?)?;
         let kk = run.at(P::K(l), part(n * h, k * h, w.b_k.as_ref(), k)?)?;
         let v = run.at(P::V(l), part((n + k) * h, k * h, w.b_v.as_ref(), k)?)?;
-        // TransformerLens applies the q/k norms (and hooks them) on [b·s·heads, h].
         let (q, kk) = match (&w.q_norm, &w.k_norm) {
             (Some(qn), Some(kn)) => (
-                self.rms_norm(
-                    &q.reshape((b * s * n, h))?,
+                self.head_norm(
+                    &q,
                     qn,
+                    (b, s, n, h),
                     (P::QNormScale(l), P::QNormNormalized(l)),
                     run,
-                )?
-                .reshape((b, s, n, h))?,
-                self.rms_norm(
-                    &kk.reshape((b * s * k, h))?,
+                )?,
+                self.head_norm(
+                    &kk,
                     kn,
+                    (b, s, k, h),
                     (P::KNormScale(l), P::KNormNormalized(l)),
                     run,
-                )?
-                .reshape((b, s, k, h))?,
+                )?,
             ),
             _ => (q, kk),
         };
         let q = run.at(P::RotQ(l), apply_rope(&q, rope)?)?;
         let kk = run.at(P::RotK(l), apply_rope(&kk, rope)?)?;
+        Ok(Qkv { q, k: kk, v })
+    }
 
+    /// A q or k norm of t [b, s, heads, h]. TransformerLens applies the q/k norms (and hooks
+    /// them) on [b·s·heads, h].
+    fn head_norm(
+        &self,
+        t: &Tensor,
+        norm: &Tensor,
+        (b, s, heads, h): (usize, usize, usize, usize),
+        points: (HookPoint, HookPoint),
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        Ok(self
+            .rms_norm(&t.reshape((b * s * heads, h))?, norm, points, run)?
+            .reshape((b, s, heads, h))?)
+    }
+
+    /// Layer `l`'s per-head attention output z [b, s, n, h] over `s` new positions: the
+    /// queries attend to the keys (the cached ones too, when continuing a cache).
+    fn attend(
+        &self,
+        l: usize,
+        qkv: Qkv,
+        s: usize,
+        mask: &Mask,
+        kv: Option<&mut KvCache>,
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        use HookPoint as P;
+        let cfg = &self.cfg;
+        let (n, k) = (cfg.n_heads, cfg.n_kv_heads);
         // [b, heads, s, h]; each kv head serves n/k consecutive query heads.
-        let qh = q.transpose(1, 2)?.contiguous()?;
-        let (kt, vt) = (kk.transpose(1, 2)?, v.transpose(1, 2)?);
+        let qh = qkv.q.transpose(1, 2)?.contiguous()?;
+        let (kt, vt) = (qkv.k.transpose(1, 2)?, qkv.v.transpose(1, 2)?);
         // Continuing a cache, the queries see every cached key as well as the new ones.
         let (kt, vt) = match kv {
             Some(kv) => kv.append(l, &kt, &vt)?,
@@ -313,36 +450,54 @@ impl HookedTransformer {
             pattern.matmul(&vh)?
         };
         let z = z.transpose(1, 2)?.contiguous()?; // [b, s, n, h]
-        let z = run.at(P::Z(l), z)?;
+        run.at(P::Z(l), z)
+    }
+
+    /// Layer `l`'s output projection of z [b, s, n, h] to [b, s, d], without its bias; summed
+    /// from the per-head `hook_result` where a hook replaced it.
+    fn heads_out(
+        &self,
+        l: usize,
+        w: &BlockWeights,
+        z: &Tensor,
+        (b, s, d): (usize, usize, usize),
+        run: &mut Run,
+    ) -> Result<Tensor> {
+        let (n, h) = (self.cfg.n_heads, self.cfg.d_head);
         let attn = linear(&z.reshape((b * s, n * h))?, &w.w_o, None)?.reshape((b, s, d))?;
-        let attn = if run.wants(P::Result(l)) {
-            // Per-head outputs: result[b,s,i,:] = W_O[:, i*h..(i+1)*h] z[b,s,i,:].
-            let zh = z.permute((2, 0, 1, 3))?.reshape((n, b * s, h))?;
-            // [n, h, d] as a strided view: gemm takes the strides, a copy of W_O per layer
-            // cost more than the product. (Quantised W_O is dequantised for it: exact in
-            // stream mode; in quantized mode the heads then sum to the dequantised product.)
-            let wo = w.w_o.dense()?.reshape((d, n, h))?.permute((1, 2, 0))?;
-            let result = zh
-                .matmul(&wo)?
-                .reshape((n, b, s, d))?
-                .permute((1, 2, 0, 3))?
-                .contiguous()?;
-            let id = result.id();
-            let result = run.at(P::Result(l), result)?;
-            // Hooks that only read keep the fused sum, so reading never changes the logits.
-            if result.id() == id {
-                attn
-            } else {
-                result.sum(2)?
-            }
-        } else {
+        if !run.wants(HookPoint::Result(l)) {
+            return Ok(attn);
+        }
+        let result = self.head_results(w, z, (b, s, d))?;
+        let id = result.id();
+        let result = run.at(HookPoint::Result(l), result)?;
+        // Hooks that only read keep the fused sum, so reading never changes the logits.
+        Ok(if result.id() == id {
             attn
-        };
-        // The output bias belongs to no head: it is added after the heads are summed.
-        Ok(match &w.b_o {
-            Some(bias) => attn.broadcast_add(bias)?,
-            None => attn,
+        } else {
+            result.sum(2)?
         })
+    }
+
+    /// Per-head outputs [b, s, n, d] of z [b, s, n, h]:
+    /// result[b,s,i,:] = W_O[:, i*h..(i+1)*h] z[b,s,i,:].
+    fn head_results(
+        &self,
+        w: &BlockWeights,
+        z: &Tensor,
+        (b, s, d): (usize, usize, usize),
+    ) -> Result<Tensor> {
+        let (n, h) = (self.cfg.n_heads, self.cfg.d_head);
+        let zh = z.permute((2, 0, 1, 3))?.reshape((n, b * s, h))?;
+        // [n, h, d] as a strided view: gemm takes the strides, a copy of W_O per layer
+        // cost more than the product. (Quantised W_O is dequantised for it: exact in
+        // stream mode; in quantized mode the heads then sum to the dequantised product.)
+        let wo = w.w_o.dense()?.reshape((d, n, h))?.permute((1, 2, 0))?;
+        Ok(zh
+            .matmul(&wo)?
+            .reshape((n, b, s, d))?
+            .permute((1, 2, 0, 3))?
+            .contiguous()?)
     }
 
     /// Layer `l`'s MLP on its normed input x [b, s, d], before any post-MLP norm.
@@ -409,4 +564,29 @@ fn keep_unless_replaced(x: Tensor, dtype: DType, p: HookPoint, run: &mut Run) ->
 /// x [.., in] @ w[out, in]^T (+ b); the backward skips the weight's gradient.
 fn linear(x: &Tensor, w: &Matrix, b: Option<&Tensor>) -> Result<Tensor> {
     w.linear(x, b)
+}
+
+/// The normed residual's rows whose logits are asked for, and how many per batch row; `None`
+/// when none are.
+fn select_logit_rows(
+    normed: Tensor,
+    s: usize,
+    logits: LogitRows,
+) -> Result<Option<(Tensor, usize)>> {
+    Ok(Some(match logits {
+        LogitRows::All => (normed, s),
+        LogitRows::At(pos) => (select_positions(&normed, pos)?, 1),
+        LogitRows::Spans(spans) => {
+            let x = select_spans(&normed, spans)?;
+            let rows = x.dim(1)?;
+            (x, rows)
+        }
+        LogitRows::From(p) if p < s => (normed.narrow(1, p, s - p)?, s - p),
+        LogitRows::From(p) => {
+            return Err(Error::Invalid(format!(
+                "logits from position {p}, but there are {s} positions"
+            )))
+        }
+        LogitRows::None => return Ok(None),
+    }))
 }

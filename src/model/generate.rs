@@ -134,6 +134,60 @@ pub struct Generation {
     pub logits: Option<Tensor>,
 }
 
+/// The state of a batch being generated, one entry per row.
+struct Rows {
+    /// The outputs so far.
+    out: Vec<Generation>,
+    /// Each step's logits, where kept.
+    kept: Vec<Vec<Tensor>>,
+    /// Whether the row has stopped.
+    done: Vec<bool>,
+    /// The row's random stream, when sampling.
+    rngs: Vec<Option<Rng>>,
+}
+
+impl Rows {
+    /// Empty outputs for `prompts`, row r sampling from stream r of the seed.
+    fn new(prompts: &[Vec<u32>], sampling: &Sampling) -> Self {
+        let b = prompts.len();
+        let rngs = (0..b)
+            .map(|r| match sampling {
+                Sampling::Sample { seed, .. } => Some(Rng::new(
+                    seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                )),
+                Sampling::Greedy => None,
+            })
+            .collect();
+        let out = prompts
+            .iter()
+            .map(|p| Generation {
+                prompt: p.clone(),
+                tokens: Vec::new(),
+                text: String::new(),
+                logprobs: Vec::new(),
+                stop: StopReason::MaxTokens,
+                logits: None,
+            })
+            .collect();
+        Rows {
+            out,
+            kept: vec![Vec::new(); b],
+            done: vec![false; b],
+            rngs,
+        }
+    }
+
+    /// Stops every row still running, for `reason`.
+    fn stop_running(&mut self, reason: StopReason) {
+        for (g, d) in self.out.iter_mut().zip(&mut self.done) {
+            if !*d {
+                g.stop = reason.clone();
+                *d = true;
+            }
+        }
+    }
+}
+
 impl HookedTransformer {
     /// Continues `prompt`: see [`GenerateOptions`]. `model.generate("…", &GenerateOptions::greedy(20))`.
     pub fn generate(&self, prompt: &str, opts: &GenerateOptions) -> Result<Generation> {
@@ -153,7 +207,6 @@ impl HookedTransformer {
             .collect::<Result<Vec<_>>>()?;
         self.generate_ids(&ids, opts)
     }
-
     /// Continues prompts given as token ids (BOS included where wanted).
     pub fn generate_ids(
         &self,
@@ -166,6 +219,15 @@ impl HookedTransformer {
                 "generate needs at least one prompt, each of at least one token".into(),
             ));
         }
+        let (next, kv) = self.left_padded(prompts, opts.max_new_tokens)?;
+        let mut rows = Rows::new(prompts, &opts.sampling);
+        self.decode(&mut rows, next, kv, opts)?;
+        self.finish(rows, opts)
+    }
+
+    /// The prompts left-padded to ids [b, longest], and a KV cache with room for them and up
+    /// to `max_new` tokens more (as the context allows).
+    fn left_padded(&self, prompts: &[Vec<u32>], max_new: usize) -> Result<(Tensor, KvCache)> {
         let b = prompts.len();
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
         let pad: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
@@ -174,81 +236,98 @@ impl HookedTransformer {
             flat.extend(std::iter::repeat_n(self.cfg.pad_token_id, n));
             flat.extend_from_slice(p);
         }
-        let budget = opts
-            .max_new_tokens
-            .min(self.cfg.max_position.saturating_sub(longest));
-        let mut kv = KvCache::new(self.cfg.n_layers, pad, longest + budget);
-        let mut next = Tensor::from_vec(flat, (b, longest), &self.device)?;
-        let mut rngs: Vec<Option<Rng>> = (0..b)
-            .map(|r| match opts.sampling {
-                Sampling::Sample { seed, .. } => Some(Rng::new(
-                    seed ^ (r as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                )),
-                Sampling::Greedy => None,
-            })
-            .collect();
-        let mut out: Vec<Generation> = prompts
-            .iter()
-            .map(|p| Generation {
-                prompt: p.clone(),
-                tokens: Vec::new(),
-                text: String::new(),
-                logprobs: Vec::new(),
-                stop: StopReason::MaxTokens,
-                logits: None,
-            })
-            .collect();
-        let mut kept: Vec<Vec<Tensor>> = vec![Vec::new(); b];
-        let mut done = vec![false; b];
-        let eos = self.cfg.eos_token_id;
+        let budget = max_new.min(self.cfg.max_position.saturating_sub(longest));
+        let kv = KvCache::new(self.cfg.n_layers, pad, longest + budget);
+        let next = Tensor::from_vec(flat, (b, longest), &self.device)?;
+        Ok((next, kv))
+    }
+
+    /// Decodes up to `max_new_tokens` steps from ids `next`, until every row has stopped or
+    /// the context is full.
+    fn decode(
+        &self,
+        rows: &mut Rows,
+        mut next: Tensor,
+        mut kv: KvCache,
+        opts: &GenerateOptions,
+    ) -> Result<()> {
         for _ in 0..opts.max_new_tokens {
-            if done.iter().all(|&d| d) {
+            if rows.done.iter().all(|&d| d) {
                 break;
             }
             if kv.len() + next.dim(1)? > self.cfg.max_position {
-                for (g, d) in out.iter_mut().zip(&mut done) {
-                    if !*d {
-                        g.stop = StopReason::Context;
-                        *d = true;
-                    }
-                }
+                rows.stop_running(StopReason::Context);
                 break;
             }
             let logits = self.forward_cached(&next, &mut kv)?; // [b, v]
-            let rows = logits.to_vec2::<f32>()?;
-            let mut chosen = Vec::with_capacity(b);
-            for (r, row) in rows.iter().enumerate() {
-                if done[r] {
-                    // A finished row keeps decoding its last token; nothing reads it.
-                    chosen.push(*out[r].tokens.last().unwrap_or(&self.cfg.pad_token_id));
-                    continue;
-                }
-                let id = match rngs[r].as_mut() {
-                    None => argmax(row),
-                    Some(rng) => sample(row, &opts.sampling, rng),
-                };
-                let g = &mut out[r];
-                g.tokens.push(id);
-                g.logprobs.push(log_softmax_at(row, id));
-                if opts.keep_logits {
-                    kept[r].push(logits.get(r)?);
-                }
-                chosen.push(id);
-                if opts.stop_at_eos && id == eos {
-                    g.stop = StopReason::Eos;
-                    done[r] = true;
-                    continue;
-                }
-                if !opts.stop.is_empty() {
-                    let text = self.to_string(&g.tokens)?;
-                    if let Some(s) = opts.stop.iter().find(|s| text.contains(s.as_str())) {
-                        g.stop = StopReason::Stop(s.clone());
-                        done[r] = true;
-                    }
-                }
-            }
-            next = Tensor::from_vec(chosen, (b, 1), &self.device)?;
+            let chosen = self.step(rows, &logits, opts)?;
+            next = Tensor::from_vec(chosen, (rows.done.len(), 1), &self.device)?;
         }
+        Ok(())
+    }
+
+    /// Each row's next token from its logits [b, v], recorded in the rows still running.
+    fn step(&self, rows: &mut Rows, logits: &Tensor, opts: &GenerateOptions) -> Result<Vec<u32>> {
+        let values = logits.to_vec2::<f32>()?;
+        let mut chosen = Vec::with_capacity(values.len());
+        for (r, row) in values.iter().enumerate() {
+            let id = if rows.done[r] {
+                // A finished row keeps decoding its last token; nothing reads it.
+                *rows.out[r].tokens.last().unwrap_or(&self.cfg.pad_token_id)
+            } else {
+                self.take_token(rows, r, row, logits, opts)?
+            };
+            chosen.push(id);
+        }
+        Ok(chosen)
+    }
+
+    /// Chooses running row `r`'s next token from its logits `row`, records it, and stops the
+    /// row where it ends the output.
+    fn take_token(
+        &self,
+        rows: &mut Rows,
+        r: usize,
+        row: &[f32],
+        logits: &Tensor,
+        opts: &GenerateOptions,
+    ) -> Result<u32> {
+        let id = match rows.rngs[r].as_mut() {
+            None => argmax(row),
+            Some(rng) => sample(row, &opts.sampling, rng),
+        };
+        let g = &mut rows.out[r];
+        g.tokens.push(id);
+        g.logprobs.push(log_softmax_at(row, id));
+        if opts.keep_logits {
+            rows.kept[r].push(logits.get(r)?);
+        }
+        if self.stops(g, id, opts)? {
+            rows.done[r] = true;
+        }
+        Ok(id)
+    }
+
+    /// Whether the row's new token `id` stops it (EOS, or a stop string in its text); sets
+    /// its reason.
+    fn stops(&self, g: &mut Generation, id: u32, opts: &GenerateOptions) -> Result<bool> {
+        if opts.stop_at_eos && id == self.cfg.eos_token_id {
+            g.stop = StopReason::Eos;
+            return Ok(true);
+        }
+        if !opts.stop.is_empty() {
+            let text = self.to_string(&g.tokens)?;
+            if let Some(s) = opts.stop.iter().find(|s| text.contains(s.as_str())) {
+                g.stop = StopReason::Stop(s.clone());
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The rows' outputs, with their text (cut before a stop string) and kept logits.
+    fn finish(&self, rows: Rows, opts: &GenerateOptions) -> Result<Vec<Generation>> {
+        let Rows { mut out, kept, .. } = rows;
         for (g, k) in out.iter_mut().zip(kept) {
             let text = self.to_string(&g.tokens)?;
             g.text = match &g.stop {

@@ -107,58 +107,70 @@ struct Entry {
     head: Option<usize>,
 }
 
+impl Entry {
+    /// The entry of position `p`.
+    fn at(p: usize) -> Self {
+        Entry {
+            idx: vec![p],
+            pos: Some(p),
+            head: None,
+        }
+    }
+
+    /// The entry of head `h` (all positions).
+    fn head(h: usize) -> Self {
+        Entry {
+            idx: vec![h],
+            pos: None,
+            head: Some(h),
+        }
+    }
+
+    /// The entry of head `h` at position `p`.
+    fn head_at(h: usize, p: usize) -> Self {
+        Entry {
+            idx: vec![h, p],
+            pos: Some(p),
+            head: Some(h),
+        }
+    }
+}
+
+/// Groups each layer's entries (in chunks of at most `max_rows`) into waves: consecutive
+/// layers share a wave while their rows fit in `max_rows`.
+fn plan_waves(
+    n_layers: usize,
+    per_layer: &[Entry],
+    max_rows: usize,
+) -> Vec<Vec<(usize, &[Entry])>> {
+    let mut waves: Vec<Vec<(usize, &[Entry])>> = Vec::new();
+    let mut rows = 0;
+    for l in 0..n_layers {
+        for chunk in per_layer.chunks(max_rows) {
+            match waves.last_mut() {
+                Some(w)
+                    if rows + chunk.len() <= max_rows
+                        && w.last().is_some_and(|&(pl, _)| pl < l) =>
+                {
+                    w.push((l, chunk));
+                    rows += chunk.len();
+                }
+                _ => {
+                    waves.push(vec![(l, chunk)]);
+                    rows = chunk.len();
+                }
+            }
+        }
+    }
+    waves
+}
+
 impl Patcher {
     /// Patches every entry of `target` in `direction`, one patched run per entry.
     pub fn activation(&self, target: PatchTarget, direction: Direction) -> Result<PatchResult> {
-        let cfg = self.model.cfg();
-        let (n_layers, n, k) = (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads);
+        let n_layers = self.model.cfg().n_layers;
         let s = self.clean.tokens.dim(1)?;
-        let layers = Axis::numbered("layer", n_layers);
-        let positions = Axis::labelled("position", self.str_tokens.clone());
-        let (axes, per_layer): (Vec<Axis>, Vec<Entry>) = match target {
-            PatchTarget::ResidPre | PatchTarget::AttnOut | PatchTarget::MlpOut => (
-                vec![layers, positions],
-                (0..s)
-                    .map(|p| Entry {
-                        idx: vec![p],
-                        pos: Some(p),
-                        head: None,
-                    })
-                    .collect(),
-            ),
-            PatchTarget::HeadOut | PatchTarget::HeadQ | PatchTarget::HeadPattern => (
-                vec![layers, Axis::numbered("head", n)],
-                (0..n)
-                    .map(|h| Entry {
-                        idx: vec![h],
-                        pos: None,
-                        head: Some(h),
-                    })
-                    .collect(),
-            ),
-            PatchTarget::HeadK | PatchTarget::HeadV => (
-                vec![layers, Axis::numbered("kv_head", k)],
-                (0..k)
-                    .map(|h| Entry {
-                        idx: vec![h],
-                        pos: None,
-                        head: Some(h),
-                    })
-                    .collect(),
-            ),
-            PatchTarget::HeadOutByPos => (
-                vec![layers, Axis::numbered("head", n), positions],
-                (0..n)
-                    .flat_map(|h| {
-                        (0..s).map(move |p| Entry {
-                            idx: vec![h, p],
-                            pos: Some(p),
-                            head: Some(h),
-                        })
-                    })
-                    .collect(),
-            ),
-        };
+        let (axes, per_layer) = self.entries(target, s);
         let mut table = Table::new(
             format!(
                 "{} patching {} ({})",
@@ -180,42 +192,62 @@ impl Patcher {
         let max_rows = self
             .batch
             .unwrap_or_else(|| (WAVE_TOKENS / s.max(1)).max(16));
-        let mut waves: Vec<Vec<(usize, &[Entry])>> = Vec::new();
-        let mut rows = 0;
-        for l in 0..n_layers {
-            for chunk in per_layer.chunks(max_rows) {
-                match waves.last_mut() {
-                    Some(w)
-                        if rows + chunk.len() <= max_rows
-                            && w.last().is_some_and(|&(pl, _)| pl < l) =>
-                    {
-                        w.push((l, chunk));
-                        rows += chunk.len();
-                    }
-                    _ => {
-                        waves.push(vec![(l, chunk)]);
-                        rows = chunk.len();
-                    }
-                }
-            }
-        }
-        for wave in &waves {
-            let mut vals = self.run_wave(base, source, target, wave)?.into_iter();
-            for &(l, chunk) in wave {
-                for e in chunk {
-                    let mut idx = vec![l];
-                    idx.extend_from_slice(&e.idx);
-                    let v = vals
-                        .next()
-                        .ok_or_else(|| Error::Shape("a wave returned too few values".into()))?;
-                    table.set(&idx, v)?;
-                }
-                progress.inc(chunk.len());
-            }
+        for wave in &plan_waves(n_layers, &per_layer, max_rows) {
+            let vals = self.run_wave(base, source, target, wave)?;
+            fill_wave(&mut table, wave, vals, &mut progress)?;
         }
         progress.finish();
         Ok(self.result(target.name(), direction, table))
     }
+
+    /// The table's axes for `target` over `s` positions, and the entries of one layer.
+    fn entries(&self, target: PatchTarget, s: usize) -> (Vec<Axis>, Vec<Entry>) {
+        let cfg = self.model.cfg();
+        let (n_layers, n, k) = (cfg.n_layers, cfg.n_heads, cfg.n_kv_heads);
+        let layers = Axis::numbered("layer", n_layers);
+        let positions = Axis::labelled("position", self.str_tokens.clone());
+        match target {
+            PatchTarget::ResidPre | PatchTarget::AttnOut | PatchTarget::MlpOut => {
+                (vec![layers, positions], (0..s).map(Entry::at).collect())
+            }
+            PatchTarget::HeadOut | PatchTarget::HeadQ | PatchTarget::HeadPattern => (
+                vec![layers, Axis::numbered("head", n)],
+                (0..n).map(Entry::head).collect(),
+            ),
+            PatchTarget::HeadK | PatchTarget::HeadV => (
+                vec![layers, Axis::numbered("kv_head", k)],
+                (0..k).map(Entry::head).collect(),
+            ),
+            PatchTarget::HeadOutByPos => (
+                vec![layers, Axis::numbered("head", n), positions],
+                (0..n)
+                    .flat_map(|h| (0..s).map(move |p| Entry::head_at(h, p)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Sets a wave's values (in wave order) at its entries' cells of `table`.
+fn fill_wave(
+    table: &mut Table,
+    wave: &[(usize, &[Entry])],
+    vals: Vec<f32>,
+    progress: &mut Progress,
+) -> Result<()> {
+    let mut vals = vals.into_iter();
+    for &(l, chunk) in wave {
+        for e in chunk {
+            let mut idx = vec![l];
+            idx.extend_from_slice(&e.idx);
+            let v = vals
+                .next()
+                .ok_or_else(|| Error::Shape("a wave returned too few values".into()))?;
+            table.set(&idx, v)?;
+        }
+        progress.inc(chunk.len());
+    }
+    Ok(())
 }
 
 /// Token rows (batch rows × positions) one wave of patched runs may hold at once.

@@ -8,6 +8,7 @@
 
 use std::sync::Mutex;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
 use super::{Direction, HookFnRef, PatchResult, PatchTarget, Patcher};
@@ -121,17 +122,31 @@ impl Patcher {
     /// for denoising, the clean run for noising) estimates every head, residual position and
     /// attn / mlp output at once.
     pub fn attribution(&self, direction: Direction) -> Result<Attribution> {
-        let cfg = self.model.cfg();
         let (base, source) = self.sides(direction);
-        let mut points = Vec::new();
-        for l in 0..cfg.n_layers {
-            points.extend([
-                HookPoint::ResidPre(l),
-                HookPoint::Z(l),
-                HookPoint::AttnOut(l),
-                HookPoint::MlpOut(l),
-            ]);
+        let Gradients {
+            base_value,
+            grads,
+            vars,
+        } = self.gradients(&base.tokens)?;
+        let s = base.tokens.dim(1)?;
+        let mut tables = AttributionTables::new(self, direction);
+        for (p, v) in &vars {
+            let g = grads.get(v.as_tensor()).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no gradient reached {p}: an op without backward is on the path"
+                ))
+            })?;
+            let name = p.name();
+            let delta = (source.cache.get(&name)? - base.cache.get(&name)?)?;
+            let prod = (delta.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?;
+            tables.add(*p, &prod, s)?;
         }
+        Ok(tables.into_attribution(self.metric.name(), direction, base_value))
+    }
+
+    /// The metric on a run of `tokens`, its gradients, and the zero var added at each
+    /// attributed hook point (whose gradient is the activation's).
+    fn gradients(&self, tokens: &Tensor) -> Result<Gradients> {
         // base + 0·var at each point: the var's gradient is the activation's gradient.
         let vars: Mutex<Vec<(HookPoint, Var)>> = Mutex::new(Vec::new());
         let add_var = |x: &Tensor, ctx: &HookContext| -> Result<Tensor> {
@@ -143,8 +158,8 @@ impl Patcher {
             Ok(y)
         };
         let pos = [self.pos];
-        let mut pass = self.model.pass(&base.tokens).logits_at(&pos);
-        for p in &points {
+        let mut pass = self.model.pass(tokens).logits_at(&pos);
+        for p in &attributed_points(self.model.cfg().n_layers) {
             pass = pass.hook(*p, &add_var as &HookFnRef<'_>);
         }
         let logits = pass.run()?.logits;
@@ -154,63 +169,106 @@ impl Patcher {
         let vars = vars
             .into_inner()
             .map_err(|_| Error::Invalid("gradient hook poisoned".into()))?;
+        Ok(Gradients {
+            base_value,
+            grads,
+            vars,
+        })
+    }
+}
 
-        let s = base.tokens.dim(1)?;
+/// The metric on the base run and its gradients at the attributed hook points.
+struct Gradients {
+    base_value: f32,
+    grads: GradStore,
+    /// The zero var added at each point; its gradient is the activation's.
+    vars: Vec<(HookPoint, Var)>,
+}
+
+/// The hook points attribution patching estimates, layer by layer.
+fn attributed_points(n_layers: usize) -> Vec<HookPoint> {
+    let mut points = Vec::new();
+    for l in 0..n_layers {
+        points.extend([
+            HookPoint::ResidPre(l),
+            HookPoint::Z(l),
+            HookPoint::AttnOut(l),
+            HookPoint::MlpOut(l),
+        ]);
+    }
+    points
+}
+
+/// The four estimate tables of an [`Attribution`], while they are filled.
+struct AttributionTables {
+    head_out: Table,
+    resid_pre: Table,
+    attn_out: Table,
+    mlp_out: Table,
+}
+
+impl AttributionTables {
+    /// Empty tables titled for the patcher's metric and `direction`.
+    fn new(patcher: &Patcher, direction: Direction) -> Self {
+        let cfg = patcher.model.cfg();
         let layers = Axis::numbered("layer", cfg.n_layers);
-        let positions = Axis::labelled("position", self.str_tokens.clone());
+        let positions = Axis::labelled("position", patcher.str_tokens.clone());
         let title = |w: &str| {
             format!(
                 "attribution {w}: {} ({})",
-                self.metric.name(),
+                patcher.metric.name(),
                 direction.name()
             )
         };
-        let mut head_out = Table::new(
-            title("head-out"),
-            vec![layers.clone(), Axis::numbered("head", cfg.n_heads)],
-        );
-        let mut resid_pre = Table::new(title("resid-pre"), vec![layers.clone(), positions.clone()]);
-        let mut attn_out = Table::new(title("attn-out"), vec![layers.clone(), positions.clone()]);
-        let mut mlp_out = Table::new(title("mlp-out"), vec![layers, positions]);
-        for (p, v) in &vars {
-            let g = grads.get(v.as_tensor()).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "no gradient reached {p}: an op without backward is on the path"
-                ))
-            })?;
-            let name = p.name();
-            let delta = (source.cache.get(&name)? - base.cache.get(&name)?)?;
-            let prod = (delta.to_dtype(DType::F32)? * g.to_dtype(DType::F32)?)?;
-            let l = p.layer().unwrap_or(0);
-            match p {
-                HookPoint::Z(_) => {
-                    // [1, s, n, h] -> per head.
-                    let per_head = prod.sum((0, 1, 3))?.to_vec1::<f32>()?;
-                    for (h, x) in per_head.into_iter().enumerate() {
-                        head_out.set(&[l, h], x)?;
-                    }
-                }
-                _ => {
-                    let per_pos = prod.sum((0, 2))?.to_vec1::<f32>()?;
-                    let t = match p {
-                        HookPoint::ResidPre(_) => &mut resid_pre,
-                        HookPoint::AttnOut(_) => &mut attn_out,
-                        _ => &mut mlp_out,
-                    };
-                    for (q, x) in per_pos.into_iter().enumerate().take(s) {
-                        t.set(&[l, q], x)?;
-                    }
-                }
-            }
+        AttributionTables {
+            head_out: Table::new(
+                title("head-out"),
+                vec![layers.clone(), Axis::numbered("head", cfg.n_heads)],
+            ),
+            resid_pre: Table::new(title("resid-pre"), vec![layers.clone(), positions.clone()]),
+            attn_out: Table::new(title("attn-out"), vec![layers.clone(), positions.clone()]),
+            mlp_out: Table::new(title("mlp-out"), vec![layers, positions]),
         }
-        Ok(Attribution {
-            metric: self.metric.name(),
+    }
+
+    /// Adds point `p`'s estimates (delta × gradient, `prod`) to its table: per head for z
+    /// ([1, s, n, h]), else per position (of the first `s`).
+    fn add(&mut self, p: HookPoint, prod: &Tensor, s: usize) -> Result<()> {
+        let l = p.layer().unwrap_or(0);
+        if let HookPoint::Z(_) = p {
+            let per_head = prod.sum((0, 1, 3))?.to_vec1::<f32>()?;
+            for (h, x) in per_head.into_iter().enumerate() {
+                self.head_out.set(&[l, h], x)?;
+            }
+            return Ok(());
+        }
+        let per_pos = prod.sum((0, 2))?.to_vec1::<f32>()?;
+        let t = match p {
+            HookPoint::ResidPre(_) => &mut self.resid_pre,
+            HookPoint::AttnOut(_) => &mut self.attn_out,
+            _ => &mut self.mlp_out,
+        };
+        for (q, x) in per_pos.into_iter().enumerate().take(s) {
+            t.set(&[l, q], x)?;
+        }
+        Ok(())
+    }
+
+    /// The filled tables as an [`Attribution`].
+    fn into_attribution(
+        self,
+        metric: String,
+        direction: Direction,
+        base_value: f32,
+    ) -> Attribution {
+        Attribution {
+            metric,
             direction,
             base_value,
-            head_out,
-            resid_pre,
-            attn_out,
-            mlp_out,
-        })
+            head_out: self.head_out,
+            resid_pre: self.resid_pre,
+            attn_out: self.attn_out,
+            mlp_out: self.mlp_out,
+        }
     }
 }

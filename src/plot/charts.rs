@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -73,6 +74,39 @@ fn legend_layout(names: &[&str], width: f64) -> Vec<(f64, f64, f64)> {
         x += w;
     }
     out
+}
+
+/// A chart's plot area: f64 coordinates on an SVG canvas.
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The height of the band that holds a legend laid out by [`legend_layout`].
+fn legend_band(legend: &[(f64, f64, f64)]) -> f64 {
+    legend.iter().map(|e| e.2).fold(0.0, f64::max) + if legend.is_empty() { 0.0 } else { 24.0 }
+}
+
+/// Draws the legend entries (a line in the series colour and its name) on `area`.
+fn draw_legend(
+    area: &DrawingArea<SVGBackend<'_>, Shift>,
+    legend: &[(f64, f64, f64)],
+    names: &[&str],
+) -> Result<()> {
+    for (k, (x, _, y)) in legend.iter().enumerate() {
+        let (x, y) = (12.0 + x, y + 10.0);
+        area.draw(&PathElement::new(
+            vec![(x as i32, y as i32), (x as i32 + 18, y as i32)],
+            color(k).stroke_width(2),
+        ))
+        .map_err(draw_err)?;
+        draw_text(
+            area,
+            names[k],
+            (x + 24.0, y),
+            LEGEND,
+            Pos::new(HPos::Left, VPos::Center),
+            false,
+        )?;
+    }
+    Ok(())
 }
 
 /// The least height a plot area gets.
@@ -276,8 +310,7 @@ impl LinePlot {
             // The legend sits in a band above the plot, where it cannot cover the data.
             let names: Vec<&str> = self.series.iter().map(|s| s.0.as_str()).collect();
             let legend = legend_layout(&names, size.0 as f64 - 24.0);
-            let band = legend.iter().map(|e| e.2).fold(0.0, f64::max)
-                + if legend.is_empty() { 0.0 } else { 24.0 };
+            let band = legend_band(&legend);
             let root = canvas(
                 &mut svg,
                 size,
@@ -285,80 +318,84 @@ impl LinePlot {
                 xl.area(&self.xlabel) as f64 + MIN_PLOT + band,
             )?;
             let (legend_area, root) = root.split_vertically(band.ceil() as u32);
-            for (k, (x, _, y)) in legend.iter().enumerate() {
-                let (x, y) = (12.0 + x, y + 10.0);
-                legend_area
-                    .draw(&PathElement::new(
-                        vec![(x as i32, y as i32), (x as i32 + 18, y as i32)],
-                        color(k).stroke_width(2),
-                    ))
-                    .map_err(draw_err)?;
-                draw_text(
-                    &legend_area,
-                    names[k],
-                    (x + 24.0, y),
-                    LEGEND,
-                    Pos::new(HPos::Left, VPos::Center),
-                    false,
-                )?;
-            }
-            // Margins leave room for half of the first and last labels when they read across.
-            let side = if xl.upwards {
-                12.0
-            } else {
-                (xl.widest / 2.0).max(12.0)
-            };
-            let mut chart = ChartBuilder::on(&root)
-                .margin(12)
-                .margin_right(side as u32)
-                .x_label_area_size(xl.area(&self.xlabel))
-                .y_label_area_size(64)
-                .build_cartesian_2d(-0.3f64..xmax + 0.3, lo..hi)
-                .map_err(draw_err)?;
-            let y_ticks = (chart.plotting_area().dim_in_pixel().1 as usize / 30).clamp(2, 10);
-            chart
-                .configure_mesh()
-                .x_desc(&self.xlabel)
-                .y_desc(&self.ylabel)
-                .x_labels(n.min(40))
-                .x_label_formatter(&|_| String::new())
-                .y_labels(y_ticks)
-                .light_line_style(TRANSPARENT)
-                .draw()
-                .map_err(draw_err)?;
+            draw_legend(&legend_area, &legend, &names)?;
+            let mut chart = self.line_chart(&root, &xl, (n, xmax), (lo, hi))?;
             xl.draw(&root, &labels, |i| chart.backend_coord(&(i as f64, lo)))?;
-            for (k, (name, vals)) in self.series.iter().enumerate() {
-                let c = color(k);
-                let pts: Vec<(f64, f64)> = vals
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| v.is_finite())
-                    .map(|(i, &v)| (i as f64, v as f64))
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                    .map_err(draw_err)?;
-                let _ = write!(
-                    overlay,
-                    "<g class=\"points\" data-series=\"{}\">",
-                    esc(name)
-                );
-                for (x, y) in pts {
-                    let (px, py) = chart.backend_coord(&(x, y));
-                    let _ = write!(
-                        overlay,
-                        "<circle class=\"point\" cx=\"{px}\" cy=\"{py}\" r=\"3.5\" fill=\"{}\"><title>{}: {} = {}</title></circle>",
-                        hex(c),
-                        esc(name),
-                        esc(&self.x[x as usize]),
-                        fmt_value(y as f32)
-                    );
-                }
-                overlay.push_str("</g>");
-            }
+            self.draw_lines(&mut chart, &mut overlay)?;
             root.present().map_err(draw_err)?;
         }
         Ok(Figure::new(append_overlay(svg, &overlay)))
+    }
+
+    /// The plot area on `root` for `n` categories (x up to `xmax`) and y in `lo..hi`, with its axes drawn (the
+    /// x labels left to `xl`).
+    fn line_chart<'a, 'b>(
+        &self,
+        root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+        xl: &XLabels,
+        (n, xmax): (usize, f64),
+        (lo, hi): (f64, f64),
+    ) -> Result<Chart<'a, 'b>> {
+        // Margins leave room for half of the first and last labels when they read across.
+        let side = if xl.upwards {
+            12.0
+        } else {
+            (xl.widest / 2.0).max(12.0)
+        };
+        let mut chart = ChartBuilder::on(root)
+            .margin(12)
+            .margin_right(side as u32)
+            .x_label_area_size(xl.area(&self.xlabel))
+            .y_label_area_size(64)
+            .build_cartesian_2d(-0.3f64..xmax + 0.3, lo..hi)
+            .map_err(draw_err)?;
+        let y_ticks = (chart.plotting_area().dim_in_pixel().1 as usize / 30).clamp(2, 10);
+        chart
+            .configure_mesh()
+            .x_desc(&self.xlabel)
+            .y_desc(&self.ylabel)
+            .x_labels(n.min(40))
+            .x_label_formatter(&|_| String::new())
+            .y_labels(y_ticks)
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(draw_err)?;
+        Ok(chart)
+    }
+
+    /// Draws each series' line (its finite values) on `chart`, and its points, with hover
+    /// titles, into `overlay`.
+    fn draw_lines(&self, chart: &mut Chart<'_, '_>, overlay: &mut String) -> Result<()> {
+        for (k, (name, vals)) in self.series.iter().enumerate() {
+            let c = color(k);
+            let pts: Vec<(f64, f64)> = vals
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| (i as f64, v as f64))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(draw_err)?;
+            let _ = write!(
+                overlay,
+                "<g class=\"points\" data-series=\"{}\">",
+                esc(name)
+            );
+            for (x, y) in pts {
+                let (px, py) = chart.backend_coord(&(x, y));
+                let _ = write!(
+                    overlay,
+                    "<circle class=\"point\" cx=\"{px}\" cy=\"{py}\" r=\"3.5\" fill=\"{}\"><title>{}: {} = {}</title></circle>",
+                    hex(c),
+                    esc(name),
+                    esc(&self.x[x as usize]),
+                    fmt_value(y as f32)
+                );
+            }
+            overlay.push_str("</g>");
+        }
+        Ok(())
     }
 
     /// Shows the chart inline in an evcxr notebook cell.
