@@ -145,6 +145,19 @@ pub fn continuation_logprob(
     score_continuation(model, &logits.narrow(0, p - 1, cont.len())?, &cont)
 }
 
+/// Teacher-forced scoring: the log-probability of `targets[j]` under each row's logits at
+/// position j, logits [r, n ≥ targets.len(), v] → [r, targets.len()] (every row scores the
+/// same targets, e.g. one continuation under several interventions).
+pub fn token_logprobs(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let (r, _, _) = logits.dims3()?;
+    let n = targets.len();
+    let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, n)?, D::Minus1)?;
+    let idx = Tensor::from_vec(targets.to_vec(), (1, n, 1), logits.device())?
+        .broadcast_as((r, n, 1))?
+        .contiguous()?;
+    Ok(lp.gather(&idx, 2)?.squeeze(2)?)
+}
+
 /// Bytes of logits one batch of [`continuation_logprobs`] may hold.
 const BATCH_LOGIT_BYTES: usize = 256 << 20;
 /// Most (prompt, continuation) pairs in one batch of [`continuation_logprobs`].
@@ -237,9 +250,9 @@ fn score_continuation(
     logits: &Tensor,
     cont: &[u32],
 ) -> Result<ContinuationLogProb> {
-    let lp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let idx = Tensor::from_vec(cont.to_vec(), (cont.len(), 1), model.device())?;
-    let picked = lp.gather(&idx, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+    let picked = token_logprobs(&logits.unsqueeze(0)?, cont)?
+        .squeeze(0)?
+        .to_vec1::<f32>()?;
     let tok = model.tokenizer()?;
     Ok(ContinuationLogProb {
         total: picked.iter().sum(),

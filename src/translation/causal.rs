@@ -2,19 +2,21 @@
 //! translation more than ablating as many random heads? Path patching, the other causal
 //! check, is [`crate::translation::path`] (its items are named here too).
 //!
-//! Teacher forcing and ablation are done here rather than with `crate::metrics` and
-//! `crate::ablation`, because the check is a different computation: every condition (the
-//! baseline, each head set in each mode, each head alone) is one row of a single batched
-//! forward per prompt, with a per-row head mask, while `continuation_logprobs` splits rows into
-//! batches of its own and `ablation_hooks` ablates every row alike; and its mean ablation
+//! Teacher-forced scoring is `metrics::token_logprobs` and the masked replacement
+//! `patching::splice`; the batching and the ablations themselves stay here, because the check
+//! is a different computation: every condition (the baseline, each head set in each mode, each
+//! head alone) is one row of a single batched forward per prompt, with a per-row head mask,
+//! while `continuation_logprobs` splits rows into batches of its own and `ablation_hooks`
+//! ablates every row alike; and its mean ablation
 //! leaves BOS out of the mean and its resample ablation maps positions by role
 //! ([`crate::translation::donors`]), which `Ablation::MeanPooled` and `Ablation::Resample` do
 //! not.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::hooks::{HookContext, HookPoint, Hooks};
+use crate::metrics::token_logprobs;
 use crate::model::HookedTransformer;
 use crate::progress::Progress;
 use crate::stats::{normal_cdf, Rng};
@@ -133,14 +135,9 @@ fn forced(
 
 /// Mean log-probability of ids[from+1..] per row of a batch, from logits at positions from.. .
 fn row_logprobs(logits: &Tensor, ids: &[u32], from: usize) -> Result<Vec<f32>> {
-    let cont = ids.len() - from - 1;
-    let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, cont)?, D::Minus1)?; // [r, cont, v]
-    let r = lp.dim(0)?;
-    let idx = Tensor::from_vec(ids[from + 1..].to_vec(), (1, cont, 1), logits.device())?
-        .broadcast_as((r, cont, 1))?
-        .contiguous()?;
-    let picked = lp.gather(&idx, 2)?.squeeze(2)?.mean(1)?;
-    Ok(picked.to_vec1::<f32>()?)
+    Ok(token_logprobs(logits, &ids[from + 1..])?
+        .mean(1)?
+        .to_vec1::<f32>()?)
 }
 
 /// The ablation modes, in the order of their rows.

@@ -456,3 +456,14 @@ fn weights_flag_streams_a_quantised_file_to_the_same_answer() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[test]
+fn the_old_bench_subcommand_says_where_the_benchmark_went() {
+    let out = bin().args(["bench", "--set", "weights"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cargo run --release --bin mechinterp-bench -- --set weights"),
+        "{err}"
+    );
+}

@@ -55,6 +55,13 @@ enum Cmd {
     TranslationHeads(translation_heads::Args),
     /// Show how a text is tokenized.
     Tokenize(tokenize::Args),
+    /// The benchmark moved to its own binary; this says how to run it.
+    #[command(hide = true)]
+    Bench {
+        /// Whatever was passed, for the hint.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -87,5 +94,9 @@ fn real_main() -> Result<()> {
         Cmd::LogitLens(a) => logit_lens::run(a, out),
         Cmd::TranslationHeads(a) => translation_heads::run(a, out),
         Cmd::Tokenize(a) => tokenize::run(a, out),
+        Cmd::Bench { args } => anyhow::bail!(
+            "the benchmark is its own binary, not part of `mechinterp`: run `cargo run --release --bin mechinterp-bench -- {}` (see PERFORMANCE.md)",
+            args.join(" ")
+        ),
     }
 }
