@@ -20,7 +20,8 @@
 let model = HookedTransformer::gemma3_270m()?;
 let pairs = load_pairs("../data", "en", "fr")?;
 let (kept, report) = filter_pairs(&model, &pairs, "en", "fr")?;
-format!("{} pairs read, {} kept by the original filter: {:?}", pairs.len(), kept.len(), report)
+format!("{} pairs read, {} kept by the original filter (dropped: {} for characters, {} for word count, {} for a length gap)",
+        pairs.len(), kept.len(), report.bad_chars, report.word_count, report.length_gap)
 
 // %% [markdown]
 // ## One sentence by hand

@@ -22,6 +22,11 @@ let corrupt = "EN: I like red apples. FR: J'aime les pommes";
 let p = Patcher::new(&model, clean, corrupt, LogitDiff::from_strs(&model, " vertes", " rouges")?)?.quiet(true);
 let attr = p.attribution(Direction::Denoise)?;
 let heads = p.activation(PatchTarget::HeadOut, Direction::Denoise)?;
+println!("{} heads, each patched alone and estimated by attribution", model.cfg().n_layers * model.cfg().n_heads);
+
+// %%
+// A cell of its own: evcxr draws a cell's value, rather than printing it as a Debug dump, only
+// in some cells; alone it is drawn.
 attr.agreement(&heads)?
 
 // %% [markdown]
