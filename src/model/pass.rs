@@ -147,7 +147,12 @@ impl<'a> Pass<'a> {
     /// Runs the pass.
     pub fn run(self) -> Result<PassOutput> {
         let mut run = self.model.new_run()?;
-        let points = self.model.hook_points();
+        // The model's points are only needed to expand name filters: not on every patched run.
+        let points = if self.sets.is_empty() {
+            Vec::new()
+        } else {
+            self.model.hook_points()
+        };
         for set in self.sets {
             self.model.check_hook_set(set)?;
             run.hook_set(set, &points);
