@@ -26,6 +26,7 @@ pub mod plot;
 pub mod prelude;
 pub mod progress;
 pub mod report;
+pub mod sae;
 pub mod stats;
 pub mod steering;
 pub mod table;

@@ -91,9 +91,9 @@ fn imports(code: &str) -> BTreeSet<String> {
 /// Each top-level module's layer: a module imports only from its own layer or below.
 fn layer_of(top: &str) -> usize {
     match top {
-        "error" | "progress" | "table" | "stats" => 0,
+        "error" | "progress" | "table" | "stats" | "corpus" => 0,
         "model" | "hooks" | "cache" | "tokenizer" | "fetch" => 1,
-        "metrics" | "ablation" | "lens" | "patching" | "steering" => 2,
+        "metrics" | "ablation" | "lens" | "patching" | "steering" | "sae" => 2,
         "translation" => 3,
         "plot" | "report" => 4,
         other => panic!("module `{other}` has no layer in tests/it/layering.rs: give it one"),
