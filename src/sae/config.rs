@@ -160,3 +160,14 @@ pub struct SaeConfig {
     /// so that saving writes it back.
     pub metadata: serde_json::Value,
 }
+
+impl SaeConfig {
+    /// Whether JumpReLU is circuit-tracer's `x·1[x > θ]` (files from circuit-tracer) rather
+    /// than SAELens's `ReLU(x)·1[x > θ]`; they differ only where θ < 0.
+    pub fn jumprelu_without_relu(&self) -> bool {
+        matches!(
+            self.format,
+            Format::CircuitTracer | Format::CircuitTracerClt
+        )
+    }
+}

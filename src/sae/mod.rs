@@ -4,6 +4,10 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod format;
+pub mod pretrained;
+pub mod save;
 
 pub use autoencoder::{Sae, SaeHook, SaeWeights};
 pub use config::{Architecture, Format, Normalization, SaeConfig};
+pub use format::circuit_tracer::CrossLayerTranscoder;
