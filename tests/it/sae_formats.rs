@@ -608,7 +608,12 @@ fn sae_formats_save_load_round_trip() {
         } else {
             src.join(&io_name)
         };
-        let x = io(&io_path)["x"].clone();
+        let mut x = io(&io_path)["x"].clone();
+        if sae.hook_name().ends_with("hook_z") {
+            // SAELens reads a saved hook_z SAE per head (reshape_activations "hook_z"), as
+            // TransformerLens's hook_z is: [.., n_heads, d_head], here 4 × 4.
+            x = x.reshape((2, 5, 4, 4)).unwrap();
+        }
         let (f0, o0) = (sae.encode(&x).unwrap(), sae.forward(&x).unwrap());
         let (f1, o1) = (back.encode(&x).unwrap(), back.forward(&x).unwrap());
         assert_eq!(rel_err(&f1, &f0), 0.0, "{name}: feature_acts");
@@ -621,6 +626,19 @@ fn sae_formats_save_load_round_trip() {
             json!(sae.hook_name()),
             "{name}"
         );
+        if sae.cfg().format == Format::SaeLensV6 {
+            // The key set SAELens's own save_model wrote for the same SAE.
+            let theirs: Value =
+                serde_json::from_str(&std::fs::read_to_string(src.join("cfg.json")).unwrap())
+                    .unwrap();
+            let keys = |v: &Value| {
+                let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+                k.sort();
+                k
+            };
+            assert_eq!(keys(&cfg), keys(&theirs), "{name}: cfg.json keys");
+            assert_eq!(cfg["metadata"], theirs["metadata"], "{name}: metadata");
+        }
         if keep.is_some() {
             let mut t = HashMap::new();
             t.insert("x".to_string(), x);
