@@ -427,6 +427,46 @@ def circuit_tracer_cases():
     save_io_named(clt, "io", {"x": x, "acts_pre": pre, "feature_acts": feats, "output": out})
 
 
+def gemma_scope_2_clt_case():
+    """A Gemma Scope 2 cross-layer transcoder (one file per layer: w_enc [d_in, d_sae],
+    w_dec [d_sae, n_layers, d_out], affine_skip_connection [d_in, d_out]), read by
+    circuit-tracer's `load_gemma_scope_2_clt`."""
+    from circuit_tracer.transcoder.cross_layer_transcoder import load_gemma_scope_2_clt
+
+    folder = ROOT / "gemma_scope_2_clt"
+    folder.mkdir(parents=True, exist_ok=True)
+    n_layers, d_tc = 3, 32
+    g = gen(600)
+    paths = {}
+    for i in range(n_layers):
+        w_dec = randn(g, d_tc, n_layers, D_IN, scale=0.4)
+        w_dec[:, :i] = 0.0  # a layer writes only to itself and later layers
+        p = folder / f"layer_{i}_width_32_l0_small_affine.safetensors"
+        save_file(
+            {
+                "w_enc": randn(g, D_IN, d_tc, scale=0.4),
+                "w_dec": w_dec,
+                "b_enc": randn(g, d_tc, scale=0.3, offset=0.3),
+                "b_dec": randn(g, D_IN, scale=0.3),
+                "threshold": randn(g, d_tc, scale=0.4, offset=0.05),
+                "affine_skip_connection": randn(g, D_IN, D_IN, scale=0.2),
+            },
+            p,
+        )
+        paths[i] = str(p)
+    # circuit-tracer 0.5 loads layers range(max(paths)): one extra key makes it load them all.
+    paths[n_layers] = paths[n_layers - 1]
+    model = load_gemma_scope_2_clt(paths, device=torch.device("cpu"), dtype=torch.float32)
+    assert model.n_layers == n_layers
+    x = randn(gen(601), n_layers, 6, D_IN, scale=1.5, offset=0.2)
+    with torch.no_grad():
+        pre = torch.stack([model.encode_layer(x[i], i, apply_activation_function=False) for i in range(n_layers)])
+        feats = model.encode(x)
+        # forward() asserts without input_acts when there is a skip path; decode takes them.
+        out = model.decode(feats.to_sparse(), input_acts=x)
+    save_io_named(folder, "io", {"x": x, "acts_pre": pre, "feature_acts": feats, "output": out})
+
+
 def save_io_named(folder, stem, tensors):
     save_file({k: v.contiguous().float() for k, v in tensors.items()}, folder / f"{stem}.safetensors")
 
@@ -442,6 +482,7 @@ def main():
     gemma_scope_2_cases()
     try:
         circuit_tracer_cases()
+        gemma_scope_2_clt_case()
     except ImportError as e:
         sys.exit(f"circuit-tracer is not importable ({e}); see this script's docstring")
     total = sum(p.stat().st_size for p in ROOT.rglob("*") if p.is_file())

@@ -280,6 +280,52 @@ fn sae_formats_cross_layer_transcoder_matches_circuit_tracer() {
     assert!(e.contains("CrossLayerTranscoder::load"), "{e}");
 }
 
+#[test]
+fn sae_formats_gemma_scope_2_clt_matches_circuit_tracer() {
+    let dir = fixtures().join("gemma_scope_2_clt");
+    let files: Vec<PathBuf> = (0..3)
+        .map(|l| dir.join(format!("layer_{l}_width_32_l0_small_affine.safetensors")))
+        .collect();
+    let clt = CrossLayerTranscoder::load_gemma_scope_2(&files).unwrap();
+    assert_eq!(
+        (clt.n_layers(), clt.d_model(), clt.d_transcoder()),
+        (3, 16, 32)
+    );
+    assert_eq!(
+        (clt.input_hook(1), clt.output_hook(1)),
+        (
+            "blocks.1.mlp.hook_in".to_string(),
+            "blocks.1.hook_mlp_out".to_string()
+        )
+    );
+    let io = io(&dir.join("io.safetensors"));
+    let xs: Vec<Tensor> = (0..3).map(|l| io["x"].get(l).unwrap()).collect();
+    let mut worst = 0f32;
+    for (l, x) in xs.iter().enumerate() {
+        let pre = rel_err(
+            &clt.encode_pre(l, x).unwrap(),
+            &io["acts_pre"].get(l).unwrap(),
+        );
+        let acts = rel_err(
+            &clt.encode(l, x).unwrap(),
+            &io["feature_acts"].get(l).unwrap(),
+        );
+        worst = worst.max(pre).max(acts);
+    }
+    for (l, out) in clt.forward(&xs).unwrap().iter().enumerate() {
+        worst = worst.max(rel_err(out, &io["output"].get(l).unwrap()));
+    }
+    println!("gemma_scope_2_clt worst relative error {worst:.1e}");
+    assert!(
+        worst <= TOL,
+        "Gemma Scope 2 CLT differs from circuit-tracer by {worst:e}"
+    );
+    let e = CrossLayerTranscoder::load_gemma_scope_2(&files[..2])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("expected [d_sae, 2, d_out]"), "{e}");
+}
+
 /// A copy of a fixture folder with its config edited, in a temporary folder.
 fn edited(
     case: &str,

@@ -11,6 +11,12 @@
 //!   `b_dec_i`, optionally `threshold_i`) and `W_dec_i.safetensors` (`W_dec_i`
 //!   [d_transcoder, n_layers − i, d_model]: layer i's latents write to layers i..n). See
 //!   [`CrossLayerTranscoder`].
+//! - a Gemma Scope 2 cross-layer transcoder, as circuit-tracer's `load_gemma_scope_2_clt`
+//!   reads it: one file per layer with `w_enc` [d_model, d_transcoder], `w_dec`
+//!   [d_transcoder, n_layers, d_model] (entries before the layer unused), `b_enc`, `b_dec`,
+//!   `threshold` and optionally `affine_skip_connection` [d_model, d_model] (added as
+//!   `x @ A`); it reads `mlp.hook_in` and writes `hook_mlp_out`, the hooks SAELens gives
+//!   Gemma Scope 2's `clt` folders. See [`CrossLayerTranscoder::load_gemma_scope_2`].
 //!
 //! circuit-tracer's JumpReLU is `x·1[x > θ]` without a ReLU, unlike SAELens's
 //! `ReLU(x)·1[x > θ]`: the two differ where θ < 0. SAEs read from these files keep
@@ -339,6 +345,8 @@ pub struct CrossLayerTranscoder {
     w_dec: Vec<Tensor>,
     /// Per output layer: [d_model].
     b_dec: Vec<Tensor>,
+    /// Per layer: [d_model, d_model], added as `x_ℓ @ W_skip_ℓ` (Gemma Scope 2's affine path).
+    w_skip: Option<Vec<Tensor>>,
     input_hook: String,
     output_hook: String,
     model_name: Option<String>,
@@ -378,6 +386,7 @@ impl CrossLayerTranscoder {
             threshold: None,
             w_dec: Vec::new(),
             b_dec: Vec::new(),
+            w_skip: None,
             input_hook: cfg.need("feature_input_hook", &cfg_file)?.to_string(),
             output_hook: cfg.need("feature_output_hook", &cfg_file)?.to_string(),
             model_name: cfg.get("model_name").map(String::from),
@@ -426,6 +435,63 @@ impl CrossLayerTranscoder {
         Ok(clt)
     }
 
+    /// Reads a Gemma Scope 2 cross-layer transcoder from its per-layer files, in layer order
+    /// (see the module docs).
+    pub fn load_gemma_scope_2(files: &[PathBuf]) -> Result<CrossLayerTranscoder> {
+        let n = files.len();
+        if n == 0 {
+            return Err(Error::Invalid(
+                "a Gemma Scope 2 cross-layer transcoder needs one file per layer; got none".into(),
+            ));
+        }
+        let mut clt = CrossLayerTranscoder {
+            w_enc: Vec::new(),
+            b_enc: Vec::new(),
+            threshold: Some(Vec::new()),
+            w_dec: Vec::new(),
+            b_dec: Vec::new(),
+            w_skip: None,
+            input_hook: "mlp.hook_in".into(),
+            output_hook: "hook_mlp_out".into(),
+            model_name: None,
+        };
+        let mut skips = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let mut t = read_tensors(f)?;
+            clt.w_enc.push(take(&mut t, "w_enc", f, "the encoder")?);
+            let w_dec = take(&mut t, "w_dec", f, "the decoders [d_sae, n_layers, d_out]")?;
+            if w_dec.rank() != 3 || w_dec.dim(1)? != n {
+                return Err(Error::Invalid(format!(
+                    "{}: `w_dec` has shape {:?}, expected [d_sae, {n}, d_out] for {n} layer files",
+                    f.display(),
+                    w_dec.dims()
+                )));
+            }
+            clt.w_dec.push(w_dec.narrow(1, i, n - i)?.contiguous()?);
+            clt.b_enc
+                .push(take(&mut t, "b_enc", f, "the encoder bias")?);
+            clt.b_dec
+                .push(take(&mut t, "b_dec", f, "the decoder bias")?);
+            if let Some(th) = clt.threshold.as_mut() {
+                th.push(take(&mut t, "threshold", f, "JumpReLU's threshold")?);
+            }
+            if let Some(a) = t.remove("affine_skip_connection") {
+                skips.push(a);
+            }
+            refuse_leftover_tensors(&t, f, "Gemma Scope 2 cross-layer transcoder")?;
+        }
+        if !skips.is_empty() {
+            if skips.len() != n {
+                return Err(Error::Invalid(
+                    "some Gemma Scope 2 CLT layer files have an affine skip connection and some do not".into(),
+                ));
+            }
+            clt.w_skip = Some(skips);
+        }
+        clt.check_shapes(files[0].parent().unwrap_or(Path::new(".")))?;
+        Ok(clt)
+    }
+
     fn check_shapes(&self, dir: &Path) -> Result<()> {
         let (d, f, n) = (self.d_model(), self.d_transcoder(), self.n_layers());
         for i in 0..n {
@@ -449,6 +515,11 @@ impl CrossLayerTranscoder {
             if let Some(th) = &self.threshold {
                 if th[i].dims() != [f] {
                     return Err(bad("threshold", th[i].dims(), &[f]));
+                }
+            }
+            if let Some(sk) = &self.w_skip {
+                if sk[i].dims() != [d, d] {
+                    return Err(bad("skip connection", sk[i].dims(), &[d, d]));
                 }
             }
         }
@@ -534,7 +605,8 @@ impl CrossLayerTranscoder {
     }
 
     /// Layer `target`'s output from the latent activations of layers `0..=target` (`acts[s]`
-    /// [.., d_transcoder]; later entries are ignored).
+    /// [.., d_transcoder]; later entries are ignored), without the skip path
+    /// ([`CrossLayerTranscoder::skip`]).
     pub fn decode(&self, target: usize, acts: &[Tensor]) -> Result<Tensor> {
         self.check_layer(target)?;
         if acts.len() <= target {
@@ -555,7 +627,18 @@ impl CrossLayerTranscoder {
         Ok(out.broadcast_add(&self.b_dec[target])?)
     }
 
-    /// Every layer's output from every layer's input (`xs[l]` at layer l's input hook).
+    /// Layer `layer`'s linear skip path `x @ W_skip` (Gemma Scope 2's affine connection), if
+    /// it has one.
+    pub fn skip(&self, layer: usize, x: &Tensor) -> Result<Option<Tensor>> {
+        self.check_layer(layer)?;
+        match &self.w_skip {
+            Some(w) => Ok(Some(matmul_last(&x.to_dtype(DType::F32)?, &w[layer])?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every layer's output from every layer's input (`xs[l]` at layer l's input hook),
+    /// with the skip path.
     pub fn forward(&self, xs: &[Tensor]) -> Result<Vec<Tensor>> {
         if xs.len() != self.n_layers() {
             return Err(Error::Invalid(format!(
@@ -570,7 +653,13 @@ impl CrossLayerTranscoder {
             .map(|(l, x)| self.encode(l, x))
             .collect::<Result<Vec<_>>>()?;
         (0..self.n_layers())
-            .map(|l| self.decode(l, &acts))
+            .map(|l| {
+                let out = self.decode(l, &acts)?;
+                Ok(match self.skip(l, &xs[l])? {
+                    Some(s) => (out + s)?,
+                    None => out,
+                })
+            })
             .collect()
     }
 
@@ -592,6 +681,7 @@ impl CrossLayerTranscoder {
                 "relu"
             }),
         );
+        m.insert("skip_connection".into(), json!(self.w_skip.is_some()));
         m.insert("feature_input_hook".into(), json!(self.input_hook));
         m.insert("feature_output_hook".into(), json!(self.output_hook));
         m.insert("model_name".into(), json!(self.model_name));
