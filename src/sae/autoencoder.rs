@@ -337,12 +337,23 @@ impl Sae {
         self.unflatten_heads(out, &dims)
     }
 
-    /// `[.., heads, d_head]` → `[.., heads·d_head]` where the SAE reads the flattened heads
-    /// (SAELens's `reshape_activations: "hook_z"`); other inputs unchanged.
+    /// `[.., heads, d_head]` → `[.., heads·d_head]` at a per-head hook (`attn.hook_z`,
+    /// `hook_q`…), where the SAE reads the heads flattened (SAELens's `reshape_activations:
+    /// "hook_z"`); other inputs unchanged.
     fn flatten_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let per_head = [
+            "hook_z",
+            "hook_q",
+            "hook_k",
+            "hook_v",
+            "hook_rot_q",
+            "hook_rot_k",
+        ]
+        .iter()
+        .any(|h| self.cfg.hook_name.ends_with(h));
         let d = x.dims();
         let r = d.len();
-        if r >= 2 && d[r - 1] != self.cfg.d_in && d[r - 2] * d[r - 1] == self.cfg.d_in {
+        if per_head && r >= 2 && d[r - 1] != self.cfg.d_in && d[r - 2] * d[r - 1] == self.cfg.d_in {
             Ok(x.flatten_from(r - 2)?)
         } else {
             Ok(x.clone())

@@ -156,8 +156,9 @@ pub struct SaeConfig {
     pub exclude_special_tokens: Option<bool>,
     /// Where it was read from.
     pub format: Format,
-    /// The file's own metadata (SAELens's `metadata` object, or the whole foreign config), kept
-    /// so that saving writes it back.
+    /// SAELens's `metadata` object: the file's own, or for a Gemma Scope 2 / circuit-tracer
+    /// file the one SAELens's loaders build for it (model, hooks, `hf_hook_name`…); saving
+    /// writes it back.
     pub metadata: serde_json::Value,
 }
 

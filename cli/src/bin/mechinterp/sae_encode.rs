@@ -41,7 +41,10 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     let feature_acts = sae.encode(&acts)?;
     let output = sae.forward(&acts)?;
     let mut t = HashMap::new();
-    t.insert("feature_acts".to_string(), feature_acts.to_device(&Device::Cpu)?);
+    t.insert(
+        "feature_acts".to_string(),
+        feature_acts.to_device(&Device::Cpu)?,
+    );
     t.insert("output".to_string(), output.to_device(&Device::Cpu)?);
     candle_core::safetensors::save(&t, &args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
