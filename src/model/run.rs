@@ -21,6 +21,7 @@ pub(crate) struct Run<'a> {
     n_kv_heads: usize,
     check_finite: bool,
     offset: usize,
+    stop_after: Option<usize>,
 }
 
 impl<'a> Run<'a> {
@@ -39,12 +40,23 @@ impl<'a> Run<'a> {
             n_kv_heads,
             check_finite: false,
             offset: 0,
+            stop_after: None,
         }
     }
 
     /// The slot of this pass's first position (the cached slots, when continuing a KV cache).
     pub(crate) fn set_offset(&mut self, offset: usize) {
         self.offset = offset;
+    }
+
+    /// Ends the pass after this layer's block: no later block, final norm or logits run.
+    pub(crate) fn set_stop_after(&mut self, layer: usize) {
+        self.stop_after = Some(layer);
+    }
+
+    /// The last layer this pass runs, if it stops early.
+    pub(crate) fn stop_after(&self) -> Option<usize> {
+        self.stop_after
     }
 
     pub(crate) fn hook(
