@@ -192,7 +192,11 @@ def main():
     os.makedirs(args.out, exist_ok=True)
     for lang, parts in sorted(out.items()):
         train_set = set(parts["train"])
+        before = len(parts["heldout"])
         parts["heldout"] = [d for d in parts["heldout"] if d not in train_set]
+        if before != len(parts["heldout"]):
+            print(f"{lang}: {before - len(parts['heldout'])} held-out documents also in training,"
+                  " dropped")
         for split in ("train", "heldout"):
             kept, size = [], 0
             for d in parts[split]:

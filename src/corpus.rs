@@ -247,7 +247,10 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
         Error::io(
-            format!("reading corpus file {} (it must be UTF-8 text)", path.display()),
+            format!(
+                "reading corpus file {} (it must be UTF-8 text)",
+                path.display()
+            ),
             e,
         )
     })
@@ -409,7 +412,10 @@ mod tests {
         let e = parse_jsonl("{\"text\": \"ok\"}\n{oops\n", p)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("my/data.jsonl line 2") && e.contains("not JSON"), "{e}");
+        assert!(
+            e.contains("my/data.jsonl line 2") && e.contains("not JSON"),
+            "{e}"
+        );
         let e = parse_jsonl("{\"a\": \"x\", \"b\": \"y\"}\n", p)
             .unwrap_err()
             .to_string();

@@ -25,10 +25,18 @@ fn shipped_corpus_has_every_language_in_both_splits() {
                 (lo..=hi).contains(&bytes),
                 "{lang} {split:?}: {bytes} bytes"
             );
-            assert!(part.len() >= 50, "{lang} {split:?}: {} documents", part.len());
+            assert!(
+                part.len() >= 50,
+                "{lang} {split:?}: {} documents",
+                part.len()
+            );
         }
         for d in c.docs() {
-            assert!(!d.text.is_empty() && !d.text.contains(['\t', '\n']), "{:?}", d.text);
+            assert!(
+                !d.text.is_empty() && !d.text.contains(['\t', '\n']),
+                "{:?}",
+                d.text
+            );
         }
     }
 }
@@ -39,9 +47,17 @@ fn shipped_held_out_is_disjoint_from_training() {
     let held = Corpus::shipped(Split::HeldOut).unwrap();
     let seen: HashSet<&str> = train.texts().collect();
     let shared: Vec<&str> = held.texts().filter(|t| seen.contains(t)).collect();
-    assert!(shared.is_empty(), "{} shared documents: {:?}", shared.len(), &shared[..1]);
+    assert!(
+        shared.is_empty(),
+        "{} shared documents: {:?}",
+        shared.len(),
+        &shared[..1]
+    );
     let total = train.total_bytes() + held.total_bytes();
-    assert!((1_500_000..=5_000_000).contains(&total), "{total} bytes in all");
+    assert!(
+        (1_500_000..=5_000_000).contains(&total),
+        "{total} bytes in all"
+    );
     // The loader reads the shipped files the same way as a user's folder (untagged).
     let folder = Corpus::from_path(repo().join("data/corpus")).unwrap();
     assert_eq!(folder.len(), train.len() + held.len());
@@ -64,7 +80,11 @@ fn shuffling_is_seeded_and_keeps_every_document() {
 fn from_path_reads_tsv_jsonl_and_folders() {
     let dir = tempfile::tempdir().unwrap();
     let tsv = dir.path().join("pairs.tsv");
-    std::fs::write(&tsv, "The cat sleeps.\tLe chat dort.\n\nIt rains.\tIl pleut.\n").unwrap();
+    std::fs::write(
+        &tsv,
+        "The cat sleeps.\tLe chat dort.\n\nIt rains.\tIl pleut.\n",
+    )
+    .unwrap();
     let c = Corpus::from_path(&tsv).unwrap();
     assert_eq!(
         c.texts().collect::<Vec<_>>(),
@@ -106,7 +126,11 @@ fn from_path_errors_name_the_path() {
     assert!(e.contains("blank.txt"), "{e}");
 
     let bad = dir.path().join("broken.jsonl");
-    std::fs::write(&bad, "{\"text\": \"fine\"}\n{\"text\": \"fine\"}\n{\"text\": \n").unwrap();
+    std::fs::write(
+        &bad,
+        "{\"text\": \"fine\"}\n{\"text\": \"fine\"}\n{\"text\": \n",
+    )
+    .unwrap();
     let e = Corpus::from_path(&bad).unwrap_err().to_string();
     assert!(e.contains("broken.jsonl line 3"), "{e}");
 
