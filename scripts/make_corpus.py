@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds data/corpus/ (the default SAE training corpus) from Universal Dependencies treebanks.
 
-Usage: make_corpus.py [--out data/corpus] [--cap-bytes 600000] TREEBANK...
+Usage: make_corpus.py [--out data/corpus] [--cap-bytes 300000] [--train-bio GITDIR COMMIT PATH] TREEBANK...
 
 Each TREEBANK is a clone of a UD repository (a bare git dir, read at HEAD, or a checkout),
 named UD_<Language>-<Name>. The rule, also stated in data/corpus/README.md:
@@ -124,7 +124,7 @@ def split_of(name, has_train):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="data/corpus")
-    ap.add_argument("--cap-bytes", type=int, default=600_000)
+    ap.add_argument("--cap-bytes", type=int, default=300_000)
     ap.add_argument("--train-bio", nargs=3, action="append", default=[],
                     metavar=("GITDIR", "COMMIT", "PATH"))
     ap.add_argument("treebanks", nargs="+")
