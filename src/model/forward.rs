@@ -108,6 +108,14 @@ impl HookedTransformer {
         let (_, s, _) = entry.resid.dims3()?;
         let tables = LayerTables::new(&self.cfg, s, entry.kv.as_deref(), &self.device)?;
         let resid = self.run_blocks(entry, &tables, s, run)?;
+        if run.stop_after().is_some() {
+            let b = resid.dim(0)?;
+            return Ok(Tensor::zeros(
+                (b, 0, self.cfg.d_vocab),
+                DType::F32,
+                &self.device,
+            )?);
+        }
         self.final_logits(&resid, s, logits, run)
     }
 
@@ -216,6 +224,9 @@ impl HookedTransformer {
                 resid = Tensor::cat(&[&resid, &joining], 0)?;
             }
             resid = self.block(l, blk, resid, rope, mask, kv.as_deref_mut(), run)?;
+            if run.stop_after() == Some(l) {
+                break;
+            }
         }
         if let Some(kv) = kv {
             kv.advance(s);

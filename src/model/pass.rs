@@ -40,6 +40,7 @@ pub struct Pass<'a> {
     sets: Vec<&'a Hooks>,
     hooks: Vec<(HookPoint, HookRef<'a>)>,
     cache: Option<&'a dyn Fn(&str) -> bool>,
+    stop_after: Option<usize>,
 }
 
 /// What a [`Pass`] returns.
@@ -88,6 +89,7 @@ impl<'a> Pass<'a> {
             sets: Vec::new(),
             hooks: Vec::new(),
             cache: None,
+            stop_after: None,
         }
     }
 
@@ -144,6 +146,14 @@ impl<'a> Pass<'a> {
         self
     }
 
+    /// Stops after `layer`'s block: later blocks, the final norm and the unembedding do not run
+    /// and the logits are [b, 0, v]. Collecting activations at layer 6 of 18 then costs a third
+    /// of a forward pass (SAE training does this).
+    pub fn stop_after(mut self, layer: usize) -> Self {
+        self.stop_after = Some(layer);
+        self
+    }
+
     /// Runs the pass.
     pub fn run(self) -> Result<PassOutput> {
         let mut run = self.model.new_run()?;
@@ -163,6 +173,16 @@ impl<'a> Pass<'a> {
         }
         if let Some(filter) = self.cache {
             run.cache_when(filter);
+        }
+        if let Some(l) = self.stop_after {
+            let n = self.model.cfg().n_layers;
+            if l >= n {
+                return Err(crate::error::Error::Invalid(format!(
+                    "stop_after({l}): the model has {n} layers (0..={})",
+                    n - 1
+                )));
+            }
+            run.set_stop_after(l);
         }
         let logits = self.model.forward_inner(self.start, &mut run, self.rows)?;
         Ok(PassOutput {
