@@ -151,9 +151,9 @@ impl Sae {
                 }
             }
         }
-        if a.is_transcoder() && cfg.apply_b_dec_to_input {
+        if a.is_transcoder() && cfg.apply_b_dec_to_input && d_in != d_out {
             return Err(Error::Invalid(format!(
-                "a `{}` cannot apply b_dec to its input (b_dec has width d_out; SAELens refuses it too)",
+                "a `{}` with d_in {d_in} ≠ d_out {d_out} cannot apply b_dec (width d_out) to its input; set apply_b_dec_to_input to false, as SAELens requires of transcoders",
                 a.saelens_name()
             )));
         }

@@ -148,6 +148,12 @@ impl Sae {
     /// Refuses what SAELens would run differently.
     fn check_saveable(&self) -> Result<()> {
         let c = self.cfg();
+        if c.architecture.is_transcoder() && c.apply_b_dec_to_input {
+            return Err(Error::Invalid(format!(
+                "this `{}` applies b_dec to its input, which SAELens refuses for transcoders (TranscoderConfig raises on load): a SAELens folder cannot hold it",
+                c.architecture.saelens_name()
+            )));
+        }
         if c.jumprelu_without_relu() && c.architecture.has_threshold() {
             let th = self.weights().threshold.as_ref();
             if let Some(th) = th {
