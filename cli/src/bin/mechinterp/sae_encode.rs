@@ -25,7 +25,7 @@ pub struct EncodeArgs {
 }
 
 /// Encodes and writes the file.
-pub fn run(args: EncodeArgs) -> Result<()> {
+pub fn run(args: EncodeArgs, out: &mut impl std::io::Write) -> Result<()> {
     let device = LoadOptions::from_env()?.device;
     let sae = Sae::load(&args.sae)?.to_device(&device)?;
     let acts = read_acts(&args.acts)?.to_device(&device)?;
@@ -48,7 +48,8 @@ pub fn run(args: EncodeArgs) -> Result<()> {
     t.insert("output".to_string(), output.to_device(&Device::Cpu)?);
     candle_core::safetensors::save(&t, &args.out)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!(
+    writeln!(
+        out,
         "{}: {} rows → feature_acts [{}, {}], output [{}, {}]",
         args.out.display(),
         acts.dim(0)?,
@@ -56,7 +57,7 @@ pub fn run(args: EncodeArgs) -> Result<()> {
         sae.d_sae(),
         acts.dim(0)?,
         sae.d_out()
-    );
+    )?;
     Ok(())
 }
 

@@ -15,8 +15,12 @@ pub struct InfoArgs {
 }
 
 /// Prints the config as read (JSON), with the log feature sparsity's summary when present.
-pub fn run(args: InfoArgs) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(&describe(&args.dir)?)?);
+pub fn run(args: InfoArgs, out: &mut impl std::io::Write) -> Result<()> {
+    writeln!(
+        out,
+        "{}",
+        serde_json::to_string_pretty(&describe(&args.dir)?)?
+    )?;
     Ok(())
 }
 
