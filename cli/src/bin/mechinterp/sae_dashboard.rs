@@ -1,0 +1,152 @@
+//! `mechinterp sae dashboard`: feature dashboards for some latents of an SAE, from a pass over
+//! a corpus, written as one offline HTML page (`DIR/dashboard.html`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use mechinterp::report::dashboard_html::write_dashboard_page;
+use mechinterp::sae::dashboard::{dashboard, DashboardOptions};
+use mechinterp::sae::Sae;
+
+use mechinterp_cli::args::ModelArgs;
+
+/// Arguments of `sae dashboard`.
+#[derive(clap::Args)]
+pub struct DashboardArgs {
+    /// The SAE's folder (SAELens, Gemma Scope 2 or circuit-tracer files).
+    #[arg(long)]
+    sae: PathBuf,
+    /// The latents to show, comma-separated (e.g. 12,40).
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+    features: Vec<usize>,
+    /// The text to read: a .txt file (one text per non-empty line), a .tsv file (every
+    /// column a text), a .jsonl file (each line's "text"), or a folder of them.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Read at most this many tokens (BOS not counted).
+    #[arg(long, default_value_t = 50_000)]
+    tokens: usize,
+    /// Top activating contexts per latent.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Tokens shown on each side of a context's maximum.
+    #[arg(long, default_value_t = 8)]
+    window: usize,
+    /// Boosted and suppressed output tokens per latent.
+    #[arg(long, default_value_t = 10)]
+    logits: usize,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The folder to write dashboard.html into (created if needed).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Loads the model and SAE, reads the corpus, and writes the page.
+pub fn run(a: DashboardArgs, out: &mut impl Write) -> Result<()> {
+    let texts = match &a.corpus {
+        Some(p) => read_texts(p)?,
+        None => bail!(
+            "give the text to read with --corpus PATH (a .txt, .tsv or .jsonl file, or a folder of them)"
+        ),
+    };
+    let model = a.model.load()?;
+    let sae = Sae::load(&a.sae).with_context(|| format!("loading the SAE in {}", a.sae.display()))?;
+    let opts = DashboardOptions {
+        n_top: a.top,
+        window: a.window,
+        n_logits: a.logits,
+        max_tokens: Some(a.tokens),
+        ..DashboardOptions::default()
+    };
+    let d = dashboard(&model, &sae, &a.features, &texts, &opts)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let page = a.out.join("dashboard.html");
+    let title = format!(
+        "SAE {} at {}: latents {}",
+        a.sae.display(),
+        sae.hook_name(),
+        a.features
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    write_dashboard_page(&d, &title, &page)?;
+    for x in &d.dashboards {
+        writeln!(
+            out,
+            "latent {:>6}: density {:.4}%, max {:.3}, top token {:?}",
+            x.latent,
+            x.density * 100.0,
+            x.max_act,
+            x.boosted.first().map(|e| e.token.as_str()).unwrap_or("-")
+        )?;
+    }
+    writeln!(
+        out,
+        "read {} tokens from {} texts; wrote {}",
+        d.n_tokens,
+        d.n_texts,
+        page.display()
+    )?;
+    Ok(())
+}
+
+/// The texts of a file or of every .txt, .tsv and .jsonl file in a folder (sorted by name).
+fn read_texts(p: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    if p.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+            .with_context(|| format!("reading the corpus folder {}", p.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|f| {
+                f.extension()
+                    .is_some_and(|x| x == "txt" || x == "tsv" || x == "jsonl")
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            out.extend(read_file(&f)?);
+        }
+    } else {
+        out = read_file(p)?;
+    }
+    if out.is_empty() {
+        bail!(
+            "the corpus {} holds no text (.txt, .tsv or .jsonl, non-empty lines)",
+            p.display()
+        );
+    }
+    Ok(out)
+}
+
+fn read_file(p: &Path) -> Result<Vec<String>> {
+    let s = std::fs::read_to_string(p)
+        .with_context(|| format!("reading the corpus file {}", p.display()))?;
+    let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+    let lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
+    Ok(match ext {
+        "tsv" => lines
+            .flat_map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>())
+            .filter(|t| !t.trim().is_empty())
+            .collect(),
+        "jsonl" => lines
+            .enumerate()
+            .map(|(i, l)| {
+                let v: serde_json::Value = serde_json::from_str(l)
+                    .with_context(|| format!("{} line {}: not JSON", p.display(), i + 1))?;
+                match v.get("text").and_then(|t| t.as_str()) {
+                    Some(t) => Ok(t.to_string()),
+                    None => bail!(
+                        "{} line {}: no string field \"text\"",
+                        p.display(),
+                        i + 1
+                    ),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?,
+        _ => lines.map(str::to_string).collect(),
+    })
+}
