@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
-use super::{append_overlay, draw_err, esc, fmt_value, Figure};
+use super::{append_overlay, draw_err, esc, fmt_tick, fmt_value, Figure};
 use crate::error::Result;
 use crate::sae::dashboard::{Dashboard, Dashboards, Histogram, TokenEffect, TopContext};
 
@@ -49,7 +49,12 @@ impl Histogram {
             let root = SVGBackend::with_string(&mut svg, HIST_SIZE).into_drawing_area();
             root.fill(&WHITE).map_err(draw_err)?;
             let (lo, hi) = match (self.edges.first(), self.edges.last()) {
-                (Some(&a), Some(&b)) if b > a => (a as f64, b as f64),
+                // One distinct value: a range around it, so the ticks say where it is.
+                (Some(&a), Some(&b)) if ((b - a) as f64) < 1e-2 * (a as f64).abs().max(1e-3) => {
+                    let pad = 0.1 * (a as f64).abs().max(1e-2);
+                    (a as f64 - pad, b as f64 + pad)
+                }
+                (Some(&a), Some(&b)) => (a as f64, b as f64),
                 _ => (0.0, 1.0),
             };
             let top = self.counts.iter().copied().max().unwrap_or(0).max(1) as f64 * 1.08;
@@ -68,8 +73,15 @@ impl Histogram {
                 .label_style(("sans-serif", 11))
                 .x_labels(5)
                 .y_labels(4)
-                .x_label_formatter(&|v| super::fmt_tick(*v as f32))
-                .y_label_formatter(&|v| format!("{}", v.round() as i64))
+                .x_label_formatter(&|v| fmt_tick(*v as f32))
+                // Counts are whole: a tick between two integers would repeat a label.
+                .y_label_formatter(&|v| {
+                    if (v - v.round()).abs() < 1e-6 {
+                        format!("{}", v.round() as i64)
+                    } else {
+                        String::new()
+                    }
+                })
                 .light_line_style(TRANSPARENT)
                 .draw()
                 .map_err(draw_err)?;
@@ -116,8 +128,8 @@ impl Dashboard {
             fmt_density(self.density),
             self.n_firing,
             self.n_tokens,
-            fmt_value(self.max_act),
-            fmt_value(self.mean_act)
+            fmt_tick(self.max_act),
+            fmt_tick(self.mean_act)
         );
         if self.n_firing == 0 {
             h.push_str("<p class=\"note\">It never fired on this corpus: no histogram.</p>");
@@ -162,11 +174,7 @@ impl Dashboards {
             self.n_texts
         );
         for d in &self.dashboards {
-            let _ = write!(
-                h,
-                "<a href=\"#mi-sae-latent-{0}\">latent {0}</a>",
-                d.latent
-            );
+            let _ = write!(h, "<a href=\"#mi-sae-latent-{0}\">latent {0}</a>", d.latent);
         }
         h.push_str("</div>");
         for d in &self.dashboards {
@@ -223,7 +231,7 @@ fn context_line(c: &TopContext, max_act: f32) -> String {
         "<div class=\"ctx\" data-position=\"{}\" data-text=\"{}\"><span class=\"v\">{}</span>",
         c.position,
         c.text,
-        fmt_value(c.act)
+        fmt_tick(c.act)
     );
     for (i, (t, &a)) in c.tokens.iter().zip(&c.acts).enumerate() {
         let alpha = if max_act > 0.0 && a > 0.0 {
@@ -252,10 +260,7 @@ fn context_line(c: &TopContext, max_act: f32) -> String {
 /// The boosted and suppressed output tokens side by side, each cell shaded by its size.
 fn logits_table(d: &Dashboard) -> String {
     if let Some(note) = &d.logits_note {
-        return format!(
-            "<h4>Output tokens</h4><p class=\"note\">{}</p>",
-            esc(note)
-        );
+        return format!("<h4>Output tokens</h4><p class=\"note\">{}</p>", esc(note));
     }
     let scale = d
         .boosted
@@ -275,7 +280,7 @@ fn logits_table(d: &Dashboard) -> String {
                 "<td class=\"tok\" style=\"background: rgba({rgb}, {a:.3})\" title=\"id {}\">{}</td><td class=\"val\">{}</td>",
                 e.id,
                 esc(&show_token(&e.token)),
-                fmt_value(e.value)
+                fmt_tick(e.value)
             )
         }
     };

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use candle_core::{DType, Tensor};
 
-use super::Sae;
+use super::{Architecture, Sae, SaeWeights};
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::{HookedTransformer, Matrix};
@@ -49,7 +49,7 @@ impl Default for DashboardOptions {
             n_logits: 10,
             n_bins: 40,
             context_len: 128,
-            batch_size: 16,
+            batch_size: 32,
             max_tokens: None,
             fold_final_norm: true,
         }
@@ -111,7 +111,8 @@ pub struct Dashboard {
     pub max_act: f32,
     /// Mean of the non-zero activations (0 when it never fired).
     pub mean_act: f32,
-    /// Top activating contexts, highest first (only where it fired).
+    /// Top activating contexts, highest first (only where it fired; a window repeated with
+    /// the same activation, as a corpus that repeats a sentence has, is kept once).
     pub top: Vec<TopContext>,
     /// Histogram of the non-zero activations.
     pub histogram: Histogram,
@@ -209,9 +210,10 @@ pub fn dashboard(
         latents.len(),
         sae.device(),
     )?;
+    let narrow = select_latents(sae, &idx)?;
     for batch in order.chunks(opts.batch_size) {
         let rows: Vec<&Chunk> = batch.iter().map(|&i| &chunks[i]).collect();
-        let acts = batch_acts(model, sae, point, &hook, &rows, &idx)?;
+        let acts = batch_acts(model, sae, narrow.as_ref(), point, &hook, &rows, &idx)?;
         for (chunk, a) in rows.iter().zip(&acts) {
             collect(chunk, a, first, opts, &mut accs);
         }
@@ -351,11 +353,43 @@ fn chunk_texts(
     Ok(chunks)
 }
 
+/// The SAE cut down to `idx`'s latents (in that order), whose activations are then the full
+/// SAE's at those latents, at a fraction of the cost; `None` for TopK, where a latent's
+/// activation depends on every other latent's.
+fn select_latents(sae: &Sae, idx: &Tensor) -> Result<Option<Sae>> {
+    if sae.cfg().architecture == Architecture::TopK {
+        return Ok(None);
+    }
+    let w = sae.weights();
+    let pick = |t: &Option<Tensor>| -> Result<Option<Tensor>> {
+        Ok(match t {
+            Some(t) => Some(t.index_select(idx, 0)?),
+            None => None,
+        })
+    };
+    let weights = SaeWeights {
+        w_enc: w.w_enc.index_select(idx, 1)?,
+        b_enc: pick(&w.b_enc)?,
+        w_dec: w.w_dec.index_select(idx, 0)?,
+        b_dec: w.b_dec.clone(),
+        threshold: pick(&w.threshold)?,
+        b_gate: pick(&w.b_gate)?,
+        r_mag: pick(&w.r_mag)?,
+        b_mag: pick(&w.b_mag)?,
+        w_skip: w.w_skip.clone(),
+    };
+    let mut cfg = sae.cfg().clone();
+    cfg.d_sae = idx.dim(0)?;
+    Ok(Some(Sae::new(cfg, weights)?))
+}
+
 /// The latents' activations [row][position][latent] for a batch of contexts (padded
-/// positions included; the caller reads only each row's real ones).
+/// positions included; the caller reads only each row's real ones), through `narrow` (the
+/// SAE cut down to the latents) where there is one.
 fn batch_acts(
     model: &HookedTransformer,
     sae: &Sae,
+    narrow: Option<&Sae>,
     point: HookPoint,
     hook: &str,
     rows: &[&Chunk],
@@ -388,7 +422,10 @@ fn batch_acts(
     }
     // Per-head hooks ([b, s, n, h]) are read flat, as SAELens's hook_z SAEs read them.
     let x = x.reshape((b, s, width))?.to_device(sae.device())?;
-    let acts = sae.encode(&x)?.index_select(idx, 2)?;
+    let acts = match narrow {
+        Some(n) => n.encode(&x)?,
+        None => sae.encode(&x)?.index_select(idx, 2)?,
+    };
     Ok(acts.to_dtype(DType::F32)?.to_vec3::<f32>()?)
 }
 
@@ -414,11 +451,20 @@ fn collect(
             }
             let lo = pos.saturating_sub(opts.window).max(first);
             let hi = (pos + opts.window + 1).min(len);
+            let ids = &chunk.ids[lo..hi];
+            // A corpus that repeats a sentence would fill the list with one context.
+            if acc
+                .top
+                .iter()
+                .any(|c| c.ids == ids && (c.act - a).abs() <= 1e-5 * a)
+            {
+                continue;
+            }
             let ctx = TopContext {
                 text: chunk.text,
                 position: chunk.offset + pos,
                 act: a,
-                ids: chunk.ids[lo..hi].to_vec(),
+                ids: ids.to_vec(),
                 tokens: Vec::new(),
                 acts: (lo..hi).map(|p| acts[p][j]).collect(),
                 centre: pos - lo,
@@ -510,7 +556,9 @@ pub fn logit_effects(
     }
     // The forward pass's own unembedding; a half-precision one is widened to f32.
     let logits = match model.unembed() {
-        Matrix::Dense(u) if u.dtype() != DType::F32 => dirs.matmul(&u.to_dtype(DType::F32)?.t()?)?,
+        Matrix::Dense(u) if u.dtype() != DType::F32 => {
+            dirs.matmul(&u.to_dtype(DType::F32)?.t()?)?
+        }
         u => u.linear(&dirs, None)?,
     };
     let logits = logits.broadcast_sub(&logits.mean_keepdim(1)?)?;
