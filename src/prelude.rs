@@ -2,6 +2,7 @@
 
 pub use crate::ablation::{ablate, Ablation, Component};
 pub use crate::cache::ActivationCache;
+pub use crate::corpus::{Corpus, Doc, Split};
 pub use crate::error::{Error, Result};
 pub use crate::fetch::{default_model_path, fetch_default_model, FetchOptions};
 pub use crate::hooks::{act_name, HookContext, HookPoint, Hooks, Intervention, SharedHook};
@@ -18,6 +19,9 @@ pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver
 pub use crate::plot::{
     attention_grid, attention_pattern, attention_view, attention_view_with, Annotation, BarChart,
     Colormap, Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
+};
+pub use crate::sae::{
+    Architecture as SaeArchitecture, FeatureEdit, Sae, SaeConfig, SaeHook, SpliceOptions,
 };
 pub use crate::table::{Axis, Table};
 pub use crate::tokenizer::Tokenizer;

@@ -5,6 +5,8 @@
 pub mod autoencoder;
 pub mod config;
 pub mod dashboard;
+pub mod splice;
 
 pub use autoencoder::{Sae, SaeHook, SaeWeights};
 pub use config::{Architecture, Format, Normalization, SaeConfig};
+pub use splice::{FeatureEdit, SpliceOptions};

@@ -15,6 +15,7 @@ mod batches;
 mod calibration;
 mod checkpoints;
 mod cli;
+mod corpus;
 mod fetch;
 mod generate;
 mod hooks;
@@ -32,6 +33,7 @@ mod weights;
 // main engineer's modules below
 mod grads;
 mod path_patching;
+mod sae_splice;
 mod steering;
 mod tl_hooks;
 mod view;
