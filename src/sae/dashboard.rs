@@ -152,13 +152,13 @@ impl Dashboards {
 }
 
 impl Sae {
-    /// Dashboards for `latents` over `texts`, with [`DashboardOptions::default`]; see
-    /// [`dashboard`].
+    /// Dashboards for `latents` over `texts` (a slice of strings, or `corpus.texts()`), with
+    /// [`DashboardOptions::default`]; see [`dashboard`].
     pub fn dashboard(
         &self,
         model: &HookedTransformer,
         latents: &[usize],
-        texts: &[impl AsRef<str>],
+        texts: impl IntoIterator<Item = impl AsRef<str>>,
     ) -> Result<Dashboards> {
         dashboard(model, self, latents, texts, &DashboardOptions::default())
     }
@@ -179,26 +179,33 @@ struct Acc {
     top: Vec<TopContext>,
 }
 
-/// Dashboards for `latents` of `sae` over `texts` on `model`.
+/// Dashboards for `latents` of `sae` over `texts` on `model`: texts are read in order until
+/// [`DashboardOptions::max_tokens`], so a capped pass over a corpus sorted by language sees
+/// only its first languages (shuffle it first).
 pub fn dashboard(
     model: &HookedTransformer,
     sae: &Sae,
     latents: &[usize],
-    texts: &[impl AsRef<str>],
+    texts: impl IntoIterator<Item = impl AsRef<str>>,
     opts: &DashboardOptions,
 ) -> Result<Dashboards> {
-    check_request(sae, latents, texts.len(), opts)?;
+    check_request(sae, latents, opts)?;
     let n_layers = model.cfg().n_layers;
     let hook = sae.hook_name().to_string();
     let point = HookPoint::parse_for(&hook, n_layers)?;
     model.check_hook_point(point)?;
     let first = usize::from(model.prepend_bos());
-    let chunks = chunk_texts(model, texts, opts, first)?;
+    let (chunks, n_texts) = chunk_texts(model, texts, opts, first)?;
+    if n_texts == 0 {
+        return Err(Error::Invalid(
+            "dashboards need texts to find where the latents fire; the corpus given is empty"
+                .into(),
+        ));
+    }
     let n_tokens: usize = chunks.iter().map(|c| c.ids.len() - first).sum();
     if n_tokens == 0 {
         return Err(Error::Invalid(format!(
-            "the {} texts given for the dashboards hold no tokens besides BOS; pass some text",
-            texts.len()
+            "the {n_texts} texts given for the dashboards hold no tokens besides BOS; pass some text"
         )));
     }
     let mut accs: Vec<Acc> = latents.iter().map(|_| Acc::default()).collect();
@@ -259,20 +266,15 @@ pub fn dashboard(
         hook_name: hook,
         architecture: sae.cfg().architecture.saelens_name().to_string(),
         d_sae: sae.d_sae(),
-        n_texts: texts.len(),
+        n_texts,
         n_tokens,
         logits_rule,
         dashboards,
     })
 }
 
-/// Refuses latents out of range or repeated, no texts, and options that cannot work.
-fn check_request(
-    sae: &Sae,
-    latents: &[usize],
-    n_texts: usize,
-    opts: &DashboardOptions,
-) -> Result<()> {
+/// Refuses latents out of range or repeated, and options that cannot work.
+fn check_request(sae: &Sae, latents: &[usize], opts: &DashboardOptions) -> Result<()> {
     if latents.is_empty() {
         return Err(Error::Invalid(
             "dashboards need at least one latent; name some, e.g. &[12, 40]".into(),
@@ -291,12 +293,6 @@ fn check_request(
         return Err(Error::Invalid(format!(
             "latent {l} is asked for twice; name each latent once"
         )));
-    }
-    if n_texts == 0 {
-        return Err(Error::Invalid(
-            "dashboards need texts to find where the latents fire; the corpus given is empty"
-                .into(),
-        ));
     }
     let bad = |what: &str, v: usize, min: usize| {
         Err(Error::Invalid(format!(
@@ -319,20 +315,23 @@ fn check_request(
 }
 
 /// Tokenises the texts into contexts of at most `context_len` tokens, each with BOS first
-/// where the model prepends it, stopping at `max_tokens` tokens besides BOS.
+/// where the model prepends it, stopping at `max_tokens` tokens besides BOS; and how many
+/// texts were read.
 fn chunk_texts(
     model: &HookedTransformer,
-    texts: &[impl AsRef<str>],
+    texts: impl IntoIterator<Item = impl AsRef<str>>,
     opts: &DashboardOptions,
     first: usize,
-) -> Result<Vec<Chunk>> {
+) -> Result<(Vec<Chunk>, usize)> {
     let body_len = opts.context_len - first;
     let mut budget = opts.max_tokens.unwrap_or(usize::MAX);
     let mut chunks = Vec::new();
-    for (text, t) in texts.iter().enumerate() {
+    let mut n_texts = 0;
+    for (text, t) in texts.into_iter().enumerate() {
         if budget == 0 {
             break;
         }
+        n_texts += 1;
         let ids = model.encode(t.as_ref())?;
         let (head, body) = ids.split_at(first.min(ids.len()));
         for (k, piece) in body.chunks(body_len).enumerate() {
@@ -350,7 +349,7 @@ fn chunk_texts(
             });
         }
     }
-    Ok(chunks)
+    Ok((chunks, n_texts))
 }
 
 /// The SAE cut down to `idx`'s latents (in that order), whose activations are then the full

@@ -222,6 +222,27 @@ fn a_topk_sae_is_read_through_its_whole_encoder() {
 }
 
 #[test]
+fn sae_dashboard_reads_a_corpus_as_the_function_does() {
+    use mechinterp::corpus::{Corpus, Doc};
+    let model = crate::common::gemma();
+    let sae = sae();
+    let texts: Vec<String> = texts().into_iter().take(6).collect();
+    let corpus = Corpus::new(
+        texts
+            .iter()
+            .map(|t| Doc {
+                lang: None,
+                text: t.clone(),
+            })
+            .collect(),
+    );
+    let a = sae.dashboard(model, &[1, 5], corpus.texts()).unwrap();
+    let b = dashboard(model, &sae, &[1, 5], &texts, &DashboardOptions::default()).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.n_texts, 6);
+}
+
+#[test]
 fn long_texts_are_cut_into_contexts_that_each_start_with_bos() {
     let model = crate::common::gemma();
     let opts = DashboardOptions {
@@ -370,14 +391,14 @@ fn bad_requests_are_refused_by_name() {
     let sae = sae();
     let texts = ["Hello world."];
     let opts = DashboardOptions::default();
-    let e = dashboard(model, &sae, &[D_SAE], &texts, &opts)
+    let e = dashboard(model, &sae, &[D_SAE], texts, &opts)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains(&format!("latent {D_SAE}")) && e.contains("48 latents"),
         "{e}"
     );
-    let e = dashboard(model, &sae, &[3, 3], &texts, &opts)
+    let e = dashboard(model, &sae, &[3, 3], texts, &opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("latent 3") && e.contains("twice"), "{e}");
@@ -385,7 +406,7 @@ fn bad_requests_are_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("empty"), "{e}");
-    let e = dashboard(model, &sae, &[], &texts, &opts)
+    let e = dashboard(model, &sae, &[], texts, &opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("at least one latent"), "{e}");
@@ -408,11 +429,11 @@ fn bad_requests_are_refused_by_name() {
         w_skip: None,
     };
     let narrow = Sae::new(cfg.clone(), w.clone()).unwrap();
-    let e = dashboard(model, &narrow, &[0], &texts, &opts)
+    let e = dashboard(model, &narrow, &[0], texts, &opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("d_in = 64") && e.contains(HOOK), "{e}");
     cfg.hook_name = "blocks.60.hook_resid_post".into();
     let far = Sae::new(cfg, w).unwrap();
-    assert!(dashboard(model, &far, &[0], &texts, &opts).is_err());
+    assert!(dashboard(model, &far, &[0], texts, &opts).is_err());
 }

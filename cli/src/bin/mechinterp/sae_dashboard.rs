@@ -2,9 +2,10 @@
 //! a corpus, written as one offline HTML page (`DIR/dashboard.html`).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use mechinterp::corpus::{Corpus, Split};
 use mechinterp::report::dashboard_html::write_dashboard_page;
 use mechinterp::sae::dashboard::{dashboard, DashboardOptions};
 use mechinterp::sae::Sae;
@@ -20,8 +21,9 @@ pub struct DashboardArgs {
     /// The latents to show, comma-separated (e.g. 12,40).
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     features: Vec<usize>,
-    /// The text to read: a .txt file (one text per non-empty line), a .tsv file (every
-    /// column a text), a .jsonl file (each line's "text"), or a folder of them.
+    /// The text to read, in order: a .txt file (one text per non-empty line), a .tsv file
+    /// (every cell a text), a .jsonl file (each line's "text"), or a folder of them. Without
+    /// it, the shipped corpus's held-out text (7 languages), shuffled with a fixed seed.
     #[arg(long)]
     corpus: Option<PathBuf>,
     /// Read at most this many tokens (BOS not counted); 20 000 take about a minute on two
@@ -46,11 +48,10 @@ pub struct DashboardArgs {
 
 /// Loads the model and SAE, reads the corpus, and writes the page.
 pub fn run(a: DashboardArgs, out: &mut impl Write) -> Result<()> {
-    let texts = match &a.corpus {
-        Some(p) => read_texts(p)?,
-        None => bail!(
-            "give the text to read with --corpus PATH (a .txt, .tsv or .jsonl file, or a folder of them)"
-        ),
+    let corpus = match &a.corpus {
+        Some(p) => Corpus::from_path(p)?,
+        // Shuffled so that a token budget samples every language, not the first ones.
+        None => Corpus::shipped(Split::HeldOut)?.shuffled(0),
     };
     let model = a.model.load()?;
     let sae =
@@ -62,7 +63,7 @@ pub fn run(a: DashboardArgs, out: &mut impl Write) -> Result<()> {
         max_tokens: Some(a.tokens),
         ..DashboardOptions::default()
     };
-    let d = dashboard(&model, &sae, &a.features, &texts, &opts)?;
+    let d = dashboard(&model, &sae, &a.features, corpus.texts(), &opts)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let page = a.out.join("dashboard.html");
     let title = format!(
@@ -94,57 +95,4 @@ pub fn run(a: DashboardArgs, out: &mut impl Write) -> Result<()> {
         page.display()
     )?;
     Ok(())
-}
-
-/// The texts of a file or of every .txt, .tsv and .jsonl file in a folder (sorted by name).
-fn read_texts(p: &Path) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    if p.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(p)
-            .with_context(|| format!("reading the corpus folder {}", p.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|f| {
-                f.extension()
-                    .is_some_and(|x| x == "txt" || x == "tsv" || x == "jsonl")
-            })
-            .collect();
-        files.sort();
-        for f in files {
-            out.extend(read_file(&f)?);
-        }
-    } else {
-        out = read_file(p)?;
-    }
-    if out.is_empty() {
-        bail!(
-            "the corpus {} holds no text (.txt, .tsv or .jsonl, non-empty lines)",
-            p.display()
-        );
-    }
-    Ok(out)
-}
-
-fn read_file(p: &Path) -> Result<Vec<String>> {
-    let s = std::fs::read_to_string(p)
-        .with_context(|| format!("reading the corpus file {}", p.display()))?;
-    let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
-    let lines = s.lines().map(str::trim).filter(|l| !l.is_empty());
-    Ok(match ext {
-        "tsv" => lines
-            .flat_map(|l| l.split('\t').map(str::to_string).collect::<Vec<_>>())
-            .filter(|t| !t.trim().is_empty())
-            .collect(),
-        "jsonl" => lines
-            .enumerate()
-            .map(|(i, l)| {
-                let v: serde_json::Value = serde_json::from_str(l)
-                    .with_context(|| format!("{} line {}: not JSON", p.display(), i + 1))?;
-                match v.get("text").and_then(|t| t.as_str()) {
-                    Some(t) => Ok(t.to_string()),
-                    None => bail!("{} line {}: no string field \"text\"", p.display(), i + 1),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?,
-        _ => lines.map(str::to_string).collect(),
-    })
 }
