@@ -365,6 +365,20 @@ fn the_page_is_offline_html_with_well_formed_svg() {
     for bad in ["<script", "<link", "@import", "url(", " src="] {
         assert!(!page.contains(bad), "the page contains `{bad}`");
     }
+    // The page (and so the fragment the notebook shows) is even well-formed XML.
+    let doc = roxmltree::Document::parse_with_options(
+        &page,
+        roxmltree::ParsingOptions {
+            allow_dtd: true,
+            ..Default::default()
+        },
+    )
+    .expect("the page parses as XML");
+    let cards = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("section") && n.attribute("class") == Some("latent"))
+        .count();
+    assert_eq!(cards, LATENTS.len());
     let fired = d.dashboards.iter().filter(|x| x.n_firing > 0).count();
     assert_eq!(page.matches("<svg").count(), fired);
     // Each histogram is well-formed SVG whose bins carry their counts on hover.
