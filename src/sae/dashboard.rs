@@ -111,8 +111,9 @@ pub struct Dashboard {
     pub max_act: f32,
     /// Mean of the non-zero activations (0 when it never fired).
     pub mean_act: f32,
-    /// Top activating contexts, highest first (only where it fired; a window repeated with
-    /// the same activation, as a corpus that repeats a sentence has, is kept once).
+    /// Top activating contexts, highest first (only where it fired; the same tokens up to
+    /// the maximum with the same activation, as a corpus that repeats a sentence has, are
+    /// kept once).
     pub top: Vec<TopContext>,
     /// Histogram of the non-zero activations.
     pub histogram: Histogram,
@@ -451,11 +452,14 @@ fn collect(
             let lo = pos.saturating_sub(opts.window).max(first);
             let hi = (pos + opts.window + 1).min(len);
             let ids = &chunk.ids[lo..hi];
-            // A corpus that repeats a sentence would fill the list with one context.
+            // The activation depends only on what precedes it: the same tokens up to the
+            // maximum with the same activation are one context (a corpus that repeats a
+            // sentence, or sentences that start alike, would otherwise fill the list).
+            let left = &chunk.ids[lo..=pos];
             if acc
                 .top
                 .iter()
-                .any(|c| c.ids == ids && (c.act - a).abs() <= 1e-5 * a)
+                .any(|c| c.ids[..=c.centre] == *left && (c.act - a).abs() <= 1e-5 * a)
             {
                 continue;
             }

@@ -136,14 +136,12 @@ fn top_contexts_histogram_and_density_match_a_direct_encode() {
         );
         let bins = if dash.n_firing > 0 { opts.n_bins } else { 0 };
         assert_eq!(dash.histogram.counts.len(), bins);
-        // The expected contexts: the largest activations, a window repeated with the same
-        // activation kept once.
+        // The expected contexts: the largest activations, the same tokens up to the maximum
+        // with the same activation kept once.
         let ids: Vec<Vec<u32>> = texts.iter().map(|t| model.encode(t).unwrap()).collect();
         let mut expected: Vec<(f32, Vec<u32>)> = Vec::new();
         for &(a, t, p) in all.iter().filter(|x| x.0 > 0.0) {
-            let win = ids[t]
-                [p.saturating_sub(opts.window).max(1)..(p + opts.window + 1).min(ids[t].len())]
-                .to_vec();
+            let win = ids[t][p.saturating_sub(opts.window).max(1)..=p].to_vec();
             if !expected
                 .iter()
                 .any(|(b, w)| *w == win && (a - b).abs() <= 1e-5 * a)
