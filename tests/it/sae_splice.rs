@@ -41,7 +41,7 @@ pub fn random_sae(
         k: None,
         rescale_acts_by_decoder_norm: false,
         normalize_activations: Normalization::None,
-        apply_b_dec_to_input: true,
+        apply_b_dec_to_input: !arch.is_transcoder(),
         model_name: None,
         context_size: None,
         exclude_special_tokens: None,
