@@ -39,8 +39,16 @@ pub struct DashboardArgs {
     /// Boosted and suppressed output tokens per latent.
     #[arg(long, default_value_t = 10)]
     logits: usize,
-    #[command(flatten)]
-    model: ModelArgs,
+    /// The model the SAE reads: `gemma3-270m` (the default model), `ollama:NAME[:TAG]`, a
+    /// .gguf file, a folder with config.json and safetensors, or a Hugging Face repo id.
+    #[arg(long, default_value = "gemma3-270m")]
+    model: String,
+    /// How to hold the model's weights (see `mechinterp run --help`).
+    #[arg(long, value_parser = ["f32", "bf16", "f16", "stream", "quantized"])]
+    weights: Option<String>,
+    /// Do not prepend BOS to texts.
+    #[arg(long)]
+    no_bos: bool,
     /// The folder to write dashboard.html into (created if needed).
     #[arg(long)]
     out: PathBuf,
@@ -53,9 +61,20 @@ pub fn run(a: DashboardArgs, out: &mut impl Write) -> Result<()> {
         // Shuffled so that a token budget samples every language, not the first ones.
         None => Corpus::shipped(Split::HeldOut)?.shuffled(0),
     };
-    let model = a.model.load()?;
-    let sae =
-        Sae::load(&a.sae).with_context(|| format!("loading the SAE in {}", a.sae.display()))?;
+    // The model's own `--sae` would splice the SAE in, and the pass would then read its
+    // reconstruction: here the SAE is only read, on the clean model.
+    let model = ModelArgs {
+        model: a.model.clone(),
+        weights: a.weights.clone(),
+        dtype: None,
+        no_bos: a.no_bos,
+        sae: Vec::new(),
+        sae_error_term: false,
+    }
+    .load()?;
+    let sae = Sae::load(&a.sae).with_context(|| format!("--sae {}", a.sae.display()))?;
+    sae.check_fits(&model)
+        .with_context(|| format!("--sae {}", a.sae.display()))?;
     let opts = DashboardOptions {
         n_top: a.top,
         window: a.window,
