@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 use crate::translation::{analyse_direction, DirectionResult, RunOptions};
 
+pub mod dashboard_html;
 mod json;
 mod markdown;
 

@@ -13,6 +13,7 @@ mod charts;
 mod colormap;
 mod display;
 mod heatmap;
+pub mod sae;
 mod viewer;
 
 use std::fmt::Write as _;

@@ -4,6 +4,7 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod dashboard;
 pub mod format;
 pub mod pretrained;
 pub mod save;

@@ -25,6 +25,7 @@ mod load_layering;
 mod local_stores;
 mod plots;
 mod reference;
+mod sae_dashboard;
 mod tokenizer;
 mod toolkit;
 mod translation;
