@@ -358,6 +358,19 @@ fn kind(v: &serde_json::Value) -> &'static str {
     }
 }
 
+/// `for text in &corpus` and `sae.dashboard(&model, &latents, &corpus)`: the documents' texts.
+impl<'a> IntoIterator for &'a Corpus {
+    type Item = &'a str;
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, Doc>, fn(&'a Doc) -> &'a str>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        fn text(d: &Doc) -> &str {
+            d.text.as_str()
+        }
+        self.docs.iter().map(text as fn(&'a Doc) -> &'a str)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ pub use crate::plot::{
     attention_grid, attention_pattern, attention_view, attention_view_with, Annotation, BarChart,
     Colormap, Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
 };
+pub use crate::sae::dashboard::{DashboardOptions, Dashboards};
 pub use crate::sae::{
     Architecture as SaeArchitecture, FeatureEdit, Sae, SaeConfig, SaeHook, SpliceOptions,
 };

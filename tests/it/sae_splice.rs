@@ -469,3 +469,40 @@ fn the_cli_splices_encodes_and_describes_a_saved_sae() {
         "{err}"
     );
 }
+
+#[test]
+fn the_cli_writes_a_dashboard_page_for_a_saved_sae() {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let host = "blocks.6.hook_resid_post";
+    let d = crate::common::gemma().cfg().d_model;
+    let sae = random_sae(Architecture::Standard, host, host, d, 32, 31);
+    let folder = dir.path().join("sae");
+    sae.save(&folder).unwrap();
+    let out = dir.path().join("page");
+    let o = Command::new(env!("CARGO_BIN_EXE_mechinterp"))
+        .args(["sae", "dashboard", "--sae"])
+        .arg(&folder)
+        .args(["--features", "0,7", "--tokens", "300", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("dashboard.html")).unwrap();
+    assert_eq!(html.matches("class=\"latent\"").count(), 2);
+    assert!(
+        !html.contains("http://")
+            || html.matches("http://").count()
+                == html.matches("http://www.w3.org/2000/svg").count()
+    );
+    assert!(!html.contains("https://"));
+    // The library call the issue writes, with a corpus.
+    let corpus = mechinterp::corpus::Corpus::shipped(mechinterp::corpus::Split::HeldOut)
+        .unwrap()
+        .shuffled(3);
+    let small = mechinterp::corpus::Corpus::new(corpus.docs()[..8].to_vec());
+    let dash = sae
+        .dashboard(crate::common::gemma(), &[0, 7], &small)
+        .unwrap();
+    assert!(dash.get(7).is_some());
+}

@@ -15,6 +15,7 @@ mod hooks;
 mod logit_lens;
 mod patch;
 mod run;
+mod sae_dashboard;
 mod sae_encode;
 mod sae_info;
 mod tokenize;
@@ -76,6 +77,8 @@ enum SaeCmd {
     Info(sae_info::InfoArgs),
     /// Encode activations from a safetensors file: writes `feature_acts` and `output`.
     Encode(sae_encode::EncodeArgs),
+    /// Feature dashboards for some latents, as one offline HTML page.
+    Dashboard(sae_dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ fn real_main() -> Result<()> {
         Cmd::Tokenize(a) => tokenize::run(a, out),
         Cmd::Sae(SaeCmd::Info(a)) => sae_info::run(a, out),
         Cmd::Sae(SaeCmd::Encode(a)) => sae_encode::run(a, out),
+        Cmd::Sae(SaeCmd::Dashboard(a)) => sae_dashboard::run(a, out),
         Cmd::Bench { args } => anyhow::bail!(
             "the benchmark is its own binary, not part of `mechinterp`: run `cargo run --release --bin mechinterp-bench -- {}` (see PERFORMANCE.md)",
             args.join(" ")
