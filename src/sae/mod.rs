@@ -4,6 +4,7 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod train;
 
 pub use autoencoder::{Sae, SaeHook, SaeWeights};
 pub use config::{Architecture, Format, Normalization, SaeConfig};
