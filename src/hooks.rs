@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 
@@ -364,6 +364,85 @@ pub struct HookContext {
     /// with a KV cache, the slots already cached (each step's hooks see only the new
     /// positions; rows of a batch are left-padded, see [`crate::model::KvCache::pad`]).
     pub offset: usize,
+    /// The sub-points of this hook point for this pass (see [`HookContext::sub`]).
+    pub(crate) subs: Option<Arc<SubPoints>>,
+}
+
+/// The hook sub-points a spliced module (an SAE) exposes under its host's name, as SAELens's
+/// `HookedSAETransformer` does: `blocks.6.hook_resid_post.hook_sae_acts_post` and so on.
+pub const SUB_POINT_SUFFIXES: [&str; 6] = [
+    "hook_sae_input",
+    "hook_sae_acts_pre",
+    "hook_sae_acts_post",
+    "hook_sae_recons",
+    "hook_sae_error",
+    "hook_sae_output",
+];
+
+/// The hooks registered at one hook point's sub-points for one pass, and what the pass caches
+/// there (filled while the host's hooks run, moved into the cache afterwards).
+pub(crate) struct SubPoints {
+    pub(crate) hooks: Vec<(SubTarget, SharedHook)>,
+    pub(crate) cache: Vec<String>,
+    pub(crate) recorded: Mutex<Vec<(String, Tensor)>>,
+}
+
+/// Which sub-points a hook runs at.
+#[derive(Clone)]
+pub(crate) enum SubTarget {
+    Suffix(&'static str),
+    Filter(NameFilter),
+}
+
+impl fmt::Debug for SubPoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubPoints")
+            .field("hooks", &self.hooks.len())
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl HookContext {
+    /// Runs the hooks registered at the sub-point `{this point}.{suffix}` on `x` (a spliced
+    /// module's internal activation, e.g. `hook_sae_acts_post`), caches it when the pass
+    /// caches that name, and returns it or the hooks' replacement.
+    pub fn sub(&self, suffix: &str, x: Tensor) -> Result<Tensor> {
+        let Some(subs) = &self.subs else {
+            return Ok(x);
+        };
+        let name = format!("{}.{suffix}", self.name);
+        let mut x = x;
+        let ctx = HookContext {
+            name: name.clone(),
+            subs: None,
+            ..self.clone()
+        };
+        for (target, f) in &subs.hooks {
+            let hit = match target {
+                SubTarget::Suffix(s) => *s == suffix,
+                SubTarget::Filter(keep) => keep(&name),
+            };
+            if !hit {
+                continue;
+            }
+            let y = f(&x, &ctx)?;
+            if y.dims() != x.dims() {
+                return Err(Error::HookShape {
+                    hook: name,
+                    expected: x.dims().to_vec(),
+                    got: y.dims().to_vec(),
+                });
+            }
+            x = y;
+        }
+        if subs.cache.iter().any(|n| *n == name) {
+            if let Ok(mut rec) = subs.recorded.lock() {
+                rec.push((name, x.clone()));
+            }
+        }
+        Ok(x)
+    }
 }
 
 /// A hook: reads the activation and returns it, or a replacement of the same shape. Shared, so
@@ -445,6 +524,15 @@ impl Intervention {
 pub(crate) enum Target {
     Point(HookPoint),
     Filter(NameFilter),
+    /// A sub-point of a hook point (`blocks.6.hook_resid_post.hook_sae_acts_post`).
+    Sub(HookPoint, &'static str),
+}
+
+/// Splits `blocks.6.hook_resid_post.hook_sae_acts_post` into its host point and sub-point.
+pub(crate) fn parse_sub_point(name: &str) -> Option<(HookPoint, &'static str)> {
+    let (host, suffix) = name.trim().rsplit_once('.')?;
+    let suffix = SUB_POINT_SUFFIXES.iter().find(|s| **s == suffix)?;
+    Some((host.parse().ok()?, suffix))
 }
 
 /// A set of hooks, in the order they were added, built by name with validation. Cloning is
@@ -476,6 +564,7 @@ impl std::fmt::Debug for Hooks {
             .map(|(t, _)| match t {
                 Target::Point(p) => p.name(),
                 Target::Filter(_) => "<name filter>".to_string(),
+                Target::Sub(p, s) => format!("{p}.{s}"),
             })
             .collect();
         f.debug_struct("Hooks").field("points", &names).finish()
@@ -489,11 +578,17 @@ impl Hooks {
     }
 
     /// Adds a hook at the named point that returns the activation or a same-shape replacement
-    /// (an unknown name is an error with suggestions).
-    pub fn add<F>(self, name: &str, f: F) -> Result<Self>
+    /// (an unknown name is an error with suggestions). A spliced SAE's sub-points
+    /// (`blocks.6.hook_resid_post.hook_sae_acts_post`, see [`SUB_POINT_SUFFIXES`]) are named
+    /// the same way; they fire only where an SAE is spliced.
+    pub fn add<F>(mut self, name: &str, f: F) -> Result<Self>
     where
         F: Fn(&Tensor, &HookContext) -> Result<Tensor> + Send + Sync + 'static,
     {
+        if let Some((p, suffix)) = parse_sub_point(name) {
+            self.entries.push((Target::Sub(p, suffix), Arc::new(f)));
+            return Ok(self);
+        }
         let p: HookPoint = name.parse()?;
         Ok(self.add_point(p, f))
     }
@@ -566,7 +661,7 @@ impl Hooks {
     /// The typed points named in this set (filters excluded).
     pub(crate) fn points(&self) -> impl Iterator<Item = HookPoint> + '_ {
         self.entries.iter().filter_map(|(t, _)| match t {
-            Target::Point(p) => Some(*p),
+            Target::Point(p) | Target::Sub(p, _) => Some(*p),
             Target::Filter(_) => None,
         })
     }

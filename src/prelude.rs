@@ -19,6 +19,9 @@ pub use crate::plot::{
     attention_grid, attention_pattern, attention_view, attention_view_with, Annotation, BarChart,
     Colormap, Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
 };
+pub use crate::sae::{
+    Architecture as SaeArchitecture, FeatureEdit, Sae, SaeConfig, SaeHook, SpliceOptions,
+};
 pub use crate::table::{Axis, Table};
 pub use crate::tokenizer::Tokenizer;
 pub use crate::translation::{

@@ -2,12 +2,15 @@
 //! checks made on the way (hook output shapes, optional finiteness).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
 
 use crate::cache::ActivationCache;
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint, Hooks, Target};
+use crate::hooks::{
+    HookContext, HookPoint, Hooks, SharedHook, SubPoints, SubTarget, Target, SUB_POINT_SUFFIXES,
+};
 
 /// A borrowed hook, as a run holds it.
 pub(crate) type HookRef<'a> = &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor>;
@@ -15,6 +18,10 @@ pub(crate) type HookRef<'a> = &'a dyn Fn(&Tensor, &HookContext) -> Result<Tensor
 /// The state of one forward pass: which hooks run where, and what is cached.
 pub(crate) struct Run<'a> {
     hooks: HashMap<HookPoint, Vec<HookRef<'a>>>,
+    /// Hooks at sub-points (an SAE's `hook_sae_*`), by host point, and name filters that may
+    /// match sub-point names.
+    sub_hooks: HashMap<HookPoint, Vec<(SubTarget, SharedHook)>>,
+    sub_filters: Vec<(SubTarget, SharedHook)>,
     cache_filter: Option<&'a dyn Fn(&str) -> bool>,
     cache: ActivationCache,
     n_heads: usize,
@@ -34,6 +41,8 @@ impl<'a> Run<'a> {
     pub(crate) fn new(n_heads: usize, n_kv_heads: usize) -> Self {
         Run {
             hooks: HashMap::new(),
+            sub_hooks: HashMap::new(),
+            sub_filters: Vec::new(),
             cache_filter: None,
             cache: ActivationCache::default(),
             n_heads,
@@ -77,7 +86,14 @@ impl<'a> Run<'a> {
                     for p in points.iter().filter(|p| keep(&p.name())) {
                         self.hook(*p, f.as_ref());
                     }
+                    self.sub_filters
+                        .push((SubTarget::Filter(keep.clone()), f.clone()));
                 }
+                Target::Sub(p, suffix) => self
+                    .sub_hooks
+                    .entry(*p)
+                    .or_default()
+                    .push((SubTarget::Suffix(suffix), f.clone())),
             }
         }
     }
@@ -96,13 +112,16 @@ impl<'a> Run<'a> {
     pub(crate) fn at(&mut self, p: HookPoint, x: Tensor) -> Result<Tensor> {
         let mut x = x;
         if let Some(fs) = self.hooks.get(&p) {
+            let name = p.name();
+            let subs = self.sub_points(&name, p);
             let ctx = HookContext {
-                name: p.name(),
+                name,
                 point: p,
                 layer: p.layer(),
                 n_heads: self.n_heads,
                 n_kv_heads: self.n_kv_heads,
                 offset: self.offset,
+                subs: Some(subs.clone()),
             };
             for f in fs {
                 let y = f(&x, &ctx)?;
@@ -118,6 +137,13 @@ impl<'a> Run<'a> {
                 } else {
                     y
                 };
+            }
+            let recorded = match subs.recorded.lock() {
+                Ok(mut r) => std::mem::take(&mut *r),
+                Err(_) => Vec::new(),
+            };
+            for (n, t) in recorded {
+                self.cache.insert(n, t);
             }
         }
         if self.check_finite {
@@ -153,6 +179,25 @@ impl<'a> Run<'a> {
             }
         }
         Ok(x)
+    }
+
+    /// The sub-point hooks and cache wishes for one hook point's hooks in this pass.
+    fn sub_points(&self, name: &str, p: HookPoint) -> Arc<SubPoints> {
+        let mut hooks = self.sub_hooks.get(&p).cloned().unwrap_or_default();
+        hooks.extend(self.sub_filters.iter().cloned());
+        let cache = match self.cache_filter {
+            Some(f) => SUB_POINT_SUFFIXES
+                .iter()
+                .map(|s| format!("{name}.{s}"))
+                .filter(|n| f(n))
+                .collect(),
+            None => Vec::new(),
+        };
+        Arc::new(SubPoints {
+            hooks,
+            cache,
+            recorded: Mutex::new(Vec::new()),
+        })
     }
 
     pub(crate) fn into_cache(self) -> ActivationCache {

@@ -4,7 +4,9 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod splice;
 pub mod train;
 
 pub use autoencoder::{Sae, SaeHook, SaeWeights};
 pub use config::{Architecture, Format, Normalization, SaeConfig};
+pub use splice::{FeatureEdit, SpliceOptions};

@@ -31,6 +31,7 @@ mod weights;
 // main engineer's modules below
 mod grads;
 mod path_patching;
+mod sae_splice;
 mod steering;
 mod tl_hooks;
 mod view;
