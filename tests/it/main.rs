@@ -35,3 +35,4 @@ mod sae_splice;
 mod steering;
 mod tl_hooks;
 mod view;
+mod sae_trainer;
