@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::store::{special_ids, ActivationStore, MassiveRule, Packer, StoreOptions};
 use crate::error::{Error, Result};
-use crate::hooks::{HookContext, HookPoint};
+use crate::hooks::{HookContext, HookPoint, Hooks};
 use crate::model::HookedTransformer;
 use crate::progress::Progress;
 use crate::sae::{Sae, SaeHook};
@@ -343,6 +343,8 @@ fn ce_losses(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions, median: f
     let b = 2;
     let mut sums = [0f64; 4];
     let mut count = 0usize;
+    // SAELens's figure splices the SAE in at every position, as Hooks::sae does.
+    let everywhere = model.with_hooks(&Hooks::new().sae(sae)?);
     let mut progress = Progress::new("CE losses", opts.ce_tokens, opts.quiet);
     while count < opts.ce_tokens {
         let mut ids = Vec::with_capacity(b * s);
@@ -367,15 +369,15 @@ fn ce_losses(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions, median: f
                 } else {
                     x.clone()
                 };
-                spliced(sae, &src, x, (i == 2).then_some((&ordinary_pos, median, &opts.massive)))
+                spliced_ordinary(sae, &src, x, &ordinary_pos, median, &opts.massive)
             };
             let zero = |x: &Tensor, _: &HookContext| -> Result<Tensor> { Ok(x.zeros_like()?) };
-            let mut pass = model.pass(&toks);
-            pass = match i {
-                0 => pass,
-                3 => pass.hook(p_out, &zero),
-                _ if transcoder => pass.hook(p_in, &grab).hook(p_out, &replace),
-                _ => pass.hook(p_out, &replace),
+            let pass = match i {
+                0 => model.pass(&toks),
+                1 => everywhere.pass(&toks),
+                3 => model.pass(&toks).hook(p_out, &zero),
+                _ if transcoder => model.pass(&toks).hook(p_in, &grab).hook(p_out, &replace),
+                _ => model.pass(&toks).hook(p_out, &replace),
             };
             let (tot, k) = ce_sum(&pass.run()?.logits, &ids, b, s, &special)?;
             *sum += tot;
@@ -398,13 +400,15 @@ fn ce_losses(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions, median: f
     })
 }
 
-/// The SAE's output for `src` [b, s, d_in] in place of `x` [b, s, d_out]; with `only`, at the
-/// positions that are ordinary (not special by the mask, not massive by the rule) only.
-fn spliced(
+/// The SAE's output for `src` [b, s, d_in] in place of `x` [b, s, d_out] at the ordinary
+/// positions only: not special (`pos` is 0 there) and not massive by the rule.
+fn spliced_ordinary(
     sae: &Sae,
     src: &Tensor,
     x: &Tensor,
-    only: Option<(&Vec<u8>, f32, &MassiveRule)>,
+    pos: &[u8],
+    median: f32,
+    rule: &MassiveRule,
 ) -> Result<Tensor> {
     let (b, s, d) = x.dims3()?;
     let flat = src.reshape((b * s, src.dim(2)?))?;
@@ -413,9 +417,6 @@ fn spliced(
         .to_device(x.device())?
         .to_dtype(x.dtype())?
         .reshape((b, s, d))?;
-    let Some((pos, median, rule)) = only else {
-        return Ok(out);
-    };
     let norms = x.to_dtype(DType::F32)?.sqr()?.sum(2)?.sqrt()?.flatten_all()?.to_vec1::<f32>()?;
     let keep: Vec<u8> = pos
         .iter()

@@ -6,6 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::Tensor;
 use serde::Serialize;
 
 use super::eval::{evaluate, EvalOptions, EvalReport};
@@ -41,6 +42,10 @@ pub struct TrainOptions {
     pub lr_decay_steps: usize,
     /// L1 / L0 coefficient (standard, transcoders, JumpReLU); the trainer's default when unset.
     pub l1_coefficient: Option<f64>,
+    /// Scale activations so that ordinary tokens' mean norm is √d while training (SAELens's
+    /// `expected_average_only_in`), then fold the scale into the saved weights, which then
+    /// read and write raw activations.
+    pub normalize: bool,
     /// Rows per step.
     pub batch_size: usize,
     /// Tokens per context, BOS included.
@@ -89,6 +94,7 @@ impl TrainOptions {
             lr_warm_up_steps: 0,
             lr_decay_steps: 0,
             l1_coefficient: None,
+            normalize: true,
             batch_size: 256,
             context_size: 128,
             contexts_per_forward: 16,
@@ -127,6 +133,10 @@ pub struct TrainOutcome {
     pub store: StoreStats,
     /// The massive-activation rule, in words.
     pub massive_rule: String,
+    /// The scale of the inputs while training (1 without normalisation).
+    pub input_scale: f64,
+    /// The scale of the targets while training.
+    pub output_scale: f64,
     /// The last step's statistics (on its training batch).
     pub last_mse: f64,
     /// The last step's L0.
@@ -219,8 +229,7 @@ pub fn corpus_texts(path: Option<&Path>, part: Part, seed: u64) -> Result<Vec<St
         .filter(|(i, _)| (i % 20 == 19) == (part == Part::HeldOut))
         .map(|(_, d)| d)
         .collect();
-    let mut rng = super::store::Rng::new(seed);
-    let perm = rng.permutation(docs.len());
+    let perm = super::store::permutation(&mut crate::stats::Rng::new(seed), docs.len());
     let mut out: Vec<String> = Vec::with_capacity(docs.len());
     for i in perm {
         out.push(std::mem::take(&mut docs[i]));
@@ -315,6 +324,22 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
         opts.massive.describe(median),
         if opts.massive.keep { "kept (--keep-massive)" } else { "left out of training" }
     ));
+    let (c_in, c_out) = if opts.normalize {
+        let st = store.stats();
+        let scale = |d: usize, n: Option<f32>| (d as f64).sqrt() / n.unwrap_or(1.0).max(1e-12) as f64;
+        (scale(store.d_in(), st.mean_norm_in), scale(store.d_out(), st.mean_norm_out))
+    } else {
+        (1.0, 1.0)
+    };
+    if opts.normalize {
+        say(format!(
+            "  activations scaled by {c_in:.4e} (input) and {c_out:.4e} (output) to a mean norm of √d while training; the saved weights read raw activations"
+        ));
+    }
+    let scaled = |(x, y): (Tensor, Option<Tensor>)| -> Result<(Tensor, Option<Tensor>)> {
+        Ok((x.affine(c_in, 0.0)?, y.map(|y| y.affine(c_out, 0.0)).transpose()?))
+    };
+    let (x0, y0) = scaled((x0, y0))?;
     let mut trainer = Trainer::new(cfg, &x0, model.device())?;
     let mut first = Some((x0, y0));
     let mut last: Option<StepStats> = None;
@@ -323,7 +348,7 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
     for step in 0..steps {
         let (x, y) = match first.take() {
             Some(b) => b,
-            None => store.next_batch()?,
+            None => scaled(store.next_batch()?)?,
         };
         let ts = Instant::now();
         let st = trainer.step(&x, y.as_ref())?;
@@ -354,7 +379,7 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
     store.flush()?;
     let seconds = t0.elapsed().as_secs_f64();
     let tokens = steps * opts.batch_size;
-    let sae = with_provenance(trainer.sae()?, model, opts)?;
+    let sae = with_provenance(fold_scales(&trainer.sae()?, c_in, c_out)?, model, opts)?;
     let sparsity = trainer.log_feature_sparsity()?;
     sae.save_with_sparsity(&opts.out, &sparsity)?;
     let last = last.ok_or_else(|| Error::Invalid("no training step ran".into()))?;
@@ -368,6 +393,8 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
         step_seconds,
         store: store.stats().clone(),
         massive_rule: opts.massive.describe(store.stats().median_norm),
+        input_scale: c_in,
+        output_scale: c_out,
         last_mse: last.mse,
         last_l0: last.l0,
         last_explained_variance: last.explained_variance,
@@ -388,6 +415,38 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
         outcome.eval = Some(report);
     }
     Ok(outcome)
+}
+
+/// An SAE trained on activations scaled by `c_in` (input) and `c_out` (target) as one that
+/// reads and writes raw activations: its pre-activations and latents come out divided by
+/// `c_out` (ReLU, TopK and JumpReLU are positively homogeneous), so `W_enc` takes
+/// `c_in / c_out`, `b_enc`, `b_dec` and the threshold `1 / c_out`, `W_skip` `c_in / c_out`, and
+/// `W_dec` (unit rows for TopK) is unchanged.
+pub fn fold_scales(sae: &Sae, c_in: f64, c_out: f64) -> Result<Sae> {
+    if c_in == 1.0 && c_out == 1.0 {
+        return Ok(sae.clone());
+    }
+    if sae.cfg().apply_b_dec_to_input && c_in != c_out {
+        return Err(Error::Invalid(format!(
+            "an SAE that subtracts b_dec from its input needs one scale for input and output, not {c_in} and {c_out}"
+        )));
+    }
+    let w = sae.weights();
+    let r = c_in / c_out;
+    let inv = 1.0 / c_out;
+    let scale = |t: &Option<Tensor>, f: f64| -> Result<Option<Tensor>> {
+        Ok(t.as_ref().map(|t| t.affine(f, 0.0)).transpose()?)
+    };
+    let mut nw = w.clone();
+    nw.w_enc = w.w_enc.affine(r, 0.0)?;
+    nw.b_enc = scale(&w.b_enc, inv)?;
+    nw.b_dec = w.b_dec.affine(inv, 0.0)?;
+    nw.threshold = scale(&w.threshold, inv)?;
+    nw.w_skip = scale(&w.w_skip, r)?;
+    if sae.cfg().architecture == crate::sae::Architecture::Gated {
+        return Err(Error::Invalid("gated SAEs are not trained here".into()));
+    }
+    Sae::new(sae.cfg().clone(), nw)
 }
 
 /// The SAE with what SAELens records about its training: the model, context size and that
@@ -418,4 +477,41 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
         path: path.into(),
         reason: e.to_string(),
     })
+}
+
+/// TEMPORARY, until `Sae::save_with_sparsity` (src/sae/save.rs) lands on main: the inherent
+/// method will take precedence over this trait's, and this goes.
+trait SaveStopgap {
+    fn save_with_sparsity(&self, dir: &Path, sparsity: &Tensor) -> Result<()>;
+}
+
+impl SaveStopgap for Sae {
+    fn save_with_sparsity(&self, dir: &Path, sparsity: &Tensor) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let c = self.cfg();
+        let cfg = serde_json::json!({
+            "architecture": c.architecture.saelens_name(), "d_in": c.d_in, "d_sae": c.d_sae,
+            "d_out": c.d_out, "k": c.k, "dtype": "float32", "device": "cpu",
+            "apply_b_dec_to_input": c.apply_b_dec_to_input,
+            "normalize_activations": c.normalize_activations.saelens_name(),
+            "metadata": {"hook_name": c.hook_name, "hook_name_out": c.hook_name_out,
+                "model_name": c.model_name, "context_size": c.context_size},
+        });
+        write_json(&dir.join("cfg.json"), &cfg)?;
+        let w = self.weights();
+        let mut m = std::collections::HashMap::new();
+        m.insert("W_enc".to_string(), w.w_enc.clone());
+        m.insert("W_dec".to_string(), w.w_dec.clone());
+        m.insert("b_dec".to_string(), w.b_dec.clone());
+        for (k, t) in [("b_enc", &w.b_enc), ("threshold", &w.threshold), ("W_skip", &w.w_skip)] {
+            if let Some(t) = t {
+                m.insert(k.to_string(), t.clone());
+            }
+        }
+        candle_core::safetensors::save(&m, dir.join("sae_weights.safetensors"))?;
+        let mut s = std::collections::HashMap::new();
+        s.insert("sparsity".to_string(), sparsity.clone());
+        candle_core::safetensors::save(&s, dir.join("sparsity.safetensors"))?;
+        Ok(())
+    }
 }

@@ -14,41 +14,16 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::HookedTransformer;
+use crate::stats::Rng;
 use crate::tokenizer::Tokenizer;
 
-/// SplitMix64: a small seeded generator, so a seed gives the same order on every machine.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator from a seed.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+/// A seeded random permutation of 0..n (Fisher–Yates), the same on every machine.
+pub fn permutation(rng: &mut Rng, n: usize) -> Vec<usize> {
+    let mut p: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        p.swap(i, rng.below(i + 1));
     }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform index below `n` (n > 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        // Multiply-shift: no modulo bias worth speaking of for n far below 2^64.
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-
-    /// A random permutation of 0..n (Fisher–Yates).
-    pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            p.swap(i, self.below(i + 1));
-        }
-        p
-    }
+    p
 }
 
 /// The token ids a store leaves out: BOS, EOS, padding (the tokenizer's and the model's) and
@@ -294,6 +269,10 @@ pub struct StoreStats {
     pub massive_dropped: usize,
     /// The median norm the rule uses, once calibrated.
     pub median_norm: Option<f32>,
+    /// Mean input norm of the ordinary (non-massive) calibration tokens.
+    pub mean_norm_in: Option<f32>,
+    /// Mean target norm (the output hook's for transcoders) of the same tokens.
+    pub mean_norm_out: Option<f32>,
     /// Seconds spent in the model's forward passes.
     pub model_seconds: f64,
     /// Tokens the model produced (not read from disk).
@@ -554,6 +533,30 @@ impl<'a> ActivationStore<'a> {
         }
         let m = median(&norms);
         self.stats.median_norm = Some(m);
+        // Mean norms of the ordinary tokens: the driver scales activations by √d / mean norm.
+        let (d_in, d_out) = (self.d_in, self.d_out);
+        let (mut n, mut sx, mut sy) = (0usize, 0f64, 0f64);
+        for c in &self.calibration {
+            for (i, &norm) in c.norms.iter().enumerate() {
+                if self.opts.massive.is_massive(norm, m) {
+                    continue;
+                }
+                let row = &c.x[i * d_in..(i + 1) * d_in];
+                sx += row.iter().map(|v| (v * v) as f64).sum::<f64>().sqrt();
+                sy += match &c.y {
+                    Some(y) => y[i * d_out..(i + 1) * d_out]
+                        .iter()
+                        .map(|v| (v * v) as f64)
+                        .sum::<f64>()
+                        .sqrt(),
+                    None => norm as f64,
+                };
+                n += 1;
+            }
+        }
+        let n = n.max(1) as f64;
+        self.stats.mean_norm_in = Some((sx / n) as f32);
+        self.stats.mean_norm_out = Some((sy / n) as f32);
         Ok(m)
     }
 
@@ -597,7 +600,7 @@ impl<'a> ActivationStore<'a> {
                 let c = self.next_filtered()?;
                 append(&mut self.buffer, &c);
             }
-            let perm = self.rng.permutation(self.buffer.rows());
+            let perm = permutation(&mut self.rng, self.buffer.rows());
             let shuffled = select_rows(&self.buffer, &perm, self.d_in, self.d_out);
             let half = shuffled.rows() / 2;
             let (out, keep): (Vec<usize>, Vec<usize>) =
