@@ -36,3 +36,4 @@ mod steering;
 mod tl_hooks;
 mod view;
 mod sae_trainer;
+mod sae_train;

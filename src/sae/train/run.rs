@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::eval::{evaluate, EvalOptions, EvalReport};
 use super::store::{ActivationStore, MassiveRule, StoreOptions, StoreStats};
-use super::trainer::{StepStats, TrainArch, TrainConfig, Trainer};
+use super::trainer::{BDecInit, StepStats, TrainArch, TrainConfig, Trainer};
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::HookedTransformer;
@@ -300,6 +300,9 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
         cfg.l1_coefficient = c;
         cfg.l0_coefficient = c;
     }
+    // The residual stream has a large mean: starting b_dec there (older SAELens's "mean"
+    // init) saves the first hundreds of steps of a short run.
+    cfg.b_dec_init = BDecInit::Mean;
     cfg.lr = opts.lr;
     cfg.total_steps = steps;
     cfg.lr_warm_up_steps = opts.lr_warm_up_steps;
