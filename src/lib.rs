@@ -15,6 +15,7 @@
 
 pub mod ablation;
 pub mod cache;
+pub mod corpus;
 pub mod error;
 pub mod fetch;
 pub mod hooks;

@@ -2,6 +2,7 @@
 
 pub use crate::ablation::{ablate, Ablation, Component};
 pub use crate::cache::ActivationCache;
+pub use crate::corpus::{Corpus, Doc, Split};
 pub use crate::error::{Error, Result};
 pub use crate::fetch::{default_model_path, fetch_default_model, FetchOptions};
 pub use crate::hooks::{act_name, HookContext, HookPoint, Hooks, Intervention, SharedHook};

@@ -15,6 +15,7 @@ mod batches;
 mod calibration;
 mod checkpoints;
 mod cli;
+mod corpus;
 mod fetch;
 mod generate;
 mod hooks;
