@@ -16,6 +16,7 @@
 //! Gradients come from candle's autograd.
 
 mod adam;
+mod fast;
 mod losses;
 mod schedule;
 
@@ -25,7 +26,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
-pub use adam::{clipped_grads, Adam, Moments};
+pub use adam::{clip_factor, grads_of, Adam, Moments};
 pub use losses::{batch_topk_mask, dead_topk_mask, jumprelu, step as step_fn, topk_mask};
 pub use schedule::{coefficient_at, lr_at, LrScheduler};
 
@@ -353,7 +354,9 @@ impl TrainConfig {
             }
         }
         if self.dead_feature_window == 0 || self.feature_sampling_window == 0 {
-            return bad("dead_feature_window and feature_sampling_window must be at least 1".into());
+            return bad(
+                "dead_feature_window and feature_sampling_window must be at least 1".into(),
+            );
         }
         Ok(())
     }
@@ -386,7 +389,8 @@ pub struct StepStats {
 pub struct Trainer {
     cfg: TrainConfig,
     device: Device,
-    w_enc: Var,
+    /// `W_enc` transposed, [d_sae, d_in].
+    w_enc_t: Var,
     b_enc: Var,
     w_dec: Var,
     b_dec: Var,
@@ -398,6 +402,7 @@ pub struct Trainer {
     since_fired: Vec<u32>,
     act_freq: Vec<f64>,
     n_frac_active: usize,
+    autograd_only: bool,
 }
 
 /// The forward pass of a training step: what the losses and statistics read.
@@ -405,6 +410,17 @@ struct Forward {
     acts: Tensor,
     h: Tensor,
     out: Tensor,
+}
+
+/// What a step's forward and backward pass produced, whichever path computed it.
+struct Pass {
+    grads: Vec<Tensor>,
+    mse: f64,
+    aux: f64,
+    sparsity: f64,
+    fired: Vec<f32>,
+    min_pos: f32,
+    resid_sq: f64,
 }
 
 /// Deterministic uniform numbers (SplitMix64), so runs are reproducible without a `rand` crate.
@@ -458,11 +474,17 @@ impl Trainer {
             }
         }
         let w_dec = Tensor::from_vec(w_dec, (d_sae, d_out), device)?;
-        // SAELens's transcoders draw W_enc on its own (its shape differs from W_decᵀ's).
-        let w_enc = if cfg.arch.is_transcoder() {
-            Tensor::from_vec(rng.kaiming_uniform(d_in, d_sae), (d_in, d_sae), device)?
+        // W_enc is held transposed, [d_sae, d_in], so that a latent's encoder row is
+        // contiguous for the sparse gradients. SAELens's transcoders draw W_enc on its own
+        // (Kaiming-uniform on its [d_in, d_sae] shape, so the bound is √(6 / d_sae)).
+        let w_enc_t = if cfg.arch.is_transcoder() {
+            let b = (6.0 / d_sae as f64).sqrt() as f32;
+            let v = (0..d_sae * d_in)
+                .map(|_| (2.0 * rng.next_f32() - 1.0) * b)
+                .collect::<Vec<_>>();
+            Tensor::from_vec(v, (d_sae, d_in), device)?
         } else {
-            w_dec.t()?.contiguous()?
+            w_dec.copy()?
         };
         let b_dec = match cfg.b_dec_init {
             BDecInit::Zeros => Tensor::zeros(d_out, DType::F32, device)?,
@@ -495,7 +517,7 @@ impl Trainer {
             None
         };
         let mut t = Trainer {
-            w_enc: Var::from_tensor(&w_enc)?,
+            w_enc_t: Var::from_tensor(&w_enc_t)?,
             b_enc: Var::from_tensor(&Tensor::zeros(d_sae, DType::F32, device)?)?,
             w_dec: Var::from_tensor(&w_dec)?,
             b_dec: Var::from_tensor(&b_dec)?,
@@ -513,6 +535,7 @@ impl Trainer {
             since_fired: vec![0; d_sae],
             act_freq: vec![0.0; d_sae],
             n_frac_active: 0,
+            autograd_only: false,
             device: device.clone(),
             cfg,
         };
@@ -551,7 +574,7 @@ impl Trainer {
     /// The parameters in a fixed order (Adam's state follows it).
     fn params(&self) -> Vec<Var> {
         let mut p = vec![
-            self.w_enc.clone(),
+            self.w_enc_t.clone(),
             self.b_enc.clone(),
             self.w_dec.clone(),
             self.b_dec.clone(),
@@ -587,7 +610,7 @@ impl Trainer {
             x.clone()
         };
         let pre = sae_in
-            .matmul(self.w_enc.as_tensor())?
+            .matmul(&self.w_enc_t.as_tensor().t()?)?
             .broadcast_add(self.b_enc.as_tensor())?;
         let (h, acts, dec_acts) = match cfg.arch {
             TrainArch::TopK | TrainArch::BatchTopK => {
@@ -608,7 +631,8 @@ impl Trainer {
                 };
                 let acts = h.relu()?.mul(&mask)?;
                 let dec_acts = match &norms {
-                    Some(n) => acts.broadcast_div(n)?,
+                    // SAELens multiplies by 1 / ‖W_dec row‖.
+                    Some(n) => acts.broadcast_mul(&n.recip()?)?,
                     None => acts.clone(),
                 };
                 (h, acts, dec_acts)
@@ -656,7 +680,9 @@ impl Trainer {
         let x = check_rows(x, cfg.d_in, "x")?.to_device(&self.device)?;
         let b = x.dim(0)?;
         if b == 0 {
-            return Err(Error::Invalid("a training batch needs at least one row".into()));
+            return Err(Error::Invalid(
+                "a training batch needs at least one row".into(),
+            ));
         }
         let target = match (cfg.arch.is_transcoder(), target) {
             (true, Some(t)) => {
@@ -688,59 +714,25 @@ impl Trainer {
         let dead = self.dead_mask();
         let n_dead = dead.iter().filter(|&&d| d).count();
 
-        let fwd = self.forward(&x)?;
-        let diff = (&fwd.out - &target)?;
-        let mse = (diff.sqr()?.sum_all()? / b as f64)?;
-        let mut loss = mse.clone();
-        let mut aux = None;
-        let mut sparsity = None;
-        if cfg.arch.has_l1() {
-            let coef = coefficient_at(cfg.l1_coefficient, cfg.l1_warm_up_steps, self.step);
-            // acts ≥ 0, so the L1 norm is the plain sum.
-            let l1 = (fwd.acts.broadcast_mul(&self.dec_norms()?)?.sum_all()? * (coef / b as f64))?;
-            loss = (loss + &l1)?;
-            sparsity = Some(l1);
-        } else if cfg.arch.is_topk() && n_dead > 0 {
-            let l = self.aux_k_loss(&x, &fwd, &dead, n_dead)?;
-            loss = (loss + &l)?;
-            aux = Some(l);
-        } else if cfg.arch == TrainArch::JumpRelu {
-            let l0 = self.l0_loss(&fwd)?;
-            loss = (loss + &l0)?;
-            sparsity = Some(l0);
-            if let (Some(c), true) = (cfg.pre_act_loss_coefficient, n_dead > 0) {
-                let l = self.pre_act_loss(&fwd, &dead, c)?;
-                loss = (loss + &l)?;
-                aux = Some(l);
-            }
-        }
-
-        let grads = loss.backward()?;
         let params = self.params();
-        let (gs, grad_norm) = clipped_grads(&params, &grads, cfg.max_grad_norm)?;
-        self.adam.step(&params, &gs, lr)?;
+        let fast = self.device.is_cpu() && cfg.arch.is_topk() && !self.autograd_only;
+        let pass = if fast {
+            self.fast_pass(&x, &dead)?
+        } else {
+            self.autograd_pass(&x, &target, &dead, n_dead)?
+        };
+        let (scale, grad_norm) = clip_factor(&pass.grads, cfg.max_grad_norm)?;
+        self.adam.step(&params, &pass.grads, scale, lr)?;
         if let Some(th) = &self.threshold {
             // SAELens projects the threshold onto θ ≥ 0 before each forward pass; doing it
             // after the update is the same for training and gives the saved SAE the same
             // outputs.
             th.set(&th.as_tensor().relu()?)?;
         }
-
-        let acts = fwd.acts.detach();
-        let fired = acts.gt(0f32)?.to_dtype(DType::F32)?;
-        let per_latent = fired.sum(0)?.to_device(&Device::Cpu)?.to_vec1::<f32>()?;
-        if cfg.arch == TrainArch::BatchTopK {
-            let min_pos = acts
-                .flatten_all()?
-                .to_device(&Device::Cpu)?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .filter(|&v| v > 0.0)
-                .fold(f32::INFINITY, f32::min);
-            if min_pos.is_finite() {
-                let r = cfg.topk_threshold_lr;
-                self.topk_threshold = (1.0 - r) * self.topk_threshold + r * min_pos as f64;
-            }
+        let per_latent = pass.fired;
+        if cfg.arch == TrainArch::BatchTopK && pass.min_pos.is_finite() {
+            let r = cfg.topk_threshold_lr;
+            self.topk_threshold = (1.0 - r) * self.topk_threshold + r * pass.min_pos as f64;
         }
         if self.step > 0 && self.step % cfg.feature_sampling_window == 0 {
             self.act_freq.iter_mut().for_each(|v| *v = 0.0);
@@ -757,20 +749,14 @@ impl Trainer {
         }
         self.n_frac_active += b;
         let l0 = per_latent.iter().map(|&c| c as f64).sum::<f64>() / b as f64;
-        let resid = diff.detach().sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        let resid = pass.resid_sq;
         let centred = target.broadcast_sub(&target.mean_keepdim(0)?)?;
         let total = centred.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        let scalar = |t: Option<Tensor>| -> Result<f64> {
-            Ok(match t {
-                Some(t) => t.to_scalar::<f32>()? as f64,
-                None => 0.0,
-            })
-        };
         let stats = StepStats {
             step: self.step,
-            mse: mse.to_scalar::<f32>()? as f64,
-            aux_loss: scalar(aux)?,
-            sparsity_loss: scalar(sparsity)?,
+            mse: pass.mse,
+            aux_loss: pass.aux,
+            sparsity_loss: pass.sparsity,
             l0,
             explained_variance: 1.0 - resid / total,
             dead_fraction: self.dead_mask().iter().filter(|&&d| d).count() as f64
@@ -782,10 +768,115 @@ impl Trainer {
         Ok(stats)
     }
 
+    /// The CPU fast path (TopK / BatchTopK): hand-written sparse gradients.
+    fn fast_pass(&self, x: &Tensor, dead: &[bool]) -> Result<Pass> {
+        let f = fast::topk_step(
+            &self.cfg,
+            x,
+            self.w_enc_t.as_tensor(),
+            self.b_enc.as_tensor(),
+            self.w_dec.as_tensor(),
+            self.b_dec.as_tensor(),
+            dead,
+        )?;
+        Ok(Pass {
+            grads: f.grads,
+            mse: f.mse,
+            aux: f.aux,
+            sparsity: 0.0,
+            fired: f.fired,
+            min_pos: f.min_pos,
+            resid_sq: f.resid_sq,
+        })
+    }
+
+    /// The general path: the losses as a graph, gradients from candle's autograd.
+    fn autograd_pass(
+        &self,
+        x: &Tensor,
+        target: &Tensor,
+        dead: &[bool],
+        n_dead: usize,
+    ) -> Result<Pass> {
+        let cfg = &self.cfg;
+        let b = x.dim(0)?;
+        let fwd = self.forward(x)?;
+        let diff = (&fwd.out - target)?;
+        let mse = (diff.sqr()?.sum_all()? / b as f64)?;
+        let mut loss = mse.clone();
+        let mut aux = None;
+        let mut sparsity = None;
+        if cfg.arch.has_l1() {
+            let coef = coefficient_at(cfg.l1_coefficient, cfg.l1_warm_up_steps, self.step);
+            // acts ≥ 0, so the L1 norm is the plain sum.
+            let l1 = (fwd.acts.broadcast_mul(&self.dec_norms()?)?.sum_all()? * (coef / b as f64))?;
+            loss = (loss + &l1)?;
+            sparsity = Some(l1);
+        } else if cfg.arch.is_topk() && n_dead > 0 {
+            let l = self.aux_k_loss(x, &fwd, dead, n_dead)?;
+            loss = (loss + &l)?;
+            aux = Some(l);
+        } else if cfg.arch == TrainArch::JumpRelu {
+            let l0 = self.l0_loss(&fwd)?;
+            loss = (loss + &l0)?;
+            sparsity = Some(l0);
+            if let (Some(c), true) = (cfg.pre_act_loss_coefficient, n_dead > 0) {
+                let l = self.pre_act_loss(&fwd, dead, c)?;
+                loss = (loss + &l)?;
+                aux = Some(l);
+            }
+        }
+        let grads = grads_of(&self.params(), &loss.backward()?)?;
+        let acts = fwd.acts.detach();
+        let fired = acts
+            .gt(0f32)?
+            .to_dtype(DType::F32)?
+            .sum(0)?
+            .to_device(&Device::Cpu)?
+            .to_vec1::<f32>()?;
+        let min_pos = if cfg.arch == TrainArch::BatchTopK {
+            acts.flatten_all()?
+                .to_device(&Device::Cpu)?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .filter(|&v| v > 0.0)
+                .fold(f32::INFINITY, f32::min)
+        } else {
+            f32::INFINITY
+        };
+        let scalar = |t: Option<Tensor>| -> Result<f64> {
+            Ok(match t {
+                Some(t) => t.to_scalar::<f32>()? as f64,
+                None => 0.0,
+            })
+        };
+        Ok(Pass {
+            grads,
+            mse: mse.to_scalar::<f32>()? as f64,
+            aux: scalar(aux)?,
+            sparsity: scalar(sparsity)?,
+            fired,
+            min_pos,
+            resid_sq: diff.sqr()?.sum_all()?.to_scalar::<f32>()? as f64,
+        })
+    }
+
+    /// Makes every step use candle's autograd (the reference the CPU fast path of TopK and
+    /// BatchTopK is checked against), or, with `false`, the fast path where there is one.
+    pub fn set_autograd_only(&mut self, on: bool) {
+        self.autograd_only = on;
+    }
+
     /// SAELens's `calculate_topk_aux_loss`: the top `min(d_in/2, n_dead)` dead latents of each
     /// row (pre-activations, not ReLU'd) reconstruct the detached residual through `W_dec`
     /// without bias, scaled by `min(n_dead / (d_in/2), 1)`.
-    fn aux_k_loss(&self, x: &Tensor, fwd: &Forward, dead: &[bool], n_dead: usize) -> Result<Tensor> {
+    fn aux_k_loss(
+        &self,
+        x: &Tensor,
+        fwd: &Forward,
+        dead: &[bool],
+        n_dead: usize,
+    ) -> Result<Tensor> {
         let half = (self.cfg.d_in / 2).max(1);
         let scale = (n_dead as f64 / half as f64).min(1.0);
         let k_aux = half.min(n_dead);
@@ -793,7 +884,7 @@ impl Trainer {
         let mask = dead_topk_mask(&fwd.h, dead, k_aux)?;
         let mut aux_acts = fwd.h.mul(&mask)?;
         if self.cfg.rescale_acts_by_decoder_norm {
-            aux_acts = aux_acts.broadcast_div(&self.dec_norms()?)?;
+            aux_acts = aux_acts.broadcast_mul(&self.dec_norms()?.recip()?)?;
         }
         let recons = aux_acts.matmul(self.w_dec.as_tensor())?;
         let b = x.dim(0)? as f64;
@@ -808,8 +899,13 @@ impl Trainer {
         let b = fwd.h.dim(0)? as f64;
         let per_row = match cfg.jumprelu_sparsity_loss_mode {
             SparsityMode::Step | SparsityMode::Quadratic => {
-                let l0 = step_fn(&fwd.h, th, cfg.jumprelu_bandwidth, cfg.jumprelu_ste_to_input)?
-                    .sum(D::Minus1)?;
+                let l0 = step_fn(
+                    &fwd.h,
+                    th,
+                    cfg.jumprelu_bandwidth,
+                    cfg.jumprelu_ste_to_input,
+                )?
+                .sum(D::Minus1)?;
                 if cfg.jumprelu_sparsity_loss_mode == SparsityMode::Quadratic {
                     let t = cfg.target_l0.unwrap_or(1.0);
                     ((l0 - t)?.sqr()? * (2.0 / t))?
@@ -846,7 +942,7 @@ impl Trainer {
     /// BatchTopK becomes `jumprelu` with its running threshold for every latent.
     pub fn sae(&self) -> Result<Sae> {
         let cfg = &self.cfg;
-        let mut w_enc = self.w_enc.as_tensor().detach().copy()?;
+        let mut w_enc = self.w_enc_t.as_tensor().detach().t()?.contiguous()?;
         let mut b_enc = self.b_enc.as_tensor().detach().copy()?;
         let mut w_dec = self.w_dec.as_tensor().detach().copy()?;
         let b_dec = self.b_dec.as_tensor().detach().copy()?;
@@ -862,7 +958,11 @@ impl Trainer {
             TrainArch::TopK => (Architecture::TopK, None, cfg.k),
             TrainArch::BatchTopK => (
                 Architecture::JumpRelu,
-                Some(Tensor::full(self.topk_threshold as f32, cfg.d_sae, &self.device)?),
+                Some(Tensor::full(
+                    self.topk_threshold as f32,
+                    cfg.d_sae,
+                    &self.device,
+                )?),
                 None,
             ),
             TrainArch::JumpRelu => (
@@ -875,7 +975,14 @@ impl Trainer {
         };
         let mut details = serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null);
         if let Some(o) = details.as_object_mut() {
-            for key in ["arch", "d_in", "d_out", "d_sae", "hook_name", "hook_name_out"] {
+            for key in [
+                "arch",
+                "d_in",
+                "d_out",
+                "d_sae",
+                "hook_name",
+                "hook_name_out",
+            ] {
                 o.remove(key);
             }
         }
@@ -953,15 +1060,26 @@ impl Trainer {
             .zip(self.params())
             .zip(&self.adam.moments)
         {
-            tensors.insert(name.to_string(), p.as_tensor().detach());
-            tensors.insert(format!("adam_m.{name}"), mo.m.clone());
-            tensors.insert(format!("adam_v.{name}"), mo.v.clone());
+            // W_enc (and its moments) in SAELens's [d_in, d_sae] layout.
+            let lay = |t: &Tensor| -> Result<Tensor> {
+                Ok(if name == "W_enc" {
+                    t.t()?.contiguous()?
+                } else {
+                    t.clone()
+                })
+            };
+            tensors.insert(name.to_string(), lay(&p.as_tensor().detach())?);
+            tensors.insert(format!("adam_m.{name}"), lay(&mo.m)?);
+            tensors.insert(format!("adam_v.{name}"), lay(&mo.v)?);
         }
         let d = self.cfg.d_sae;
         tensors.insert(
             "n_forward_passes_since_fired".into(),
             Tensor::from_vec(
-                self.since_fired.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                self.since_fired
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect::<Vec<_>>(),
                 d,
                 &Device::Cpu,
             )?,
@@ -998,17 +1116,22 @@ impl Trainer {
         let bad = |name: &str, e: String| {
             Error::Invalid(format!("{}: {name} is corrupt: {e}", dir.display()))
         };
-        let cfg: TrainConfig =
-            serde_json::from_str(&read(CONFIG_FILE)?).map_err(|e| bad(CONFIG_FILE, e.to_string()))?;
+        let cfg: TrainConfig = serde_json::from_str(&read(CONFIG_FILE)?)
+            .map_err(|e| bad(CONFIG_FILE, e.to_string()))?;
         let state: TrainerState =
             serde_json::from_str(&read(STATE_FILE)?).map_err(|e| bad(STATE_FILE, e.to_string()))?;
         let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), device)
             .map_err(|e| bad(WEIGHTS_FILE, e.to_string()))?;
         let get = |name: &str| -> Result<Tensor> {
-            tensors
+            let t = tensors
                 .get(name)
-                .cloned()
-                .ok_or_else(|| bad(WEIGHTS_FILE, format!("it has no tensor `{name}`")))
+                .ok_or_else(|| bad(WEIGHTS_FILE, format!("it has no tensor `{name}`")))?;
+            // W_enc is stored as SAELens lays it out and held transposed.
+            Ok(if name.ends_with("W_enc") && t.rank() == 2 {
+                t.t()?.contiguous()?
+            } else {
+                t.clone()
+            })
         };
         let empty = Tensor::zeros((0, cfg.d_in), DType::F32, device)?;
         let mut cfg0 = cfg.clone();

@@ -16,35 +16,37 @@ fn host_values(t: &Tensor) -> Result<Vec<f32>> {
         .to_vec1::<f32>()?)
 }
 
-/// Marks exactly `k` of `vals` (indices into `row`) with the largest values, ties going to
-/// the earlier index, as a 1.0 in `mask` (NaN counts as smallest).
-fn mark_top_k(row: &[f32], idx: &[usize], k: usize, scratch: &mut Vec<f32>, mask: &mut [f32]) {
+/// The `k` entries of `row` among `idx` with the largest values, ties going to the lower index
+/// and NaN counting as smallest; the fast path and the masks select with this one rule.
+pub(crate) fn top_k_of(
+    row: &[f32],
+    idx: &[usize],
+    k: usize,
+    scratch: &mut Vec<(f32, usize)>,
+) -> Vec<usize> {
     if k == 0 || idx.is_empty() {
-        return;
+        return Vec::new();
     }
     if k >= idx.len() {
-        for &j in idx {
-            mask[j] = 1.0;
-        }
-        return;
+        return idx.to_vec();
     }
     scratch.clear();
-    scratch.extend(idx.iter().map(|&j| finite_or_min(row[j])));
-    let (_, kth, _) = scratch.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let kth = *kth;
-    let above = idx
-        .iter()
-        .filter(|&&j| finite_or_min(row[j]) > kth)
-        .count();
-    let mut ties_left = k - above;
-    for &j in idx {
-        let v = finite_or_min(row[j]);
-        if v > kth {
-            mask[j] = 1.0;
-        } else if v == kth && ties_left > 0 {
-            mask[j] = 1.0;
-            ties_left -= 1;
-        }
+    scratch.extend(idx.iter().map(|&j| (finite_or_min(row[j]), j)));
+    let order = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    scratch.select_nth_unstable_by(k - 1, order);
+    scratch[..k].iter().map(|&(_, j)| j).collect()
+}
+
+/// Marks the `k` entries that [`top_k_of`] selects with 1.0 in `mask`.
+fn mark_top_k(
+    row: &[f32],
+    idx: &[usize],
+    k: usize,
+    scratch: &mut Vec<(f32, usize)>,
+    mask: &mut [f32],
+) {
+    for j in top_k_of(row, idx, k, scratch) {
+        mask[j] = 1.0;
     }
 }
 
@@ -119,8 +121,8 @@ pub fn jumprelu(x: &Tensor, threshold: &Tensor, bandwidth: f64, to_input: bool) 
         .detach()
         .broadcast_gt(&threshold.detach())?
         .to_dtype(DType::F32)?;
-    let c = rectangle(x, threshold, bandwidth)?
-        .broadcast_mul(&(threshold.detach() / bandwidth)?)?;
+    let c =
+        rectangle(x, threshold, bandwidth)?.broadcast_mul(&(threshold.detach() / bandwidth)?)?;
     Ok((x.mul(&gate)? + ste_term(x, threshold, &c, to_input)?)?)
 }
 
