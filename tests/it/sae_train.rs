@@ -5,7 +5,8 @@
 
 use candle_core::Tensor;
 use mechinterp::prelude::*;
-use mechinterp::sae::train::run::{corpus_texts, Part};
+use mechinterp::corpus::Split;
+use mechinterp::sae::train::run::corpus_texts;
 use mechinterp::sae::train::store::{median, special_ids, Packer};
 use mechinterp::sae::train::trainer::TrainArch;
 use mechinterp::sae::train::{
@@ -15,7 +16,7 @@ use mechinterp::sae::train::{
 const HOOK: &str = "blocks.6.hook_resid_post";
 
 fn texts() -> Vec<String> {
-    corpus_texts(None, Part::Train, 0).unwrap()
+    corpus_texts(None, Split::Train, 0).unwrap()
 }
 
 /// A small store: contexts of 32, two per forward, batches of 64.
@@ -262,7 +263,7 @@ fn quick_recipe_topk_explains_ordinary_held_out_tokens() {
     // TEMP assert_eq!(back.d_sae(), 2048);
     // TEMP assert_eq!(back.hook_name(), HOOK);
     // TEMP // The folder's SAE is the one evaluated: the same held-out figures.
-    // TEMP let mut eo = EvalOptions::new(corpus_texts(None, Part::HeldOut, 0).unwrap());
+    // TEMP let mut eo = EvalOptions::new(corpus_texts(None, Split::HeldOut, 0).unwrap());
     // TEMP eo.tokens = 2_000;
     // TEMP eo.ce_tokens = 0;
     // TEMP let a = evaluate(m, &back, &eo).unwrap();

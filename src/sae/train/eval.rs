@@ -21,7 +21,8 @@ use crate::sae::{Sae, SaeHook};
 pub struct EvalOptions {
     /// Held-out documents.
     pub texts: Vec<String>,
-    /// Tokens (non-special) for explained variance, L0 and dead latents; ≥ 100 000 by default.
+    /// Tokens (special ones included) for explained variance, L0 and dead latents; 100 000 by
+    /// default.
     pub tokens: usize,
     /// Tokens (targets) for the CE losses (each costs three full forward passes with logits);
     /// 0 skips them.
@@ -37,12 +38,12 @@ pub struct EvalOptions {
 }
 
 impl EvalOptions {
-    /// 100 000 tokens for the statistics, 4 096 for CE, contexts of 128.
+    /// 100 000 tokens for the statistics, 2 048 for CE, contexts of 128.
     pub fn new(texts: Vec<String>) -> EvalOptions {
         EvalOptions {
             texts,
             tokens: 100_000,
-            ce_tokens: 4096,
+            ce_tokens: 2048,
             context_size: 128,
             contexts_per_forward: 16,
             massive: MassiveRule::default(),
@@ -78,17 +79,25 @@ pub struct EvalReport {
     pub hook: String,
     /// The hook written.
     pub hook_out: String,
-    /// Non-special tokens evaluated.
+    /// Tokens evaluated, special ones (BOS, separators) included.
     pub tokens: usize,
-    /// Of which massive by the rule.
+    /// Ordinary tokens: neither special nor massive.
+    pub ordinary_tokens: usize,
+    /// Special tokens (BOS, document separators).
+    pub special_tokens: usize,
+    /// Special tokens that are also massive by the rule (BOS usually is).
+    pub special_massive_tokens: usize,
+    /// Non-special tokens that are massive by the rule.
     pub massive_tokens: usize,
     /// The rule, in words.
     pub massive_rule: String,
-    /// Share of the total variance (about the mean of all tokens) the massive tokens hold.
-    pub massive_variance_share: f64,
+    /// Share of the total variance (about the mean of all tokens) that the tokens which are
+    /// not ordinary (special or massive) hold.
+    pub excluded_variance_share: f64,
     /// 1 − SSE/SST over ordinary tokens.
     pub explained_variance_ordinary: f64,
-    /// 1 − SSE/SST over all tokens (dominated by the massive ones where there are any).
+    /// 1 − SSE/SST over all tokens, special and massive ones included (where those hold most of
+    /// the variance, this says little about the ordinary tokens).
     pub explained_variance_all: f64,
     /// Mean squared error per element, ordinary tokens.
     pub mse_ordinary: f64,
@@ -113,18 +122,22 @@ impl fmt::Display for EvalReport {
         } else {
             format!("{} → {}", self.hook, self.hook_out)
         };
+        let pc = |n: usize| 100.0 * n as f64 / self.tokens.max(1) as f64;
         writeln!(
             f,
-            "held-out evaluation at {io} over {} tokens",
-            self.tokens
+            "held-out evaluation at {io} over {} tokens ({} ordinary)",
+            self.tokens, self.ordinary_tokens
         )?;
+        writeln!(f, "  {}", self.massive_rule)?;
         writeln!(
             f,
-            "  {}: {} tokens ({:.2}%) holding {:.1}% of the variance",
-            self.massive_rule,
+            "  not ordinary: {} special tokens ({:.2}%; {} of them massive) and {} other massive tokens ({:.2}%), holding {:.1}% of the variance",
+            self.special_tokens,
+            pc(self.special_tokens),
+            self.special_massive_tokens,
             self.massive_tokens,
-            100.0 * self.massive_tokens as f64 / self.tokens.max(1) as f64,
-            100.0 * self.massive_variance_share
+            pc(self.massive_tokens),
+            100.0 * self.excluded_variance_share
         )?;
         writeln!(
             f,
@@ -231,10 +244,12 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
     so.context_size = opts.context_size;
     so.contexts_per_forward = opts.contexts_per_forward;
     so.massive = opts.massive.clone();
+    so.keep_special = true;
     let mut store = ActivationStore::new(model, opts.texts.clone(), so)?;
     let (d_in, d_out, d_sae) = (store.d_in(), store.d_out(), sae.d_sae());
     let mut ordinary = Moments::new(d_out);
-    let mut massive = Moments::new(d_out);
+    let mut other = Moments::new(d_out);
+    let (mut n_special, mut n_special_massive, mut n_massive) = (0, 0, 0);
     let mut fired = vec![false; d_sae];
     let mut progress = Progress::new("evaluating", opts.tokens, opts.quiet);
     let mut seen = 0;
@@ -267,11 +282,11 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
                 .sum(1)?
                 .to_vec1::<f32>()?;
             for i in 0..n {
-                let m = if flags[start + i] {
-                    &mut massive
-                } else {
-                    &mut ordinary
-                };
+                let (sp, ma) = (c.special[start + i], flags[start + i]);
+                n_special += usize::from(sp);
+                n_special_massive += usize::from(sp && ma);
+                n_massive += usize::from(ma && !sp);
+                let m = if sp || ma { &mut other } else { &mut ordinary };
                 m.add(&y[i * d_out..(i + 1) * d_out], err[i] as f64, l0[i] as f64);
             }
         }
@@ -279,7 +294,7 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
         progress.inc(rows);
     }
     progress.finish();
-    let all = ordinary.merged(&massive);
+    let all = ordinary.merged(&other);
     let mean_all = all.mean();
     let sst_all = all.sst_about(&mean_all);
     let dead = fired.iter().filter(|f| !**f).count();
@@ -293,9 +308,12 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
         hook: sae.hook_name().into(),
         hook_out: sae.hook_name_out().into(),
         tokens: all.n,
-        massive_tokens: massive.n,
+        ordinary_tokens: ordinary.n,
+        special_tokens: n_special,
+        special_massive_tokens: n_special_massive,
+        massive_tokens: n_massive,
         massive_rule: opts.massive.describe(median),
-        massive_variance_share: massive.sst_about(&mean_all) / sst_all.max(f64::MIN_POSITIVE),
+        excluded_variance_share: other.sst_about(&mean_all) / sst_all.max(f64::MIN_POSITIVE),
         explained_variance_ordinary: ordinary.explained_variance(),
         explained_variance_all: all.explained_variance(),
         mse_ordinary: ordinary.sse / (ordinary.n.max(1) * d_out) as f64,

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::eval::{evaluate, EvalOptions, EvalReport};
 use super::store::{ActivationStore, MassiveRule, StoreOptions, StoreStats};
 use super::trainer::{BDecInit, StepStats, TrainArch, TrainConfig, Trainer};
+use crate::corpus::{Corpus, Split};
 use crate::error::{Error, Result};
 use crate::hooks::HookPoint;
 use crate::model::HookedTransformer;
@@ -105,7 +106,7 @@ impl TrainOptions {
             cache_dir: None,
             massive: MassiveRule::default(),
             eval_tokens: 100_000,
-            eval_ce_tokens: 4096,
+            eval_ce_tokens: 2048,
             quiet: false,
         }
     }
@@ -188,53 +189,32 @@ impl fmt::Display for TrainOutcome {
     }
 }
 
-/// Which part of the corpus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// For training.
-    Train,
-    /// Held out for evaluation.
-    HeldOut,
-}
-
-/// The documents of a corpus part, shuffled by `seed`: the shipped corpus's own split when
-/// `path` is unset; for a user's corpus, every 20th document is held out.
-pub fn corpus_texts(path: Option<&Path>, part: Part, seed: u64) -> Result<Vec<String>> {
-    // TEMPORARY until crate::corpus lands: one document per line of a text file, or each
-    // column of the shipped translation TSVs.
-    let read = |p: &Path| -> Result<Vec<String>> {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| Error::io(format!("reading the corpus {}", p.display()), e))?;
-        Ok(text
-            .lines()
-            .flat_map(|l| l.split('\t'))
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect())
-    };
-    let docs = match path {
-        Some(p) => read(p)?,
-        None => {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-            let mut all = Vec::new();
-            for lang in ["fr", "de", "es", "zh", "ja", "ar"] {
-                all.extend(read(&dir.join(format!("en-{lang}.tsv")))?);
+/// The documents of a corpus split, shuffled by `seed`: the shipped corpus's own split when
+/// `path` is unset; for a user's corpus (a text, TSV or JSONL file or folder), every 20th
+/// document is held out and the rest is for training.
+pub fn corpus_texts(path: Option<&Path>, split: Split, seed: u64) -> Result<Vec<String>> {
+    let corpus = match path {
+        None => Corpus::shipped(split)?,
+        Some(p) => {
+            let all = Corpus::from_path(p)?;
+            let docs = all
+                .docs()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| (i % 20 == 19) == (split == Split::HeldOut))
+                .map(|(_, d)| d.clone())
+                .collect::<Vec<_>>();
+            if docs.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "the corpus {} has {} documents: too few to hold out every 20th for evaluation; give it at least 20",
+                    p.display(),
+                    all.len()
+                )));
             }
-            all
+            Corpus::new(docs)
         }
     };
-    let mut docs: Vec<String> = docs
-        .into_iter()
-        .enumerate()
-        .filter(|(i, _)| (i % 20 == 19) == (part == Part::HeldOut))
-        .map(|(_, d)| d)
-        .collect();
-    let perm = super::store::permutation(&mut crate::stats::Rng::new(seed), docs.len());
-    let mut out: Vec<String> = Vec::with_capacity(docs.len());
-    for i in perm {
-        out.push(std::mem::take(&mut docs[i]));
-    }
-    Ok(out)
+    Ok(corpus.shuffled(seed).texts().map(String::from).collect())
 }
 
 /// The hook a transcoder writes by default: `blocks.L.hook_mlp_out` of the hook's layer.
@@ -280,7 +260,7 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
             eprintln!("{s}");
         }
     };
-    let texts = corpus_texts(opts.corpus.as_deref(), Part::Train, opts.seed)?;
+    let texts = corpus_texts(opts.corpus.as_deref(), Split::Train, opts.seed)?;
     let mut so = StoreOptions::new(&opts.hook);
     so.hook_out = hook_out.clone();
     so.context_size = opts.context_size;
@@ -303,6 +283,9 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
     // The residual stream has a large mean: starting b_dec there (older SAELens's "mean"
     // init) saves the first hundreds of steps of a short run.
     cfg.b_dec_init = BDecInit::Mean;
+    // A latent silent for an eighth of a short run counts as dead (and gets the aux-k
+    // gradient); SAELens's 1 000 steps would never trigger in the quick recipe's 235.
+    cfg.dead_feature_window = cfg.dead_feature_window.min((steps / 8).max(10));
     cfg.lr = opts.lr;
     cfg.total_steps = steps;
     cfg.lr_warm_up_steps = opts.lr_warm_up_steps;
@@ -406,7 +389,7 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
     };
     write_json(&opts.out.join("training.json"), &outcome)?;
     if opts.eval_tokens > 0 {
-        let mut eo = EvalOptions::new(corpus_texts(opts.corpus.as_deref(), Part::HeldOut, 0)?);
+        let mut eo = EvalOptions::new(corpus_texts(opts.corpus.as_deref(), Split::HeldOut, 0)?);
         eo.tokens = opts.eval_tokens;
         eo.ce_tokens = opts.eval_ce_tokens;
         eo.context_size = opts.context_size;

@@ -233,6 +233,9 @@ pub struct StoreOptions {
     pub cache_dir: Option<PathBuf>,
     /// Rows per shard on disk.
     pub shard_rows: usize,
+    /// Keep special tokens (flagged in [`Chunk::special`]) instead of leaving them out:
+    /// evaluation does, to report figures over all tokens.
+    pub keep_special: bool,
 }
 
 impl StoreOptions {
@@ -250,6 +253,7 @@ impl StoreOptions {
             massive: MassiveRule::default(),
             cache_dir: None,
             shard_rows: 32768,
+            keep_special: false,
         }
     }
 }
@@ -263,6 +267,8 @@ pub struct StoreStats {
     pub tokens: usize,
     /// Special tokens (BOS, separators, padding) left out.
     pub special_left_out: usize,
+    /// Special tokens kept ([`StoreOptions::keep_special`]).
+    pub special_kept: usize,
     /// Tokens the massive rule flagged.
     pub massive: usize,
     /// Massive tokens left out of the training stream (0 when they are kept).
@@ -304,6 +310,8 @@ pub struct Chunk {
     pub y: Option<Vec<f32>>,
     /// Norm of each row's target.
     pub norms: Vec<f32>,
+    /// Whether each row is a special token (only with [`StoreOptions::keep_special`]).
+    pub special: Vec<bool>,
 }
 
 impl Chunk {
@@ -372,6 +380,11 @@ impl<'a> ActivationStore<'a> {
             })
             .collect::<Option<Vec<_>>>()
             .and_then(|v| v.into_iter().max());
+        if opts.keep_special && opts.cache_dir.is_some() {
+            return Err(Error::Invalid(
+                "a store that keeps special tokens (evaluation) does not cache activations on disk; drop the cache folder or keep_special".into(),
+            ));
+        }
         if opts.batch_size == 0 || opts.contexts_per_forward == 0 || opts.buffer_batches < 2 {
             return Err(Error::Invalid(format!(
                 "store sizes: batch size {}, contexts per forward {}, buffer batches {}: each must be ≥ 1 (the buffer ≥ 2)",
@@ -450,6 +463,7 @@ impl<'a> ActivationStore<'a> {
             if let Some(c) = disk.read_next(self.d_in, self.hook_out.is_some())? {
                 self.stats.disk_rows += c.rows();
                 self.stats.tokens += c.rows();
+                self.stats.epochs = self.stats.epochs.max(disk.epochs_read);
                 return Ok(c);
             }
             if let Some(s) = disk.take_resume() {
@@ -472,11 +486,16 @@ impl<'a> ActivationStore<'a> {
         for _ in 0..n {
             ids.extend(self.packer.next_context(tok)?);
         }
+        let keep_special = self.opts.keep_special;
         let keep: Vec<u32> = ids
             .iter()
             .enumerate()
-            .filter(|(_, t)| !self.special.contains(t))
+            .filter(|(_, t)| keep_special || !self.special.contains(t))
             .map(|(i, _)| i as u32)
+            .collect();
+        let special: Vec<bool> = keep
+            .iter()
+            .map(|&i| self.special.contains(&ids[i as usize]))
             .collect();
         let toks = Tensor::from_vec(ids, (n, s), self.model.device())?;
         let (hook, hook_out) = (self.hook.as_str(), self.hook_out.as_deref());
@@ -509,11 +528,13 @@ impl<'a> ActivationStore<'a> {
             x: x.flatten_all()?.to_vec1()?,
             y: y.map(|y| y.flatten_all()?.to_vec1()).transpose()?,
             norms,
+            special,
         };
         self.stats.contexts += n;
         self.stats.tokens += c.rows();
         self.stats.model_tokens += c.rows();
         self.stats.special_left_out += n * s - c.rows();
+        self.stats.special_kept += c.special.iter().filter(|&&v| v).count();
         self.stats.model_seconds += t0.elapsed().as_secs_f64();
         self.stats.epochs = self.packer.epochs();
         Ok(c)
@@ -528,7 +549,7 @@ impl<'a> ActivationStore<'a> {
         let mut norms = Vec::new();
         while norms.len() < self.opts.massive.calibration_tokens.max(1) {
             let c = self.next_chunk()?;
-            norms.extend_from_slice(&c.norms);
+            norms.extend(c.norms.iter().zip(&c.special).filter(|(_, &s)| !s).map(|(n, _)| *n));
             self.calibration.push(c);
         }
         let m = median(&norms);
@@ -538,7 +559,7 @@ impl<'a> ActivationStore<'a> {
         let (mut n, mut sx, mut sy) = (0usize, 0f64, 0f64);
         for c in &self.calibration {
             for (i, &norm) in c.norms.iter().enumerate() {
-                if self.opts.massive.is_massive(norm, m) {
+                if c.special[i] || self.opts.massive.is_massive(norm, m) {
                     continue;
                 }
                 let row = &c.x[i * d_in..(i + 1) * d_in];
@@ -560,8 +581,9 @@ impl<'a> ActivationStore<'a> {
         Ok(m)
     }
 
-    /// The next rows in stream order (special tokens left out), each with its massive flag; the
-    /// rule's median is calibrated on the first chunks, which are then handed out first.
+    /// The next rows in stream order (special tokens left out unless kept), each with its
+    /// massive flag; the rule's median is calibrated on the first chunks' non-special tokens,
+    /// and those chunks are then handed out first.
     pub fn next_classified(&mut self) -> Result<(Chunk, Vec<bool>)> {
         let median = self.median_norm()?;
         let c = if self.calibration.is_empty() {
@@ -574,19 +596,22 @@ impl<'a> ActivationStore<'a> {
             .iter()
             .map(|&n| self.opts.massive.is_massive(n, median))
             .collect();
-        self.stats.massive += massive.iter().filter(|&&m| m).count();
+        self.stats.massive += massive.iter().zip(&c.special).filter(|(&m, &s)| m && !s).count();
         Ok((c, massive))
     }
 
     /// The next chunk with the massive rule applied: massive rows left out unless kept.
     fn next_filtered(&mut self) -> Result<Chunk> {
         let (c, massive) = self.next_classified()?;
-        let n_massive = massive.iter().filter(|&&m| m).count();
-        if self.opts.massive.keep || n_massive == 0 {
+        let drop = |i: usize| c.special[i] || (massive[i] && !self.opts.massive.keep);
+        let n_massive = (0..c.rows()).filter(|&i| massive[i] && !c.special[i]).count();
+        if !self.opts.massive.keep {
+            self.stats.massive_dropped += n_massive;
+        }
+        if !(0..c.rows()).any(drop) {
             return Ok(c);
         }
-        self.stats.massive_dropped += n_massive;
-        let keep: Vec<usize> = (0..c.rows()).filter(|&i| !massive[i]).collect();
+        let keep: Vec<usize> = (0..c.rows()).filter(|&i| !drop(i)).collect();
         Ok(select_rows(&c, &keep, self.d_in, self.d_out))
     }
 
@@ -648,6 +673,7 @@ fn select_rows(c: &Chunk, idx: &[usize], d_in: usize, d_out: usize) -> Chunk {
         x: pick(&c.x, d_in),
         y: c.y.as_ref().map(|y| pick(y, d_out)),
         norms: idx.iter().map(|&i| c.norms[i]).collect(),
+        special: idx.iter().map(|&i| c.special[i]).collect(),
     }
 }
 
@@ -658,6 +684,7 @@ fn append(a: &mut Chunk, b: &Chunk) {
         a.y.get_or_insert_with(Vec::new).extend_from_slice(by);
     }
     a.norms.extend_from_slice(&b.norms);
+    a.special.extend_from_slice(&b.special);
 }
 
 /// FNV-1a over the documents, to tell one corpus (and order) from another.
@@ -693,6 +720,9 @@ struct Manifest {
     corpus: String,
     shards: Vec<Shard>,
     resume: PackerState,
+    /// The shards hold a whole pass over the corpus: later epochs re-read them.
+    #[serde(default)]
+    complete: bool,
 }
 
 impl Manifest {
@@ -721,6 +751,7 @@ impl Manifest {
             corpus: fingerprint(&packer.texts),
             shards: Vec::new(),
             resume: packer.state(),
+            complete: false,
         }
     }
 
@@ -756,6 +787,7 @@ struct DiskCache {
     resume: Option<PackerState>,
     pending: Chunk,
     shard_rows: usize,
+    epochs_read: usize,
 }
 
 impl DiskCache {
@@ -790,12 +822,18 @@ impl DiskCache {
             resume,
             pending: Chunk::default(),
             shard_rows,
+            epochs_read: 0,
         })
     }
 
     /// The next shard, while there are any to re-read.
     fn read_next(&mut self, d_in: usize, transcoder: bool) -> Result<Option<Chunk>> {
-        let Some(sh) = self.manifest.shards.get(self.next_read) else {
+        if self.next_read >= self.manifest.shards.len() && self.manifest.complete {
+            // A whole epoch is on disk: the next epochs re-read it instead of the model.
+            self.next_read = 0;
+            self.epochs_read += 1;
+        }
+        let Some(sh) = self.manifest.shards.get(self.next_read).cloned() else {
             return Ok(None);
         };
         self.next_read += 1;
@@ -828,6 +866,7 @@ impl DiskCache {
         Ok(Some(Chunk {
             x: x.flatten_all()?.to_vec1()?,
             y: y.map(|y| y.flatten_all()?.to_vec1()).transpose()?,
+            special: vec![false; sh.rows],
             norms,
         }))
     }
@@ -839,9 +878,15 @@ impl DiskCache {
 
     /// Adds freshly computed rows; writes a shard when enough have gathered.
     fn append(&mut self, c: &Chunk, state: PackerState) -> Result<()> {
+        if self.manifest.complete {
+            return Ok(());
+        }
         append(&mut self.pending, c);
+        // Once the corpus wraps, the shards hold a whole epoch: close them.
+        let wrapped = state.epochs > 0;
         self.manifest.resume = state;
-        if self.pending.rows() >= self.shard_rows.max(1) {
+        if wrapped || self.pending.rows() >= self.shard_rows.max(1) {
+            self.manifest.complete = wrapped;
             self.write_shard()?;
         }
         Ok(())
@@ -849,7 +894,7 @@ impl DiskCache {
 
 
     fn flush(&mut self, state: PackerState) -> Result<()> {
-        if self.pending.rows() > 0 {
+        if self.pending.rows() > 0 && !self.manifest.complete {
             self.manifest.resume = state;
             self.write_shard()?;
         }

@@ -5,7 +5,8 @@
 use anyhow::Result;
 use candle_core::Tensor;
 use mechinterp::model::HookedTransformer;
-use mechinterp::sae::train::run::{corpus_texts, Part};
+use mechinterp::corpus::Split;
+use mechinterp::sae::train::run::corpus_texts;
 use mechinterp::sae::train::trainer::{TrainArch, TrainConfig, Trainer};
 use mechinterp::sae::train::{ActivationStore, StoreOptions};
 
@@ -36,7 +37,7 @@ pub fn sae_training(model: &HookedTransformer, repeats: usize, out: &mut Vec<Tim
     let mut so = StoreOptions::new(&hook);
     so.massive.calibration_tokens = 1;
     let (ctx, rows) = (so.context_size, so.contexts_per_forward);
-    let mut store = ActivationStore::new(model, corpus_texts(None, Part::Train, 0)?, so)?;
+    let mut store = ActivationStore::new(model, corpus_texts(None, Split::Train, 0)?, so)?;
     let reps = repeats.clamp(1, 3);
     let mut got = 0usize;
     let store_secs = time(reps, || {

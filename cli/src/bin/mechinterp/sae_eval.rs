@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use mechinterp::sae::train::run::{corpus_texts, Part};
+use mechinterp::corpus::Split;
+use mechinterp::sae::train::run::corpus_texts;
 use mechinterp::sae::train::{evaluate, EvalOptions, MassiveRule};
 use mechinterp::sae::Sae;
 
@@ -21,7 +22,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 100_000)]
     pub tokens: usize,
     /// Held-out tokens for the CE losses (0 skips them; each costs three full forward passes).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 2048)]
     pub ce_tokens: usize,
     /// Evaluate on this text, TSV or JSONL file or folder (its held-out part: every 20th
     /// document) instead of the shipped corpus's held-out split.
@@ -44,7 +45,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs, out: &mut impl Write) -> Result<()> {
     let sae = Sae::load(&a.sae).with_context(|| format!("loading the SAE {}", a.sae.display()))?;
     let m = a.model.load()?;
-    let mut o = EvalOptions::new(corpus_texts(a.corpus.as_deref(), Part::HeldOut, 0)?);
+    let mut o = EvalOptions::new(corpus_texts(a.corpus.as_deref(), Split::HeldOut, 0)?);
     o.tokens = a.tokens;
     o.ce_tokens = a.ce_tokens;
     o.context_size = a.context_size;

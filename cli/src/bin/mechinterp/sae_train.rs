@@ -88,7 +88,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 100_000)]
     pub eval_tokens: usize,
     /// Held-out tokens for the final CE losses (0 skips them).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 2048)]
     pub eval_ce_tokens: usize,
     #[command(flatten)]
     pub model: ModelArgs,
