@@ -13,7 +13,9 @@
 //! Weights start as SAELens's do: `W_dec` Kaiming-uniform with rows rescaled to norm 0.1,
 //! `W_enc = W_decᵀ`, biases zero. Latents that have not fired for `dead_feature_window` steps
 //! are dead; firing frequencies are counted over windows of `feature_sampling_window` steps.
-//! Gradients come from candle's autograd.
+//! Gradients come from candle's autograd, except for TopK / BatchTopK on the CPU, where a
+//! hand-written sparse backward pass (`fast.rs`, checked against autograd in the tests)
+//! touches only the k selected latents per row; `W_enc` is held transposed for it.
 
 mod adam;
 mod fast;
@@ -335,7 +337,7 @@ impl TrainConfig {
             }
         }
         if self.arch == TrainArch::JumpRelu {
-            if !(self.jumprelu_bandwidth > 0.0) {
+            if self.jumprelu_bandwidth.is_nan() || self.jumprelu_bandwidth <= 0.0 {
                 return bad(format!(
                     "jumprelu_bandwidth must be positive, got {}",
                     self.jumprelu_bandwidth
@@ -734,7 +736,7 @@ impl Trainer {
             let r = cfg.topk_threshold_lr;
             self.topk_threshold = (1.0 - r) * self.topk_threshold + r * pass.min_pos as f64;
         }
-        if self.step > 0 && self.step % cfg.feature_sampling_window == 0 {
+        if self.step > 0 && self.step.is_multiple_of(cfg.feature_sampling_window) {
             self.act_freq.iter_mut().for_each(|v| *v = 0.0);
             self.n_frac_active = 0;
         }
