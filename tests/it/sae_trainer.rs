@@ -242,6 +242,514 @@ fn sae_trainer_fast_path_matches_autograd() {
     }
 }
 
+// SAELens's own training step, three times from fixed weights (d_in 4, d_sae 6, batch 3), as
+// printed by this script run with ~/.cache/tlvenv/bin/python (SAELens 6.54.12, torch on the CPU;
+// `steps` is [mse, architecture loss, grad norm before clipping] per step, the weights are
+// those after the third step):
+//     # SAELens 6.54.12: three SAETrainer-style steps (forward, backward, clip_grad_norm_ 1.0, Adam
+//     # lr 1e-2) of a tiny TopK, JumpReLU and standard training SAE from fixed weights.
+//     import torch, json, warnings
+//     warnings.filterwarnings("ignore")
+//     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+//     from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+//     from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+//     from sae_lens.saes.sae import TrainStepInput
+//     torch.manual_seed(0)
+//     d_in, d_sae, B = 4, 6, 3
+//     W_dec = torch.randn(d_sae, d_in) * 0.5
+//     W_enc = torch.randn(d_in, d_sae) * 0.5
+//     b_enc = torch.randn(d_sae) * 0.1
+//     b_dec = torch.randn(d_in) * 0.1
+//     xs = [torch.randn(B, d_in) * 2.0 for _ in range(3)]
+//     r = lambda t: [float(v) for v in t.flatten().tolist()]
+//     out = {"W_enc": r(W_enc), "W_dec": r(W_dec), "b_enc": r(b_enc), "b_dec": r(b_dec), "x": [r(x) for x in xs]}
+//     def run(sae, coeffs, extra=None):
+//         with torch.no_grad():
+//             sae.W_enc.copy_(W_enc); sae.W_dec.copy_(W_dec); sae.b_enc.copy_(b_enc); sae.b_dec.copy_(b_dec)
+//             if extra: extra(sae)
+//         opt = torch.optim.Adam(sae.parameters(), lr=1e-2, betas=(0.9, 0.999))
+//         since = torch.tensor([0., 0, 0, 0, 2000, 2000])
+//         steps = []
+//         for x in xs:
+//             dead = since > 1000
+//             o = sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients=coeffs, dead_neuron_mask=dead, n_training_steps=0, is_logging_step=False))
+//             fired = (o.feature_acts > 0).any(0)
+//             since += 1; since[fired] = 0
+//             o.loss.backward()
+//             gn = torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)
+//             opt.step(); opt.zero_grad()
+//             steps.append([float(v) for v in o.losses.values()] + [float(gn)])
+//         res = {k: r(v.detach()) for k, v in sae.named_parameters()}
+//         res["steps"] = steps
+//         return res
+//     out["topk"] = run(TopKTrainingSAE(TopKTrainingSAEConfig(d_in=d_in, d_sae=d_sae, k=2)), {})
+//     def th(s): s.threshold.copy_(torch.tensor([0.1, 0.2, 0.3, 0.05, 0.4, 0.15]))
+//     out["jumprelu"] = run(JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(d_in=d_in, d_sae=d_sae, jumprelu_bandwidth=1.0, l0_coefficient=0.3)), {"l0": 0.3}, th)
+//     out["standard"] = run(StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d_in, d_sae=d_sae, l1_coefficient=0.5)), {"l1": 0.5})
+//     print(json.dumps(out))
+const IN_W_ENC: &[f32] = &[
+    -0.10793162882328033,
+    -0.37127408385276794,
+    0.2813606858253479,
+    0.12981370091438293,
+    -0.08698049932718277,
+    -0.3393731117248535,
+    0.46913036704063416,
+    0.2444349080324173,
+    -0.28462404012680054,
+    0.4599857032299042,
+    0.5554080605506897,
+    0.6449370384216309,
+    -0.7390869855880737,
+    1.2836164236068726,
+    -0.2365598976612091,
+    0.16777537763118744,
+    -0.8146629929542542,
+    -0.274871826171875,
+    -0.23991712927818298,
+    -0.24984076619148254,
+    -0.5334901809692383,
+    0.5574697852134705,
+    -0.07033571600914001,
+    0.4028767943382263,
+];
+const IN_W_DEC: &[f32] = &[
+    -0.5629199147224426,
+    -0.576180100440979,
+    -0.12528929114341736,
+    -0.21693940460681915,
+    0.4243551790714264,
+    0.34600457549095154,
+    -0.15800638496875763,
+    -1.0576096773147583,
+    0.23404820263385773,
+    -0.0788562223315239,
+    0.7218300700187683,
+    0.13302470743656158,
+    0.08322767168283463,
+    0.4371909201145172,
+    -0.07173692435026169,
+    -0.05580466613173485,
+    0.4659132957458496,
+    0.6295046210289001,
+    1.0024902820587158,
+    0.02686845138669014,
+    0.3090283274650574,
+    -0.20640110969543457,
+    -0.4205324053764343,
+    -1.1580209732055664,
+];
+const IN_B_ENC: &[f32] = &[
+    -0.0040421090088784695,
+    0.028811682015657425,
+    -0.0007537308265455067,
+    -0.0914495512843132,
+    -0.1088583692908287,
+    -0.026659632101655006,
+];
+const IN_B_DEC: &[f32] = &[
+    0.018942346796393394,
+    -0.021902281790971756,
+    0.20575912296772003,
+    -0.003542188322171569,
+];
+const XS: [&[f32]; 3] = [
+    &[
+        0.1254376620054245,
+        -1.5326125621795654,
+        2.1985011100769043,
+        5.5130767822265625,
+        0.35056665539741516,
+        -1.8630422353744507,
+        -3.010979413986206,
+        -1.3219650983810425,
+        2.6464033126831055,
+        0.07422860711812973,
+        -0.5698186159133911,
+        -0.2668834924697876,
+    ],
+    &[
+        3.785820960998535,
+        6.22208833694458,
+        -0.9167916178703308,
+        -0.6719761490821838,
+        -3.13997220993042,
+        2.463000774383545,
+        2.7892634868621826,
+        2.3422048091888428,
+        0.8670238852500916,
+        -3.4685003757476807,
+        -2.6720972061157227,
+        1.7741920948028564,
+    ],
+    &[
+        1.5359148979187012,
+        0.11422599852085114,
+        0.44791677594184875,
+        1.103928565979004,
+        -1.1575959920883179,
+        0.0354442335665226,
+        0.2636527121067047,
+        2.0395336151123047,
+        -0.8936777710914612,
+        0.9040449261665344,
+        -1.9518488645553589,
+        1.4224743843078613,
+    ],
+];
+const TOPK_STEPS: [[f64; 3]; 3] = [
+    [38.361026763916016, 63.928287506103516, 103.55728912353516],
+    [77.75817108154297, 60.53226852416992, 133.02012634277344],
+    [16.49070167541504, 0.0, 23.708406448364258],
+];
+const TOPK_W_ENC: &[f32] = &[
+    -0.10793162882328033,
+    -0.36840948462486267,
+    0.2560541331768036,
+    0.11865674704313278,
+    -0.1054760068655014,
+    -0.31158652901649475,
+    0.46913036704063416,
+    0.24784786999225616,
+    -0.25773218274116516,
+    0.4816844165325165,
+    0.5771449208259583,
+    0.641086995601654,
+    -0.7390869855880737,
+    1.2561432123184204,
+    -0.21173878014087677,
+    0.14562638103961945,
+    -0.7885218262672424,
+    -0.2991366684436798,
+    -0.23991712927818298,
+    -0.2765127122402191,
+    -0.5173448324203491,
+    0.5339569449424744,
+    -0.05338676646351814,
+    0.3733806908130646,
+];
+const TOPK_W_DEC: &[f32] = &[
+    -0.5629199147224426,
+    -0.576180100440979,
+    -0.12528929114341736,
+    -0.21693940460681915,
+    0.4009588062763214,
+    0.34327149391174316,
+    -0.13351237773895264,
+    -1.032875895500183,
+    0.2617294192314148,
+    -0.10492369532585144,
+    0.6979864239692688,
+    0.11546581983566284,
+    0.0583374984562397,
+    0.4144190847873688,
+    -0.047449856996536255,
+    -0.0309281088411808,
+    0.44921448826789856,
+    0.625087559223175,
+    0.9748307466506958,
+    0.014872240833938122,
+    0.30314311385154724,
+    -0.1817951202392578,
+    -0.40374132990837097,
+    -1.1304417848587036,
+];
+const TOPK_B_ENC: &[f32] = &[
+    -0.0040421090088784695,
+    0.0010836254805326462,
+    -0.025542227551341057,
+    -0.11625086516141891,
+    -0.13638488948345184,
+    -0.03257168084383011,
+];
+const TOPK_B_DEC: &[f32] = &[
+    -0.008042732253670692,
+    0.005921782925724983,
+    0.18177762627601624,
+    0.0013698907569050789,
+];
+const JUMPRELU_STEPS: [[f64; 3]; 3] = [
+    [39.180179595947266, 0.800000011920929, 62.72270202636719],
+    [83.92414855957031, 0.800000011920929, 104.7984848022461],
+    [15.676285743713379, 0.7000000476837158, 24.056045532226562],
+];
+const JUMPRELU_W_ENC: &[f32] = &[
+    -0.13384737074375153,
+    -0.3685362637042999,
+    0.25592514872550964,
+    0.13275951147079468,
+    -0.08889539539813995,
+    -0.3337932229042053,
+    0.4438486695289612,
+    0.2501900792121887,
+    -0.2582351565361023,
+    0.48683542013168335,
+    0.5772411823272705,
+    0.6456112265586853,
+    -0.7515704035758972,
+    1.2558684349060059,
+    -0.21214641630649567,
+    0.1386662870645523,
+    -0.79039067029953,
+    -0.2972175180912018,
+    -0.24981506168842316,
+    -0.27563828229904175,
+    -0.5163254737854004,
+    0.532496452331543,
+    -0.05616069212555885,
+    0.3744172155857086,
+];
+const JUMPRELU_W_DEC: &[f32] = &[
+    -0.5450594425201416,
+    -0.5746124982833862,
+    -0.15453684329986572,
+    -0.21477405726909637,
+    0.40079444646835327,
+    0.33349230885505676,
+    -0.13305498659610748,
+    -1.032317042350769,
+    0.2573651373386383,
+    -0.10587700456380844,
+    0.6983121633529663,
+    0.1154949739575386,
+    0.05412449687719345,
+    0.43047550320625305,
+    -0.05140356719493866,
+    -0.025868715718388557,
+    0.481981486082077,
+    0.6318472027778625,
+    0.9729450941085815,
+    0.030006123706698418,
+    0.28279244899749756,
+    -0.20364175736904144,
+    -0.4054039418697357,
+    -1.13032066822052,
+];
+const JUMPRELU_B_ENC: &[f32] = &[
+    -0.0054960246197879314,
+    0.0011558746919035912,
+    -0.02523169480264187,
+    -0.10716283321380615,
+    -0.13247150182724,
+    -0.05623220279812813,
+];
+const JUMPRELU_B_DEC: &[f32] = &[
+    -0.009864844381809235,
+    0.007509706541895866,
+    0.19461271166801453,
+    0.02470032125711441,
+];
+const JUMPRELU_THRESHOLD: &[f32] = &[
+    0.12078256905078888,
+    0.20638813078403473,
+    0.31319352984428406,
+    0.07187993824481964,
+    0.4244513511657715,
+    0.17424191534519196,
+];
+const STANDARD_STEPS: [[f64; 3]; 3] = [
+    [39.25175094604492, 1.614092230796814, 65.26820373535156],
+    [83.8875961303711, 3.919257164001465, 109.50447082519531],
+    [15.638862609863281, 1.523398518562317, 25.312036514282227],
+];
+const STANDARD_W_ENC: &[f32] = &[
+    -0.13353325426578522,
+    -0.36854374408721924,
+    0.25660982728004456,
+    0.15409797430038452,
+    -0.10210937261581421,
+    -0.33379238843917847,
+    0.44418174028396606,
+    0.2503182291984558,
+    -0.2580481767654419,
+    0.48696640133857727,
+    0.5801695585250854,
+    0.6455314755439758,
+    -0.756321132183075,
+    1.255865216255188,
+    -0.21205216646194458,
+    0.13927502930164337,
+    -0.78650963306427,
+    -0.2970324158668518,
+    -0.24501293897628784,
+    -0.27559536695480347,
+    -0.5165570974349976,
+    0.5320014357566833,
+    -0.062495049089193344,
+    0.3744610846042633,
+];
+const STANDARD_W_DEC: &[f32] = &[
+    -0.5439551472663879,
+    -0.5739059448242188,
+    -0.15451987087726593,
+    -0.21450844407081604,
+    0.40074941515922546,
+    0.33260399103164673,
+    -0.13303817808628082,
+    -1.0322932004928589,
+    0.2573641538619995,
+    -0.10572930425405502,
+    0.6983190178871155,
+    0.11517789214849472,
+    0.0539247989654541,
+    0.42841100692749023,
+    -0.051336221396923065,
+    -0.025883395224809647,
+    0.48270368576049805,
+    0.6313577890396118,
+    0.9729324579238892,
+    0.029862716794013977,
+    0.28274667263031006,
+    -0.20344072580337524,
+    -0.4052041172981262,
+    -1.1303285360336304,
+];
+const STANDARD_B_ENC: &[f32] = &[
+    -0.007105753757059574,
+    0.0011711986735463142,
+    -0.025189895182847977,
+    -0.10967002063989639,
+    -0.13681945204734802,
+    -0.056192606687545776,
+];
+const STANDARD_B_DEC: &[f32] = &[
+    -0.009973653592169285,
+    0.007466871291399002,
+    0.18767310678958893,
+    0.02448417618870735,
+];
+
+/// A trainer of `arch` holding the fixtures' initial weights, with latents 4 and 5 dead.
+fn saelens_start(arch: TrainArch, autograd: bool) -> Trainer {
+    let dev = Device::Cpu;
+    let mut c = TrainConfig::new(arch, 4, 4, 6);
+    c.total_steps = 10;
+    c.lr = 1e-2;
+    match arch {
+        TrainArch::TopK => c.k = Some(2),
+        TrainArch::JumpRelu => {
+            c.jumprelu_bandwidth = 1.0;
+            c.l0_coefficient = 0.3;
+        }
+        _ => c.l1_coefficient = 0.5,
+    }
+    let init = Tensor::zeros((1, 4), DType::F32, &dev).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    Trainer::new(c, &init, &dev)
+        .unwrap()
+        .save_checkpoint(dir.path())
+        .unwrap();
+    let path = dir.path().join("trainer_weights.safetensors");
+    let mut ts = candle_core::safetensors::load(&path, &dev).unwrap();
+    let t = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, &dev).unwrap();
+    ts.insert("W_enc".into(), t(IN_W_ENC, &[4, 6]));
+    ts.insert("W_dec".into(), t(IN_W_DEC, &[6, 4]));
+    ts.insert("b_enc".into(), t(IN_B_ENC, &[6]));
+    ts.insert("b_dec".into(), t(IN_B_DEC, &[4]));
+    if arch == TrainArch::JumpRelu {
+        ts.insert(
+            "threshold".into(),
+            t(&[0.1, 0.2, 0.3, 0.05, 0.4, 0.15], &[6]),
+        );
+    }
+    let since = [0f32, 0.0, 0.0, 0.0, 2000.0, 2000.0];
+    ts.insert("n_forward_passes_since_fired".into(), t(&since, &[6]));
+    candle_core::safetensors::save(&ts, &path).unwrap();
+    let mut tr = Trainer::load_checkpoint(dir.path(), &dev).unwrap();
+    tr.set_autograd_only(autograd);
+    tr
+}
+
+#[test]
+fn sae_trainer_steps_equal_saelens() {
+    let cases: [(TrainArch, bool, &[[f64; 3]; 3], Vec<(&str, &[f32])>); 4] = [
+        (
+            TrainArch::TopK,
+            false,
+            &TOPK_STEPS,
+            vec![
+                ("W_enc", TOPK_W_ENC),
+                ("W_dec", TOPK_W_DEC),
+                ("b_enc", TOPK_B_ENC),
+                ("b_dec", TOPK_B_DEC),
+            ],
+        ),
+        (
+            TrainArch::TopK,
+            true,
+            &TOPK_STEPS,
+            vec![
+                ("W_enc", TOPK_W_ENC),
+                ("W_dec", TOPK_W_DEC),
+                ("b_enc", TOPK_B_ENC),
+                ("b_dec", TOPK_B_DEC),
+            ],
+        ),
+        (
+            TrainArch::JumpRelu,
+            true,
+            &JUMPRELU_STEPS,
+            vec![
+                ("W_enc", JUMPRELU_W_ENC),
+                ("W_dec", JUMPRELU_W_DEC),
+                ("b_enc", JUMPRELU_B_ENC),
+                ("b_dec", JUMPRELU_B_DEC),
+                ("threshold", JUMPRELU_THRESHOLD),
+            ],
+        ),
+        (
+            TrainArch::Standard,
+            true,
+            &STANDARD_STEPS,
+            vec![
+                ("W_enc", STANDARD_W_ENC),
+                ("W_dec", STANDARD_W_DEC),
+                ("b_enc", STANDARD_B_ENC),
+                ("b_dec", STANDARD_B_DEC),
+            ],
+        ),
+    ];
+    for (arch, autograd, steps, weights) in cases {
+        let mut t = saelens_start(arch, autograd);
+        let what = format!("{} (autograd {autograd})", arch.name());
+        for (i, (x, want)) in XS.iter().zip(steps).enumerate() {
+            let x = Tensor::from_slice(x, (3, 4), &Device::Cpu).unwrap();
+            let s = t.step(&x, None).unwrap();
+            let arch_loss = if arch == TrainArch::TopK {
+                s.aux_loss
+            } else {
+                s.sparsity_loss
+            };
+            for (name, got, w) in [
+                ("mse", s.mse, want[0]),
+                ("loss", arch_loss, want[1]),
+                ("grad norm", s.grad_norm, want[2]),
+            ] {
+                assert!(
+                    (got - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "{what} step {i} {name}: {got} vs SAELens {w}"
+                );
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        t.save_checkpoint(dir.path()).unwrap();
+        let ts = candle_core::safetensors::load(
+            dir.path().join("trainer_weights.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        for (name, want) in weights {
+            let got = ts[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            for (j, (g, w)) in got.iter().zip(want).enumerate() {
+                assert!(
+                    (g - w).abs() < 2e-5,
+                    "{what} {name}[{j}]: {g} vs SAELens {w}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn sae_trainer_lr_schedule_matches_saelens() {
     // Printed by SAELens 6.54.12's own scheduler, stepping it as SAETrainer does (the value
