@@ -4,8 +4,8 @@
 //! variance of ordinary held-out tokens, and its folder loads back).
 
 use candle_core::Tensor;
-use mechinterp::prelude::*;
 use mechinterp::corpus::Split;
+use mechinterp::prelude::*;
 use mechinterp::sae::train::run::corpus_texts;
 use mechinterp::sae::train::store::{median, special_ids, Packer};
 use mechinterp::sae::train::trainer::TrainArch;
@@ -36,7 +36,10 @@ fn packer_starts_every_context_with_bos_and_joins_documents_with_it() {
     let m = crate::common::gemma();
     let tok = m.tokenizer().unwrap();
     let bos = tok.prepended_id().unwrap();
-    let docs = vec!["The cat sat on the mat.".to_string(), "Le chat dort.".into()];
+    let docs = vec![
+        "The cat sat on the mat.".to_string(),
+        "Le chat dort.".into(),
+    ];
     let mut p = Packer::new(docs.clone(), 8, bos).unwrap();
     let a = tok.encode(&docs[0], false).unwrap();
     let b = tok.encode(&docs[1], false).unwrap();
@@ -60,8 +63,14 @@ fn packer_starts_every_context_with_bos_and_joins_documents_with_it() {
         assert_eq!(&c[1..], &stream[at..at + 7]);
         at += 7;
     }
-    assert!(Packer::new(vec![" ".into()], 8, bos).is_err(), "empty corpus refused");
-    assert!(Packer::new(docs, 1, bos).is_err(), "context of one token refused");
+    assert!(
+        Packer::new(vec![" ".into()], 8, bos).is_err(),
+        "empty corpus refused"
+    );
+    assert!(
+        Packer::new(docs, 1, bos).is_err(),
+        "context of one token refused"
+    );
 }
 
 #[test]
@@ -103,7 +112,10 @@ fn store_leaves_out_bos_and_special_tokens_and_matches_a_plain_forward() {
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
     let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max);
-    assert!(worst <= 1e-4 * scale, "store rows differ from a plain forward by {worst}");
+    assert!(
+        worst <= 1e-4 * scale,
+        "store rows differ from a plain forward by {worst}"
+    );
 }
 
 #[test]
@@ -183,8 +195,14 @@ fn store_shards_on_disk_read_back_the_same_rows() {
     assert!(again.stats().model_tokens > 0);
     // Another context size is other activations: refused, naming the folder.
     o.context_size = 16;
-    let err = ActivationStore::new(m, texts(), o).err().unwrap().to_string();
-    assert!(err.contains("acts") && err.contains("context size"), "{err}");
+    let err = ActivationStore::new(m, texts(), o)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("acts") && err.contains("context size"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -205,7 +223,11 @@ fn folding_the_training_scale_gives_the_same_outputs_on_raw_activations() {
         (Architecture::TopK, HOOK, HOOK),
         (Architecture::JumpRelu, HOOK, HOOK),
         (Architecture::Standard, HOOK, HOOK),
-        (Architecture::SkipTranscoder, "blocks.6.mlp.hook_in", "blocks.6.hook_mlp_out"),
+        (
+            Architecture::SkipTranscoder,
+            "blocks.6.mlp.hook_in",
+            "blocks.6.hook_mlp_out",
+        ),
     ];
     for (arch, h_in, h_out) in cases {
         let base = crate::sae_splice::random_sae(Architecture::Standard, h_in, h_out, 16, 24, 3);
@@ -216,21 +238,41 @@ fn folding_the_training_scale_gives_the_same_outputs_on_raw_activations() {
                 cfg.k = Some(5);
                 cfg.rescale_acts_by_decoder_norm = true;
             }
-            Architecture::JumpRelu => w.threshold = Some(Tensor::full(0.05f32, 24, &candle_core::Device::Cpu).unwrap()),
+            Architecture::JumpRelu => {
+                w.threshold = Some(Tensor::full(0.05f32, 24, &candle_core::Device::Cpu).unwrap())
+            }
             Architecture::SkipTranscoder => {
                 cfg.apply_b_dec_to_input = false;
-                w.w_skip = Some(Tensor::randn(0f32, 0.1, (16, 16), &candle_core::Device::Cpu).unwrap());
+                w.w_skip =
+                    Some(Tensor::randn(0f32, 0.1, (16, 16), &candle_core::Device::Cpu).unwrap());
             }
             _ => {}
         }
         let sae = Sae::new(cfg, w).unwrap();
-        let (c_in, c_out) = if arch.is_transcoder() { (0.5, 0.02) } else { (0.05, 0.05) };
+        let (c_in, c_out) = if arch.is_transcoder() {
+            (0.5, 0.02)
+        } else {
+            (0.05, 0.05)
+        };
         let folded = fold_scales(&sae, c_in, c_out).unwrap();
         let x = Tensor::randn(0f32, 40.0, (8, 16), &candle_core::Device::Cpu).unwrap();
         let want = (sae.forward(&x.affine(c_in, 0.0).unwrap()).unwrap() / c_out).unwrap();
         let got = folded.forward(&x).unwrap();
-        let err = (got - &want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let top = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let err = (got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let top = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(err <= 1e-4 * top, "{arch:?}: {err} vs {top}");
     }
 }

@@ -258,7 +258,11 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
         let rows = c.rows().min(opts.tokens - seen);
         for start in (0..rows).step_by(4096) {
             let n = 4096.min(rows - start);
-            let x = Tensor::from_slice(&c.x[start * d_in..(start + n) * d_in], (n, d_in), sae.device())?;
+            let x = Tensor::from_slice(
+                &c.x[start * d_in..(start + n) * d_in],
+                (n, d_in),
+                sae.device(),
+            )?;
             let y = match &c.y {
                 Some(y) => &y[start * d_out..(start + n) * d_out],
                 None => &c.x[start * d_in..(start + n) * d_in],
@@ -300,7 +304,12 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
     let dead = fired.iter().filter(|f| !**f).count();
     let median = store.stats().median_norm;
     let ce = if opts.ce_tokens > 0 {
-        Some(ce_losses(model, sae, opts, median.unwrap_or(f32::INFINITY))?)
+        Some(ce_losses(
+            model,
+            sae,
+            opts,
+            median.unwrap_or(f32::INFINITY),
+        )?)
     } else {
         None
     };
@@ -328,7 +337,13 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
 
 /// Mean CE of each row's next-token predictions at the positions `mask` keeps: logits
 /// [b, s, v], tokens [b, s]; returns (sum of −log p, count).
-fn ce_sum(logits: &Tensor, ids: &[u32], b: usize, s: usize, special: &HashSet<u32>) -> Result<(f64, usize)> {
+fn ce_sum(
+    logits: &Tensor,
+    ids: &[u32],
+    b: usize,
+    s: usize,
+    special: &HashSet<u32>,
+) -> Result<(f64, usize)> {
     let lp = candle_nn::ops::log_softmax(&logits.narrow(1, 0, s - 1)?, D::Minus1)?;
     let mut tgt = Vec::with_capacity(b * (s - 1));
     let mut keep = Vec::with_capacity(b * (s - 1));
@@ -347,7 +362,12 @@ fn ce_sum(logits: &Tensor, ids: &[u32], b: usize, s: usize, special: &HashSet<u3
 }
 
 /// Clean, spliced (everywhere and at ordinary tokens only) and zero-ablated CE.
-fn ce_losses(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions, median: f32) -> Result<CeReport> {
+fn ce_losses(
+    model: &HookedTransformer,
+    sae: &Sae,
+    opts: &EvalOptions,
+    median: f32,
+) -> Result<CeReport> {
     let s = opts.context_size;
     let tok = model.tokenizer()?;
     let special = special_ids(model)?;
@@ -435,7 +455,13 @@ fn spliced_ordinary(
         .to_device(x.device())?
         .to_dtype(x.dtype())?
         .reshape((b, s, d))?;
-    let norms = x.to_dtype(DType::F32)?.sqr()?.sum(2)?.sqrt()?.flatten_all()?.to_vec1::<f32>()?;
+    let norms = x
+        .to_dtype(DType::F32)?
+        .sqr()?
+        .sum(2)?
+        .sqrt()?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     let keep: Vec<u8> = pos
         .iter()
         .zip(&norms)

@@ -308,12 +308,20 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
     say(format!(
         "  {}; massive tokens are {}",
         opts.massive.describe(median),
-        if opts.massive.keep { "kept (--keep-massive)" } else { "left out of training" }
+        if opts.massive.keep {
+            "kept (--keep-massive)"
+        } else {
+            "left out of training"
+        }
     ));
     let (c_in, c_out) = if opts.normalize {
         let st = store.stats();
-        let scale = |d: usize, n: Option<f32>| (d as f64).sqrt() / n.unwrap_or(1.0).max(1e-12) as f64;
-        (scale(store.d_in(), st.mean_norm_in), scale(store.d_out(), st.mean_norm_out))
+        let scale =
+            |d: usize, n: Option<f32>| (d as f64).sqrt() / n.unwrap_or(1.0).max(1e-12) as f64;
+        (
+            scale(store.d_in(), st.mean_norm_in),
+            scale(store.d_out(), st.mean_norm_out),
+        )
     } else {
         (1.0, 1.0)
     };
@@ -323,7 +331,10 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
         ));
     }
     let scaled = |(x, y): (Tensor, Option<Tensor>)| -> Result<(Tensor, Option<Tensor>)> {
-        Ok((x.affine(c_in, 0.0)?, y.map(|y| y.affine(c_out, 0.0)).transpose()?))
+        Ok((
+            x.affine(c_in, 0.0)?,
+            y.map(|y| y.affine(c_out, 0.0)).transpose()?,
+        ))
     };
     let (x0, y0) = scaled((x0, y0))?;
     let mut trainer = Trainer::new(cfg, &x0, model.device())?;
@@ -473,7 +484,8 @@ trait SaveStopgap {
 
 impl SaveStopgap for Sae {
     fn save_with_sparsity(&self, dir: &Path, sparsity: &Tensor) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let c = self.cfg();
         let cfg = serde_json::json!({
             "architecture": c.architecture.saelens_name(), "d_in": c.d_in, "d_sae": c.d_sae,
@@ -489,7 +501,11 @@ impl SaveStopgap for Sae {
         m.insert("W_enc".to_string(), w.w_enc.clone());
         m.insert("W_dec".to_string(), w.w_dec.clone());
         m.insert("b_dec".to_string(), w.b_dec.clone());
-        for (k, t) in [("b_enc", &w.b_enc), ("threshold", &w.threshold), ("W_skip", &w.w_skip)] {
+        for (k, t) in [
+            ("b_enc", &w.b_enc),
+            ("threshold", &w.threshold),
+            ("W_skip", &w.w_skip),
+        ] {
             if let Some(t) = t {
                 m.insert(k.to_string(), t.clone());
             }

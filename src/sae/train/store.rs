@@ -401,7 +401,15 @@ impl<'a> ActivationStore<'a> {
         let disk = match &opts.cache_dir {
             Some(dir) => Some(DiskCache::open(
                 dir,
-                Manifest::new(model, &hook, hook_out.as_deref(), d_in, d_out, &opts, &packer),
+                Manifest::new(
+                    model,
+                    &hook,
+                    hook_out.as_deref(),
+                    d_in,
+                    d_out,
+                    &opts,
+                    &packer,
+                ),
                 opts.shard_rows,
             )?),
             None => None,
@@ -549,7 +557,13 @@ impl<'a> ActivationStore<'a> {
         let mut norms = Vec::new();
         while norms.len() < self.opts.massive.calibration_tokens.max(1) {
             let c = self.next_chunk()?;
-            norms.extend(c.norms.iter().zip(&c.special).filter(|(_, &s)| !s).map(|(n, _)| *n));
+            norms.extend(
+                c.norms
+                    .iter()
+                    .zip(&c.special)
+                    .filter(|(_, &s)| !s)
+                    .map(|(n, _)| *n),
+            );
             self.calibration.push(c);
         }
         let m = median(&norms);
@@ -596,7 +610,11 @@ impl<'a> ActivationStore<'a> {
             .iter()
             .map(|&n| self.opts.massive.is_massive(n, median))
             .collect();
-        self.stats.massive += massive.iter().zip(&c.special).filter(|(&m, &s)| m && !s).count();
+        self.stats.massive += massive
+            .iter()
+            .zip(&c.special)
+            .filter(|(&m, &s)| m && !s)
+            .count();
         Ok((c, massive))
     }
 
@@ -604,7 +622,9 @@ impl<'a> ActivationStore<'a> {
     fn next_filtered(&mut self) -> Result<Chunk> {
         let (c, massive) = self.next_classified()?;
         let drop = |i: usize| c.special[i] || (massive[i] && !self.opts.massive.keep);
-        let n_massive = (0..c.rows()).filter(|&i| massive[i] && !c.special[i]).count();
+        let n_massive = (0..c.rows())
+            .filter(|&i| massive[i] && !c.special[i])
+            .count();
         if !self.opts.massive.keep {
             self.stats.massive_dropped += n_massive;
         }
@@ -632,14 +652,21 @@ impl<'a> ActivationStore<'a> {
                 ((0..half).collect(), (half..shuffled.rows()).collect());
             let rest: Vec<usize> = (self.ready_at..self.ready.rows()).collect();
             let mut ready = select_rows(&self.ready, &rest, self.d_in, self.d_out);
-            append(&mut ready, &select_rows(&shuffled, &out, self.d_in, self.d_out));
+            append(
+                &mut ready,
+                &select_rows(&shuffled, &out, self.d_in, self.d_out),
+            );
             self.ready = ready;
             self.ready_at = 0;
             self.buffer = select_rows(&shuffled, &keep, self.d_in, self.d_out);
         }
         let (a, dev) = (self.ready_at, self.model.device());
         self.ready_at += b;
-        let x = Tensor::from_slice(&self.ready.x[a * self.d_in..(a + b) * self.d_in], (b, self.d_in), dev)?;
+        let x = Tensor::from_slice(
+            &self.ready.x[a * self.d_in..(a + b) * self.d_in],
+            (b, self.d_in),
+            dev,
+        )?;
         let y = match &self.ready.y {
             Some(y) => Some(Tensor::from_slice(
                 &y[a * self.d_out..(a + b) * self.d_out],
@@ -892,7 +919,6 @@ impl DiskCache {
         Ok(())
     }
 
-
     fn flush(&mut self, state: PackerState) -> Result<()> {
         if self.pending.rows() > 0 && !self.manifest.complete {
             self.manifest.resume = state;
@@ -932,7 +958,8 @@ impl DiskCache {
         let tmp = self.dir.join("store.json.tmp");
         let text = serde_json::to_string_pretty(&self.manifest)
             .map_err(|e| Error::Invalid(format!("serialising the cache manifest: {e}")))?;
-        std::fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        std::fs::write(&tmp, text)
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &m).map_err(|e| Error::io(format!("writing {}", m.display()), e))?;
         Ok(())
     }

@@ -4,8 +4,8 @@
 
 use anyhow::Result;
 use candle_core::Tensor;
-use mechinterp::model::HookedTransformer;
 use mechinterp::corpus::Split;
+use mechinterp::model::HookedTransformer;
 use mechinterp::sae::train::run::corpus_texts;
 use mechinterp::sae::train::trainer::{TrainArch, TrainConfig, Trainer};
 use mechinterp::sae::train::{ActivationStore, StoreOptions};
@@ -28,7 +28,11 @@ fn step_flops(b: usize, d: usize, n: usize) -> f64 {
 }
 
 /// Times the store, one step, and training as a whole (store + steps for the same tokens).
-pub fn sae_training(model: &HookedTransformer, repeats: usize, out: &mut Vec<Timing>) -> Result<()> {
+pub fn sae_training(
+    model: &HookedTransformer,
+    repeats: usize,
+    out: &mut Vec<Timing>,
+) -> Result<()> {
     let cfg = model.cfg();
     if LAYER >= cfg.n_layers {
         return Ok(());
