@@ -436,7 +436,7 @@ impl HookContext {
             }
             x = y;
         }
-        if subs.cache.iter().any(|n| *n == name) {
+        if subs.cache.contains(&name) {
             if let Ok(mut rec) = subs.recorded.lock() {
                 rec.push((name, x.clone()));
             }

@@ -27,6 +27,14 @@ pub struct ModelArgs {
     /// its EOS where it has none); gives HF's ids for tokenizers whose own rule adds nothing.
     #[arg(long)]
     pub no_bos: bool,
+    /// Splice an SAE or transcoder in (a SAELens, Gemma Scope 2 or circuit-tracer folder or
+    /// file); repeatable. Its output replaces the hook it writes in every pass.
+    #[arg(long, value_name = "DIR")]
+    pub sae: Vec<PathBuf>,
+    /// With --sae: add SAELens's error term (input minus the clean reconstruction), so the
+    /// model's outputs are unchanged and only latent edits would act.
+    #[arg(long, requires = "sae")]
+    pub sae_error_term: bool,
 }
 
 impl ModelArgs {
@@ -49,7 +57,31 @@ impl ModelArgs {
             weights,
             ..LoadOptions::from_env()?
         };
-        Ok(HookedTransformer::from_spec(&self.model, &opts)?.with_prepend_bos(!self.no_bos))
+        let model =
+            HookedTransformer::from_spec(&self.model, &opts)?.with_prepend_bos(!self.no_bos);
+        if self.sae.is_empty() {
+            return Ok(model);
+        }
+        let mut hooks = Hooks::new();
+        for path in &self.sae {
+            let sae = mechinterp::sae::Sae::load(path)
+                .with_context(|| format!("--sae {}", path.display()))?;
+            sae.check_fits(&model)
+                .with_context(|| format!("--sae {}", path.display()))?;
+            let opts = mechinterp::sae::SpliceOptions {
+                use_error_term: self.sae_error_term,
+                ..Default::default()
+            };
+            hooks = hooks.sae_with(&sae, opts)?;
+            eprintln!(
+                "spliced {} ({}, {} latents) at {}",
+                path.display(),
+                sae.cfg().architecture.saelens_name(),
+                sae.d_sae(),
+                sae.hook_name_out()
+            );
+        }
+        Ok(model.with_hooks(&hooks))
     }
 }
 

@@ -83,6 +83,8 @@ pub struct SaeWeights {
 pub struct Sae {
     cfg: SaeConfig,
     w: SaeWeights,
+    /// SAELens's `sparsity.safetensors` (log10 firing frequency per latent), when known.
+    log_sparsity: Option<Tensor>,
 }
 
 /// What input normalisation remembers for the output side.
@@ -149,13 +151,77 @@ impl Sae {
                 }
             }
         }
+        if a.is_transcoder() && cfg.apply_b_dec_to_input && d_in != d_out {
+            return Err(Error::Invalid(format!(
+                "a `{}` with d_in {d_in} ≠ d_out {d_out} cannot apply b_dec (width d_out) to its input; set apply_b_dec_to_input to false, as SAELens requires of transcoders",
+                a.saelens_name()
+            )));
+        }
         if !a.is_transcoder() && d_in != d_out {
             return Err(Error::Invalid(format!(
                 "a `{}` SAE reconstructs its input, so d_out ({d_out}) must equal d_in ({d_in})",
                 a.saelens_name()
             )));
         }
-        Ok(Sae { cfg, w })
+        Ok(Sae {
+            cfg,
+            w,
+            log_sparsity: None,
+        })
+    }
+
+    /// Reads the SAE or transcoder at `path` in any format this crate knows (SAELens 6 or
+    /// pre-6 folder, Gemma Scope 2 folder, circuit-tracer layer file): see
+    /// [`crate::sae::format::load`].
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Sae> {
+        super::format::load(path.as_ref())
+    }
+
+    /// Checks that this SAE fits `model`: its hooks exist there and carry vectors of its
+    /// widths (per-head hooks flattened, `n_heads·d_head` for `attn.hook_z`).
+    pub fn check_fits(&self, model: &crate::model::HookedTransformer) -> Result<()> {
+        super::format::hooks::check_fits(self, model)
+    }
+
+    /// This SAE with SAELens's log10 feature sparsity [d_sae] attached (saved as
+    /// `sparsity.safetensors`).
+    pub fn with_log_sparsity(mut self, log_sparsity: Tensor) -> Result<Sae> {
+        if log_sparsity.dims() != [self.cfg.d_sae] {
+            return Err(Error::Invalid(format!(
+                "the log feature sparsity has shape {:?}, but this SAE has d_sae = {} latents",
+                log_sparsity.dims(),
+                self.cfg.d_sae
+            )));
+        }
+        self.log_sparsity = Some(log_sparsity.to_dtype(DType::F32)?);
+        Ok(self)
+    }
+
+    /// SAELens's log10 feature sparsity [d_sae], when the file had `sparsity.safetensors`.
+    pub fn log_sparsity(&self) -> Option<&Tensor> {
+        self.log_sparsity.as_ref()
+    }
+
+    /// The same SAE with its weights on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Sae> {
+        let mv = |t: &Tensor| t.to_device(device);
+        let mo = |t: &Option<Tensor>| t.as_ref().map(|t| t.to_device(device)).transpose();
+        let w = &self.w;
+        Ok(Sae {
+            cfg: self.cfg.clone(),
+            w: SaeWeights {
+                w_enc: mv(&w.w_enc)?,
+                b_enc: mo(&w.b_enc)?,
+                w_dec: mv(&w.w_dec)?,
+                b_dec: mv(&w.b_dec)?,
+                threshold: mo(&w.threshold)?,
+                b_gate: mo(&w.b_gate)?,
+                r_mag: mo(&w.r_mag)?,
+                b_mag: mo(&w.b_mag)?,
+                w_skip: mo(&w.w_skip)?,
+            },
+            log_sparsity: mo(&self.log_sparsity)?,
+        })
     }
 
     /// The config as read.
@@ -245,7 +311,14 @@ impl Sae {
     /// activation. With `use_error_term` (SAEs only), the output is the hooked reconstruction
     /// plus `x` minus the clean (unhooked) reconstruction, so without interventions it is `x`.
     pub fn run_hooked(&self, x: &Tensor, use_error_term: bool, hook: SaeHookFn) -> Result<Tensor> {
-        let x = x.to_dtype(DType::F32)?;
+        if use_error_term && self.is_transcoder() {
+            return Err(Error::Invalid(format!(
+                "a transcoder's error term is its output hook's true value minus its output, which it cannot compute from its input alone: splice it at `{}` with the error computed there",
+                self.cfg.hook_name_out
+            )));
+        }
+        let dims = x.dims().to_vec();
+        let x = self.flatten_heads(&x.to_dtype(DType::F32)?)?;
         let (acts, state) = self.encode_hooked(&x, hook)?;
         let skip_in = if self.cfg.architecture.has_skip() {
             Some(&x)
@@ -260,7 +333,41 @@ impl Sae {
             let err = hook(SaeHook::Error, (&x - &clean)?)?;
             out = (out + err)?;
         }
-        hook(SaeHook::Output, out)
+        let out = hook(SaeHook::Output, out)?;
+        self.unflatten_heads(out, &dims)
+    }
+
+    /// `[.., heads, d_head]` → `[.., heads·d_head]` at a per-head hook (`attn.hook_z`,
+    /// `hook_q`…), where the SAE reads the heads flattened (SAELens's `reshape_activations:
+    /// "hook_z"`); other inputs unchanged.
+    fn flatten_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let per_head = [
+            "hook_z",
+            "hook_q",
+            "hook_k",
+            "hook_v",
+            "hook_rot_q",
+            "hook_rot_k",
+        ]
+        .iter()
+        .any(|h| self.cfg.hook_name.ends_with(h));
+        let d = x.dims();
+        let r = d.len();
+        if per_head && r >= 2 && d[r - 1] != self.cfg.d_in && d[r - 2] * d[r - 1] == self.cfg.d_in {
+            Ok(x.flatten_from(r - 2)?)
+        } else {
+            Ok(x.clone())
+        }
+    }
+
+    /// The output back in the input's per-head shape, when the input was flattened.
+    fn unflatten_heads(&self, out: Tensor, in_dims: &[usize]) -> Result<Tensor> {
+        let r = in_dims.len();
+        if out.rank() + 1 == r && out.dim(D::Minus1)? == in_dims[r - 2] * in_dims[r - 1] {
+            Ok(out.reshape(in_dims)?)
+        } else {
+            Ok(out)
+        }
     }
 
     fn normalize_in(&self, x: &Tensor) -> Result<(Tensor, NormState)> {
@@ -287,7 +394,7 @@ impl Sae {
     }
 
     fn encode_hooked(&self, x: &Tensor, hook: SaeHookFn) -> Result<(Tensor, NormState)> {
-        let x = x.to_dtype(DType::F32)?;
+        let x = self.flatten_heads(&x.to_dtype(DType::F32)?)?;
         if x.dim(D::Minus1)? != self.cfg.d_in {
             return Err(Error::Invalid(format!(
                 "this SAE (at `{}`) reads vectors of width d_in = {}, but got shape {:?}",
@@ -329,7 +436,11 @@ impl Sae {
                     _ if a.has_threshold() => {
                         let th = opt(&w.threshold, "threshold")?;
                         let mask = pre.broadcast_gt(th)?.to_dtype(DType::F32)?;
-                        (pre.relu()? * mask)?
+                        if self.cfg.jumprelu_without_relu() {
+                            (pre * mask)?
+                        } else {
+                            (pre.relu()? * mask)?
+                        }
                     }
                     _ => pre.relu()?,
                 }

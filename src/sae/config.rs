@@ -156,7 +156,19 @@ pub struct SaeConfig {
     pub exclude_special_tokens: Option<bool>,
     /// Where it was read from.
     pub format: Format,
-    /// The file's own metadata (SAELens's `metadata` object, or the whole foreign config), kept
-    /// so that saving writes it back.
+    /// SAELens's `metadata` object: the file's own, or for a Gemma Scope 2 / circuit-tracer
+    /// file the one SAELens's loaders build for it (model, hooks, `hf_hook_name`…); saving
+    /// writes it back.
     pub metadata: serde_json::Value,
+}
+
+impl SaeConfig {
+    /// Whether JumpReLU is circuit-tracer's `x·1[x > θ]` (files from circuit-tracer) rather
+    /// than SAELens's `ReLU(x)·1[x > θ]`; they differ only where θ < 0.
+    pub fn jumprelu_without_relu(&self) -> bool {
+        matches!(
+            self.format,
+            Format::CircuitTracer | Format::CircuitTracerClt
+        )
+    }
 }

@@ -4,9 +4,13 @@
 
 pub mod autoencoder;
 pub mod config;
+pub mod format;
+pub mod pretrained;
+pub mod save;
 pub mod splice;
 pub mod train;
 
 pub use autoencoder::{Sae, SaeHook, SaeWeights};
 pub use config::{Architecture, Format, Normalization, SaeConfig};
+pub use format::circuit_tracer::CrossLayerTranscoder;
 pub use splice::{FeatureEdit, SpliceOptions};

@@ -32,6 +32,7 @@ mod weights;
 // main engineer's modules below
 mod grads;
 mod path_patching;
+mod sae_formats;
 mod sae_splice;
 mod steering;
 mod tl_hooks;

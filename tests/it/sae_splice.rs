@@ -41,7 +41,7 @@ pub fn random_sae(
         k: None,
         rescale_acts_by_decoder_norm: false,
         normalize_activations: Normalization::None,
-        apply_b_dec_to_input: true,
+        apply_b_dec_to_input: !arch.is_transcoder(),
         model_name: None,
         context_size: None,
         exclude_special_tokens: None,
@@ -395,4 +395,77 @@ fn splicing_refuses_what_does_not_fit() {
     let e = Hooks::new().sae(&odd).unwrap_err().to_string();
     assert!(e.contains("blocks.2.hook_resid_middle"), "{e}");
     let _ = (SpliceOptions::default(), DType::F32);
+}
+
+#[test]
+fn the_cli_splices_encodes_and_describes_a_saved_sae() {
+    use std::process::Command;
+    let bin = || Command::new(env!("CARGO_BIN_EXE_mechinterp"));
+    let dir = tempfile::tempdir().unwrap();
+    let host = "blocks.2.hook_resid_post";
+    let sae = random_sae(Architecture::Standard, host, host, 32, 64, 21);
+    let folder = dir.path().join("sae");
+    sae.save(&folder).unwrap();
+    let model = crate::common::repo().join("tests/fixtures/models/gemma3");
+    let run = |extra: &[&str]| {
+        let o = bin()
+            .args(["run", "hello world", "--top-k", "3", "--model"])
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // The timing differs between runs; the ranked tokens and probabilities must not.
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let f = folder.to_str().unwrap();
+    let plain = run(&[]);
+    let with_err = run(&["--sae", f, "--sae-error-term"]);
+    let raw = run(&["--sae", f]);
+    assert_eq!(plain, with_err);
+    assert_ne!(plain, raw);
+    // `sae info` prints the config as read; `sae encode` writes both tensors.
+    let o = bin().args(["sae", "info", f]).output().unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["architecture"], "standard");
+    assert_eq!(info["hook_name"], host);
+    let acts = randn(5, &[7, 32], 1.0);
+    let input = dir.path().join("acts.safetensors");
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("acts".to_string(), acts.clone())]),
+        &input,
+    )
+    .unwrap();
+    let out = dir.path().join("out.safetensors");
+    let o = bin()
+        .args(["sae", "encode", "--sae", f, "--acts"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    assert!(rel(&t["feature_acts"], &sae.encode(&acts).unwrap()) < 1e-6);
+    assert!(rel(&t["output"], &sae.forward(&acts).unwrap()) < 1e-6);
+    // A folder made for another width is refused by name.
+    let wide = random_sae(Architecture::Standard, host, host, 48, 64, 22);
+    let wf = dir.path().join("wide");
+    wide.save(&wf).unwrap();
+    let o = bin()
+        .args(["run", "hello", "--model"])
+        .arg(&model)
+        .arg("--sae")
+        .arg(&wf)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("wide") && err.contains("48"),
+        "{err}"
+    );
 }

@@ -3,7 +3,8 @@
 //!
 //! `fetch` (the default model), `run` (top next tokens), `generate` (continue a prompt), `tokenize`, `hooks` (hook points and
 //! shapes), `cache` (activations to safetensors), `patch` (activation patching), `attribute`
-//! (attribution patching), `logit-lens` and `translation-heads` (the main job). The benchmark
+//! (attribution patching), `logit-lens`, `translation-heads` (the main job) and `sae`
+//! (sparse autoencoders and transcoders: info, encode, train, eval, dashboard). The benchmark
 //! harness is a binary of its own, `mechinterp-bench`.
 
 mod attribute;
@@ -14,6 +15,8 @@ mod hooks;
 mod logit_lens;
 mod patch;
 mod run;
+mod sae_encode;
+mod sae_info;
 mod tokenize;
 mod translation_heads;
 
@@ -55,6 +58,9 @@ enum Cmd {
     TranslationHeads(translation_heads::Args),
     /// Show how a text is tokenized.
     Tokenize(tokenize::Args),
+    /// Sparse autoencoders and transcoders: info, encode, train, eval, dashboard.
+    #[command(subcommand)]
+    Sae(SaeCmd),
     /// The benchmark moved to its own binary; this says how to run it.
     #[command(hide = true)]
     Bench {
@@ -62,6 +68,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum SaeCmd {
+    /// Print an SAE or transcoder's config as read (any supported format).
+    Info(sae_info::InfoArgs),
+    /// Encode activations from a safetensors file: writes `feature_acts` and `output`.
+    Encode(sae_encode::EncodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +108,8 @@ fn real_main() -> Result<()> {
         Cmd::LogitLens(a) => logit_lens::run(a, out),
         Cmd::TranslationHeads(a) => translation_heads::run(a, out),
         Cmd::Tokenize(a) => tokenize::run(a, out),
+        Cmd::Sae(SaeCmd::Info(a)) => sae_info::run(a, out),
+        Cmd::Sae(SaeCmd::Encode(a)) => sae_encode::run(a, out),
         Cmd::Bench { args } => anyhow::bail!(
             "the benchmark is its own binary, not part of `mechinterp`: run `cargo run --release --bin mechinterp-bench -- {}` (see PERFORMANCE.md)",
             args.join(" ")
