@@ -301,14 +301,51 @@ fn quick_recipe_topk_explains_ordinary_held_out_tokens() {
     assert!(ce.clean < ce.spliced_ordinary && ce.spliced < ce.zero_ablated);
     assert!(out.join("sparsity.safetensors").is_file());
     assert!(out.join("checkpoints/step_200").is_dir());
-    // TEMP let back = Sae::load(&out).unwrap();
-    // TEMP assert_eq!(back.d_sae(), 2048);
-    // TEMP assert_eq!(back.hook_name(), HOOK);
-    // TEMP // The folder's SAE is the one evaluated: the same held-out figures.
-    // TEMP let mut eo = EvalOptions::new(corpus_texts(None, Split::HeldOut, 0).unwrap());
-    // TEMP eo.tokens = 2_000;
-    // TEMP eo.ce_tokens = 0;
-    // TEMP let a = evaluate(m, &back, &eo).unwrap();
-    // TEMP let b = evaluate(m, &r.sae, &eo).unwrap();
-    // TEMP assert!((a.explained_variance_ordinary - b.explained_variance_ordinary).abs() < 1e-4);
+    let back = Sae::load(&out).unwrap();
+    assert_eq!(back.d_sae(), 2048);
+    assert_eq!(back.hook_name(), HOOK);
+    // The folder's SAE is the one evaluated: the same held-out figures.
+    let mut eo = EvalOptions::new(corpus_texts(None, Split::HeldOut, 0).unwrap());
+    eo.tokens = 2_000;
+    eo.ce_tokens = 0;
+    let a = evaluate(m, &back, &eo).unwrap();
+    let b = evaluate(m, &r.sae, &eo).unwrap();
+    assert!((a.explained_variance_ordinary - b.explained_variance_ordinary).abs() < 1e-4);
+}
+
+#[test]
+fn a_short_transcoder_run_writes_a_folder_that_loads_back() {
+    let m = crate::common::gemma();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tc");
+    let mut o = TrainOptions::new(
+        "blocks.3.mlp.hook_in",
+        TrainArch::SkipTranscoder,
+        128,
+        1024,
+        &out,
+    );
+    o.batch_size = 128;
+    o.context_size = 64;
+    o.contexts_per_forward = 4;
+    o.eval_tokens = 1000;
+    o.eval_ce_tokens = 0;
+    o.massive.calibration_tokens = 256;
+    let r = train(m, &o).unwrap();
+    assert_eq!(r.steps, 8);
+    let back = Sae::load(&out).unwrap();
+    assert_eq!(back.hook_name(), "blocks.3.mlp.hook_in");
+    assert_eq!(
+        back.hook_name_out(),
+        "blocks.3.hook_mlp_out",
+        "the default output hook"
+    );
+    assert!(out.join("sparsity.safetensors").is_file() && out.join("training.json").is_file());
+    let e = r.eval.unwrap();
+    assert!(e.tokens >= 1000 && e.explained_variance_ordinary.is_finite());
+    // An SAE does not take an output hook.
+    let mut bad = TrainOptions::new(HOOK, TrainArch::TopK, 64, 1024, dir.path().join("x"));
+    bad.hook_out = Some("blocks.6.hook_mlp_out".into());
+    let err = train(m, &bad).err().unwrap().to_string();
+    assert!(err.contains("--hook-out"), "{err}");
 }

@@ -282,7 +282,10 @@ pub fn train(model: &HookedTransformer, opts: &TrainOptions) -> Result<TrainOutc
     }
     // The residual stream has a large mean: starting b_dec there (older SAELens's "mean"
     // init) saves the first hundreds of steps of a short run.
-    cfg.b_dec_init = BDecInit::Mean;
+    // (Transcoders' b_dec lives in the output space: the trainer starts it at zero.)
+    if !opts.arch.is_transcoder() {
+        cfg.b_dec_init = BDecInit::Mean;
+    }
     // A latent silent for an eighth of a short run counts as dead (and gets the aux-k
     // gradient); SAELens's 1 000 steps would never trigger in the quick recipe's 235.
     cfg.dead_feature_window = cfg.dead_feature_window.min((steps / 8).max(10));
@@ -474,46 +477,4 @@ fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
         path: path.into(),
         reason: e.to_string(),
     })
-}
-
-/// TEMPORARY, until `Sae::save_with_sparsity` (src/sae/save.rs) lands on main: the inherent
-/// method will take precedence over this trait's, and this goes.
-trait SaveStopgap {
-    fn save_with_sparsity(&self, dir: &Path, sparsity: &Tensor) -> Result<()>;
-}
-
-impl SaveStopgap for Sae {
-    fn save_with_sparsity(&self, dir: &Path, sparsity: &Tensor) -> Result<()> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let c = self.cfg();
-        let cfg = serde_json::json!({
-            "architecture": c.architecture.saelens_name(), "d_in": c.d_in, "d_sae": c.d_sae,
-            "d_out": c.d_out, "k": c.k, "dtype": "float32", "device": "cpu",
-            "apply_b_dec_to_input": c.apply_b_dec_to_input,
-            "normalize_activations": c.normalize_activations.saelens_name(),
-            "metadata": {"hook_name": c.hook_name, "hook_name_out": c.hook_name_out,
-                "model_name": c.model_name, "context_size": c.context_size},
-        });
-        write_json(&dir.join("cfg.json"), &cfg)?;
-        let w = self.weights();
-        let mut m = std::collections::HashMap::new();
-        m.insert("W_enc".to_string(), w.w_enc.clone());
-        m.insert("W_dec".to_string(), w.w_dec.clone());
-        m.insert("b_dec".to_string(), w.b_dec.clone());
-        for (k, t) in [
-            ("b_enc", &w.b_enc),
-            ("threshold", &w.threshold),
-            ("W_skip", &w.w_skip),
-        ] {
-            if let Some(t) = t {
-                m.insert(k.to_string(), t.clone());
-            }
-        }
-        candle_core::safetensors::save(&m, dir.join("sae_weights.safetensors"))?;
-        let mut s = std::collections::HashMap::new();
-        s.insert("sparsity".to_string(), sparsity.clone());
-        candle_core::safetensors::save(&s, dir.join("sparsity.safetensors"))?;
-        Ok(())
-    }
 }
