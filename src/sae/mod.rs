@@ -9,6 +9,7 @@ pub mod format;
 pub mod pretrained;
 pub mod save;
 pub mod splice;
+pub mod train;
 
 pub use autoencoder::{Sae, SaeHook, SaeWeights};
 pub use config::{Architecture, Format, Normalization, SaeConfig};

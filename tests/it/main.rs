@@ -38,3 +38,5 @@ mod sae_splice;
 mod steering;
 mod tl_hooks;
 mod view;
+mod sae_trainer;
+mod sae_train;

@@ -1,0 +1,12 @@
+//! Training SAEs and transcoders in Rust, as SAELens does it: an activation store streaming a
+//! hook's activations from a corpus ([`store`]), the optimiser and losses ([`trainer`]), the
+//! driver that ties them to a SAELens folder ([`run`]) and held-out evaluation ([`eval`]).
+
+pub mod eval;
+pub mod run;
+pub mod store;
+pub mod trainer;
+
+pub use eval::{evaluate, CeReport, EvalOptions, EvalReport};
+pub use run::{train, TrainOptions, TrainOutcome};
+pub use store::{ActivationStore, MassiveRule, StoreOptions, StoreStats};
