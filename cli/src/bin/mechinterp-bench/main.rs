@@ -9,6 +9,7 @@ mod generation;
 mod patching;
 mod python;
 mod report;
+mod sae;
 mod sets;
 mod timing;
 mod translation;

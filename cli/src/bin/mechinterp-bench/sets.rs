@@ -9,7 +9,7 @@ use mechinterp::translation::SentencePair;
 
 use crate::flops::sgemm_peak;
 use crate::timing::Timing;
-use crate::{forward, generation, patching, translation};
+use crate::{forward, generation, patching, sae, translation};
 
 /// The benchmark's prompt pair (40 tokens each on the default model's tokenizer).
 pub const CLEAN: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, John gave a warm drink to";
@@ -70,5 +70,8 @@ pub fn run(
         generation::generation(model, repeats, s, rows, &mut out)?;
     }
     translation::translation(model, repeats, pairs, n_pairs, &mut out)?;
+    if set == Set::Full {
+        sae::sae_training(model, repeats, &mut out)?;
+    }
     Ok((out, peak))
 }

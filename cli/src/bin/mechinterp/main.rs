@@ -17,7 +17,9 @@ mod patch;
 mod run;
 mod sae_dashboard;
 mod sae_encode;
+mod sae_eval;
 mod sae_info;
+mod sae_train;
 mod tokenize;
 mod translation_heads;
 
@@ -75,6 +77,10 @@ enum Cmd {
 enum SaeCmd {
     /// Print an SAE or transcoder's config as read (any supported format).
     Info(sae_info::InfoArgs),
+    /// Train an SAE or transcoder into a SAELens folder, and evaluate it on held-out text.
+    Train(sae_train::TrainArgs),
+    /// Evaluate an SAE on held-out text: explained variance, L0, dead latents, CE recovered.
+    Eval(sae_eval::EvalArgs),
     /// Encode activations from a safetensors file: writes `feature_acts` and `output`.
     Encode(sae_encode::EncodeArgs),
     /// Feature dashboards for some latents, as one offline HTML page.
@@ -113,6 +119,8 @@ fn real_main() -> Result<()> {
         Cmd::Tokenize(a) => tokenize::run(a, out),
         Cmd::Sae(SaeCmd::Info(a)) => sae_info::run(a, out),
         Cmd::Sae(SaeCmd::Encode(a)) => sae_encode::run(a, out),
+        Cmd::Sae(SaeCmd::Train(a)) => sae_train::run(a, out),
+        Cmd::Sae(SaeCmd::Eval(a)) => sae_eval::run(a, out),
         Cmd::Sae(SaeCmd::Dashboard(a)) => sae_dashboard::run(a, out),
         Cmd::Bench { args } => anyhow::bail!(
             "the benchmark is its own binary, not part of `mechinterp`: run `cargo run --release --bin mechinterp-bench -- {}` (see PERFORMANCE.md)",
