@@ -10,3 +10,4 @@ pub mod trainer;
 pub use eval::{evaluate, CeReport, EvalOptions, EvalReport};
 pub use run::{train, TrainOptions, TrainOutcome};
 pub use store::{ActivationStore, MassiveRule, StoreOptions, StoreStats};
+pub use trainer::{TrainArch, TrainConfig, Trainer};

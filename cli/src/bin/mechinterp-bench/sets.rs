@@ -27,6 +27,8 @@ pub enum Set {
     /// For big models: the forward and translation scores only (use `--pairs` to time a few
     /// pairs and scale to 100).
     Scale,
+    /// SAE training only: the activation store, one TopK step, training tokens/s.
+    Sae,
 }
 
 /// Runs the benchmarks; `pairs` are the sentence pairs for translation scoring, of which
@@ -49,6 +51,10 @@ pub fn run(
     let s = toks.dim(1)?;
     let mut out = Vec::new();
     let peak = sgemm_peak(repeats.max(5))?;
+    if set == Set::Sae {
+        sae::sae_training(model, repeats, &mut out)?;
+        return Ok((out, peak));
+    }
     forward::plain(model, repeats, &toks, &mut out)?;
     if set == Set::Full {
         forward::cache_and_patch(model, repeats, &toks, &mut out)?;
