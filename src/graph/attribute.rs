@@ -409,15 +409,16 @@ fn build(
             }
         }
     }
-    let strs = |ids: &[u32]| -> Vec<String> {
-        ids.iter()
-            .map(|&t| model.to_string(&[t]).unwrap_or_else(|_| t.to_string()))
-            .collect()
+    // As HF's `tokenizer.decode`, which circuit-tracer calls: special tokens kept.
+    let decode = |ids: &[u32]| -> String {
+        model
+            .tokenizer()
+            .and_then(|t| t.decode(ids, false))
+            .unwrap_or_else(|_| format!("{ids:?}"))
     };
+    let strs = |ids: &[u32]| -> Vec<String> { ids.iter().map(|&t| decode(&[t])).collect() };
     Ok(Graph {
-        input_string: model
-            .to_string(&frozen.tokens)
-            .unwrap_or_else(|_| String::new()),
+        input_string: decode(&frozen.tokens),
         input_tokens: frozen.tokens.clone(),
         input_token_strs: strs(&frozen.tokens),
         active_features: active.to_vec(),

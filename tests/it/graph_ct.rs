@@ -180,15 +180,31 @@ fn compare(name: &str) {
         diff_edges <= kept / 100 + 1,
         "{name}: {diff_edges} edges pruned differently"
     );
+    // Cumulative scores: the same values, node by node except where two nodes of (nearly)
+    // equal influence sort the other way round.
     let cum = floats(&r["node_cumulative_scores"]);
-    let worst_cum = pr
+    let sorted = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.sort_by(f32::total_cmp);
+        v
+    };
+    let worst_sorted = sorted(&pr.cumulative_scores)
+        .iter()
+        .zip(sorted(&cum))
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(
+        worst_sorted < 1e-4,
+        "{name}: cumulative scores differ by {worst_sorted}"
+    );
+    let swapped = pr
         .cumulative_scores
         .iter()
         .zip(&cum)
-        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        .filter(|(x, y)| (*x - *y).abs() > 1e-4)
+        .count();
     assert!(
-        worst_cum < 1e-3,
-        "{name}: cumulative scores differ by {worst_cum}"
+        swapped <= n / 50,
+        "{name}: {swapped} nodes rank differently"
     );
     let meta = fixtures().join(format!("{name}.json"));
     if let Ok(text) = std::fs::read_to_string(&meta) {
@@ -260,6 +276,73 @@ fn graph_json_matches_circuit_tracer() {
     assert_eq!(
         ours["metadata"]["prompt_tokens"],
         theirs["metadata"]["prompt_tokens"]
+    );
+    // Node by node, the same fields.
+    let by_id = |v: &serde_json::Value| -> std::collections::HashMap<String, serde_json::Value> {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| (n["node_id"].as_str().unwrap().to_string(), n.clone()))
+            .collect()
+    };
+    let (ob, tb) = (by_id(&ours), by_id(&theirs));
+    for (id, t) in &tb {
+        let Some(o) = ob.get(id) else { continue };
+        for k in [
+            "feature",
+            "layer",
+            "ctx_idx",
+            "feature_type",
+            "is_target_logit",
+            "jsNodeId",
+            "clerp",
+        ] {
+            assert_eq!(o[k], t[k], "node {id}: {k}");
+        }
+        // A cumulative influence moves by a node's share where two nodes of (nearly) equal
+        // influence sort the other way round.
+        for (k, tol) in [
+            ("influence", 1e-2),
+            ("activation", 1e-3),
+            ("token_prob", 1e-4),
+        ] {
+            if let (Some(a), Some(b)) = (o[k].as_f64(), t[k].as_f64()) {
+                assert!(
+                    (a - b).abs() <= tol * (1.0 + b.abs()),
+                    "node {id}: {k} {a} vs {b}"
+                );
+            }
+        }
+    }
+    let links = |v: &serde_json::Value| -> std::collections::HashMap<(String, String), f64> {
+        v["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                (
+                    (
+                        l["source"].as_str().unwrap().to_string(),
+                        l["target"].as_str().unwrap().to_string(),
+                    ),
+                    l["weight"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (ol, tl) = (links(&ours), links(&theirs));
+    let top = tl.values().fold(0f64, |a, w| a.max(w.abs()));
+    let mut same = 0;
+    for (k, w) in &tl {
+        if let Some(v) = ol.get(k) {
+            same += 1;
+            assert!((v - w).abs() <= 1e-3 * top, "link {k:?}: {v} vs {w}");
+        }
+    }
+    assert!(
+        same * 100 >= 99 * tl.len().max(ol.len()),
+        "{same} links in common"
     );
     // Same keys on every node.
     let keys =
