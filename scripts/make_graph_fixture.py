@@ -131,10 +131,13 @@ CALIBRATION = [
     "She opened the door, took a deep breath, and walked into the room.",
 ]
 
-# The fixture prompts: (name, text). circuit-tracer prepends <bos> (id 2) itself.
+# The fixture prompts: (name, text). circuit-tracer prepends <bos> (id 2) itself. Each one's top
+# 11 probabilities are >= 1e-4 apart, so the logit targets' order and cut are robust.
 PROMPTS = [
     ("capital", "The capital of France is"),
-    ("green", "English: green.\nFrench:"),
+    # (8 tokens; "English: green.\nFrench:" was dropped: its 6th and 7th logits differ by 3.5e-6,
+    # too close for two implementations to order alike.)
+    ("water", "English: water.\nFrench:"),
     # The tutorial's prompt, shortened so that its dense f32 adjacency stays small.
     ("apples", "English: green apples.\nFrench: pommes"),
 ]
@@ -339,6 +342,29 @@ def preact_margin(model, input_ids):
     return margin
 
 
+def logit_gap(hf, input_ids, max_n_logits=10, desired=0.95):
+    """The smallest difference between consecutive probabilities among the logit targets and the
+    first one left out: another implementation orders and cuts them alike if its error is below."""
+    import torch
+
+    _, _, logits = mlp_io(hf, input_ids.cpu())
+    top = torch.softmax(logits[-1], -1).topk(max_n_logits + 1).values
+    cut = min(int(torch.searchsorted(top[:max_n_logits].cumsum(0), desired)) + 1, max_n_logits)
+    return float((top[:-1] - top[1:])[:cut].min())
+
+
+def add_gaps(hf_dir, out_dir):
+    """Writes logit_probability_gap into existing <name>.json files."""
+    tok, hf = load_hf(hf_dir)
+    for name, text in PROMPTS:
+        path = os.path.join(out_dir, f"{name}.json")
+        with open(path) as f:
+            meta = json.load(f)
+        meta["logit_probability_gap"] = logit_gap(hf, tokens_with_bos(tok, text))
+        with open(path, "w") as f:
+            json.dump(meta, f, indent=1)
+
+
 def make_graphs(hf_dir, tc_dir, out_dir, names=None):
     """circuit-tracer's own attribute / prune_graph / compute_graph_scores per prompt."""
     import torch
@@ -399,6 +425,7 @@ def make_graphs(hf_dir, tc_dir, out_dir, names=None):
             "pruned_edges": int(edge_mask.sum()),
             "max_abs_adjacency": float(adj.abs().max()),
             "preactivation_margin": preact_margin(model, ids),
+            "logit_probability_gap": logit_gap(model._model, ids),
             "attribute_seconds": secs,
             "options": {
                 "max_n_logits": 10,
@@ -459,6 +486,8 @@ def main():
     tc_dir = os.path.join(a.out, "transcoders")
     if "transcoders" in steps:
         make_transcoders(a.hf_dir, tc_dir, a.d_transcoder, a.seed, a.rate)
+    if "gaps" in steps:
+        add_gaps(a.hf_dir, a.out)
     if "graphs" in steps:
         make_graphs(a.hf_dir, tc_dir, a.out, a.prompts.split(",") if a.prompts else None)
 
