@@ -30,7 +30,9 @@ pub struct AttributionOptions {
     pub batch_size: usize,
     /// circuit-tracer's `update_interval` (4).
     pub update_interval: usize,
-    /// Targets per backward pass of ours (memory: targets × positions × d_model floats).
+    /// Targets per backward pass of ours (memory: targets × positions × d_model floats). A
+    /// pass runs to its targets' last position only, so small passes of nearby positions do
+    /// less work; 16–48 is fastest on the default model.
     pub chunk: usize,
 }
 
@@ -42,7 +44,7 @@ impl Default for AttributionOptions {
             max_feature_nodes: None,
             batch_size: 512,
             update_interval: 4,
-            chunk: 128,
+            chunk: 32,
         }
     }
 }
@@ -144,6 +146,23 @@ impl Context {
         }
         Ok(())
     }
+}
+
+/// `pending` features in runs of at most `chunk` that stay within one layer: a pass costs
+/// its targets × its highest layer × its last position, so mixing layers wastes work.
+fn chunks<'p>(pending: &'p [usize], active: &[[i64; 3]], chunk: usize) -> Vec<&'p [usize]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=pending.len() {
+        if i == pending.len()
+            || i - start == chunk
+            || active[pending[i]][0] != active[pending[start]][0]
+        {
+            out.push(&pending[start..i]);
+            start = i;
+        }
+    }
+    out
 }
 
 /// Adds `x` [t, sp] into columns `col..col + sp` of each row of `out`.
@@ -367,7 +386,11 @@ fn build(
                 .take(queue)
                 .collect()
         };
-        for c in pending.chunks(opts.chunk) {
+        // Rows are independent and the ranking is refreshed only between queues, so each
+        // queue can run in node order, layer by layer.
+        let mut pending = pending;
+        pending.sort_unstable();
+        for c in chunks(&pending, active, opts.chunk) {
             let st = row_node.len();
             let ts: Vec<Target> = c.iter().map(|&i| feature(i)).collect();
             ctx.rows(&ts, &mut rows[st * n_cols..(st + c.len()) * n_cols])?;

@@ -55,8 +55,18 @@ pub fn salient(
 
 /// The unembedding rows of `tokens` minus the mean unembedding row, [k, d_model] (f32).
 pub fn demeaned_rows(model: &HookedTransformer, tokens: &[u32]) -> Result<Tensor> {
-    let u = model.unembed().dense()?.to_dtype(DType::F32)?;
-    let mean = u.mean_keepdim(0)?;
+    let u = model.unembed().dense()?;
+    // The mean of 262k rows: summed slab by slab in f64, as an f32 running sum drifts (torch's
+    // cascade summation does not, and circuit-tracer's logit rows carry this mean).
+    let rows = u.dim(0)?;
+    let mut sum = Tensor::zeros((1, u.dim(1)?), DType::F64, u.device())?;
+    for start in (0..rows).step_by(4096) {
+        let slab = u.narrow(0, start, 4096.min(rows - start))?;
+        sum = (sum + slab.to_dtype(DType::F64)?.sum_keepdim(0)?)?;
+    }
+    let mean = (sum / rows as f64)?.to_dtype(DType::F32)?;
     let ids = Tensor::new(tokens, u.device())?;
-    Ok(u.index_select(&ids, 0)?.broadcast_sub(&mean)?)
+    Ok(u.index_select(&ids, 0)?
+        .to_dtype(DType::F32)?
+        .broadcast_sub(&mean)?)
 }

@@ -136,7 +136,14 @@ fn perturbation_check(
             pre.to_vec2().unwrap()
         })
         .collect();
-    let demean = |x: Tensor| -> Tensor { x.broadcast_sub(&x.mean_keepdim(1).unwrap()).unwrap() };
+    // In f64: an f32 running sum over 262k logits drifts by more than the tolerance.
+    let demean = |x: Tensor| -> Tensor {
+        let x = x.to_dtype(DType::F64).unwrap();
+        x.broadcast_sub(&x.mean_keepdim(1).unwrap())
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+    };
     let cache_names = |name: &str| name.ends_with("mlp.hook_in") || name == "unembed.hook_out";
     let logit_clean = {
         let hooks = frozen.hooks(&clean_out).unwrap();
@@ -154,6 +161,7 @@ fn perturbation_check(
             .unwrap()
     };
     let mut worst = 0f32;
+    let top = max_abs(&g.adjacency);
     for chunk in sources.chunks(batch) {
         let b = chunk.len();
         let deltas: Vec<(usize, usize, Tensor)> = chunk.iter().map(|&c| delta(c)).collect();
@@ -220,8 +228,9 @@ fn perturbation_check(
         for (i, &src) in chunk.iter().enumerate() {
             let nn = g.n_nodes();
             let col: Vec<f32> = (0..nn).map(|t| g.edge(t, src)).collect();
-            // A column of zeros (a node with no later target) is checked against f32 rounding only.
-            let scale = max_abs(&col).max(1e-4);
+            // Columns far below the graph's largest entry are held to a floor of 1e-3 of it:
+            // below that, f32 rounding in the frozen forward (residuals in the hundreds) shows.
+            let scale = max_abs(&col).max(1e-3 * top).max(1e-4);
             let mut got = vec![0f32; nn];
             for (t, slot) in got.iter_mut().enumerate().take(n_feat) {
                 let [l, p, f] = g.active_features[g.selected_features[t] as usize];
@@ -407,4 +416,31 @@ fn graph_prunes_scores_and_exports() {
         .all(|l| ids.contains(l["source"].as_str().unwrap())
             && ids.contains(l["target"].as_str().unwrap())));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Timing of the default model's graph on 20- and 30-token prompts (BOS included) with the
+/// circuit-tracer fixtures' transcoders (64 features per layer); run by hand with `--ignored`.
+#[test]
+#[ignore]
+fn graph_timing_default_model() {
+    let m = crate::common::gemma();
+    let tc = crate::graph_ct::transcoders(m.cfg().n_layers);
+    for (want, text) in [
+        (20, "English: I like green apples and red cherries.\nFrench: J'aime les pommes vertes"),
+        (30, "English: I like green apples and red cherries, and my little sister likes yellow bananas a lot.\nFrench: J'aime les pommes vertes"),
+    ] {
+        let mut toks = m.encode(text).unwrap();
+        toks.truncate(want);
+        let t0 = std::time::Instant::now();
+        let g = attribute(m, &toks, &tc, &AttributionOptions::default()).unwrap();
+        let t1 = t0.elapsed().as_secs_f64();
+        let _ = prune(&g, 0.8, 0.98).unwrap();
+        let t2 = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "{} tokens, {} features, {} nodes: graph {t1:.2}s, pruned {t2:.2}s",
+            toks.len(),
+            g.selected_features.len(),
+            g.n_nodes()
+        );
+    }
 }

@@ -57,7 +57,8 @@ fn load_layer(path: &Path, l: usize) -> Sae {
     Sae::new(cfg, w).unwrap()
 }
 
-fn transcoders(n_layers: usize) -> PerLayer {
+/// The fixture transcoders, one per layer.
+pub fn transcoders(n_layers: usize) -> PerLayer {
     let dir = fixtures().join("transcoders");
     PerLayer::new(
         (0..n_layers)
