@@ -49,6 +49,9 @@ impl Default for AttributionOptions {
     }
 }
 
+/// The columns and vectors of the sources writing one (layer, position), while collected.
+type Written = (Vec<usize>, Vec<Tensor>);
+
 /// Where a source's vector writes: its column and position, grouped by layer and position.
 struct Sources {
     /// Per layer written to, per position: (columns, vectors [k, d] transposed to [d, k]).
@@ -246,7 +249,7 @@ pub fn attribute_frozen(
     let mut recon: Vec<Tensor> = (0..n)
         .map(|l| transcoders.output_bias(l, &inputs))
         .collect::<Result<_>>()?;
-    let mut grouped: Vec<BTreeMap<usize, (Vec<usize>, Vec<Tensor>)>> = vec![BTreeMap::new(); n];
+    let mut grouped: Vec<BTreeMap<usize, Written>> = vec![BTreeMap::new(); n];
     let mut col = 0usize;
     for (l, here) in per_layer.iter().enumerate() {
         if here.is_empty() {

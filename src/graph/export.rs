@@ -235,6 +235,25 @@ impl Graph {
             .map_err(|e| Error::Invalid(format!("could not write the graph as JSON: {e}")))
     }
 
+    /// Writes [`Graph::to_json`] to `path` (the CLI's `graph.json`).
+    pub fn write_json(
+        &self,
+        path: impl AsRef<Path>,
+        slug: &str,
+        scan: &str,
+        node_threshold: f32,
+        edge_threshold: f32,
+    ) -> Result<()> {
+        let path = path.as_ref();
+        let text = self.to_json(slug, scan, node_threshold, edge_threshold)?;
+        std::fs::write(path, text).map_err(|e| {
+            Error::Invalid(format!(
+                "could not write the graph JSON to {}: {e}",
+                path.display()
+            ))
+        })
+    }
+
     /// The unpruned graph under circuit-tracer's `Graph` field names: `adjacency_matrix`
     /// [n, n] (f32, rows targets), `active_features` [n_active, 3], `selected_features`,
     /// `activation_values`, `logit_tokens`, `logit_probabilities`, `input_tokens` (ids as i64).

@@ -7,14 +7,15 @@
 //!
 //! ```no_run
 //! # use mechinterp::prelude::*;
-//! # use mechinterp::graph::{attribute, AttributionOptions, PerLayer};
+//! # use mechinterp::graph::{attribute, graph_scores, AttributionOptions, PerLayer};
 //! # fn main() -> Result<()> {
 //! # let saes: Vec<mechinterp::sae::Sae> = vec![];
 //! let model = HookedTransformer::gemma3_270m()?;
 //! let toks = model.encode("The capital of France is")?; // BOS first
 //! let graph = attribute(&model, &toks, &PerLayer::new(saes)?, &AttributionOptions::default())?;
 //! graph.save_safetensors("graph.safetensors")?;
-//! std::fs::write("graph.json", graph.to_json("my-graph", "my-transcoders", 0.8, 0.98)?)?;
+//! graph.write_json("graph.json", "my-graph", "my-transcoders", 0.8, 0.98)?;
+//! let (replacement, completeness) = graph_scores(&graph)?;
 //! # Ok(()) }
 //! ```
 //!

@@ -226,17 +226,13 @@ fn graph_matches_circuit_tracer_capital() {
 }
 
 #[test]
-fn graph_matches_circuit_tracer_green() {
-    if fixtures().join("green.safetensors").exists() {
-        compare("green");
-    }
+fn graph_matches_circuit_tracer_water() {
+    compare("water");
 }
 
 #[test]
 fn graph_matches_circuit_tracer_apples() {
-    if fixtures().join("apples.safetensors").exists() {
-        compare("apples");
-    }
+    compare("apples");
 }
 
 /// The JSON for the frontend has circuit-tracer's nodes and links for the same graph.
