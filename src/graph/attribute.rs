@@ -294,6 +294,9 @@ pub fn attribute_frozen(
             Ok(Tensor::cat(&[zero, e.narrow(0, 1, s - 1)?], 0)?)
         })
         .collect::<Result<_>>()?;
+    // circuit-tracer's token vectors are the raw embedding rows, although the gradient is
+    // taken after Gemma's sqrt(d_model) embedding scale: its token columns are the direct
+    // effect divided by that scale. Kept, so that graphs agree entry for entry.
     let ids = Tensor::new(frozen.tokens.as_slice(), model.device())?;
     let token_vecs = model
         .weights()

@@ -37,7 +37,12 @@ pub use transcoders::{FeatureInput, PerLayer, Transcoders};
 
 /// An unpruned attribution graph, holding circuit-tracer's `Graph` fields. Nodes are in its
 /// order: selected features, error nodes (layer by layer, position by position), one token node
-/// per position, logit nodes (most likely first).
+/// per position, logit nodes (most likely first). As in circuit-tracer, an edge is the source's
+/// vector (a feature's decoder row times its activation, an error vector, a token's raw
+/// embedding row) dotted with the gradient of the target's pre-activation (encoder row) or
+/// demeaned logit in the frozen model; logit rows are not weighted by probability (pruning
+/// weights them). Token columns of models that scale their embeddings (Gemma) are therefore
+/// the direct effect divided by that scale, exactly as circuit-tracer's are.
 #[derive(Debug, Clone)]
 pub struct Graph {
     /// The prompt, decoded (special tokens included, as circuit-tracer's `input_string`).
