@@ -18,6 +18,7 @@ pub mod cache;
 pub mod corpus;
 pub mod error;
 pub mod fetch;
+pub mod graph;
 pub mod hooks;
 pub mod lens;
 pub mod metrics;

@@ -93,7 +93,7 @@ fn layer_of(top: &str) -> usize {
     match top {
         "error" | "progress" | "table" | "stats" | "corpus" => 0,
         "model" | "hooks" | "cache" | "tokenizer" | "fetch" => 1,
-        "metrics" | "ablation" | "lens" | "patching" | "steering" | "sae" => 2,
+        "metrics" | "ablation" | "lens" | "patching" | "steering" | "sae" | "graph" => 2,
         "translation" => 3,
         "plot" | "report" => 4,
         other => panic!("module `{other}` has no layer in tests/it/layering.rs: give it one"),

@@ -32,6 +32,8 @@ mod translation;
 mod weights;
 // main engineer's modules below
 mod grads;
+mod graph;
+mod graph_ct;
 mod path_patching;
 mod sae_formats;
 mod sae_splice;
