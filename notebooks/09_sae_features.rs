@@ -10,7 +10,7 @@
 // %% [markdown]
 // # 09 · Features, not only heads: a sparse autoencoder where the translation heads write
 //
-// Notebooks 01–05 found heads (5.3, 9.3, 11.2) that move a source word's information to the
+// In notebooks 01–05 we found heads (5.3, 9.3, 11.2) that move a source word's information to the
 // token that translates it. Here we ask *what* they write. We train a sparse autoencoder (SAE)
 // on the residual stream after layer 11, the last layer those three heads write into, on real
 // multilingual text (the Universal Dependencies sentences shipped in `data/corpus`), and then:
@@ -35,7 +35,8 @@ let out_dir = std::env::temp_dir().join("mechinterp-09-sae");
 // The quick recipe: 2 048 TopK latents (k = 32), 60 000 training tokens of the shipped corpus.
 let mut opts = TrainOptions::new(&hook, TrainArch::TopK, 2048, 60_000, &out_dir);
 opts.k = Some(32);
-opts.log_every = 100;
+// Training prints its progress on stderr; here the summary below is enough.
+opts.quiet = true;
 // The full evaluation comes in the next cell.
 opts.eval_tokens = 0;
 opts.eval_ce_tokens = 0;
@@ -176,7 +177,7 @@ for ((l, h), tops, _) in &head_tops {
 // %% [markdown]
 // ## Steering with a latent
 //
-// Notebook 08 pushed German translations towards French with the mean difference of the
+// In notebook 08 we pushed German translations towards French with the mean difference of the
 // residual stream between French-target and German-target prompts. Here we add, at the same
 // layer (11, every position), either that mean-difference vector or the French latent's decoder
 // direction scaled to the same norm, while the model translates into German, and count
@@ -193,8 +194,8 @@ fn prompt(ex: &(String, String, String), en: &str, french: bool) -> String {
     let (lang, shown) = if french { ("French", &ex.1) } else { ("German", &ex.2) };
     format!("English: {}\n{lang}: {shown}\nEnglish: {en}\n{lang}:", ex.0)
 }
-let build = &triples[1..49];
-let test = &triples[triples.len() - 12..];
+let build: Vec<(String, String, String)> = triples[1..49].to_vec();
+let test: Vec<(String, String, String)> = triples[triples.len() - 12..].to_vec();
 let mean_diff = steering::mean_difference(
     &model,
     &build.iter().map(|t| prompt(&example, &t.0, true)).collect::<Vec<_>>(),
@@ -234,6 +235,7 @@ for (name, v) in [("mean difference", &md), ("French latent", &latent_vec)] {
 // The cell below reads the numbers above and says what they show.
 
 // %%
+{
 println!("SAE at {hook}: explained variance {:.3} on ordinary held-out tokens ({:.3} on all), L0 {:.1}, dead {:.1}%.",
     report.explained_variance_ordinary, report.explained_variance_all, report.l0_ordinary, 100.0 * report.dead_fraction);
 if let Some(ce) = &report.ce {
@@ -244,12 +246,16 @@ println!("Languages with a latent whose firing rate beats every other language's
 let fr_ranked: Vec<String> = head_tops.iter().map(|((l, h), _, r)| format!("{l}.{h}: rank {}", r + 1)).collect();
 println!("The French latent among each head's written latents: {}.", fr_ranked.join(", "));
 let (md_row, lat_row) = (&steer_rows[0], &steer_rows[1]);
-let last = scales.len() - 1;
-println!("Steering at ×{}: French share {:.2} with the mean difference, {:.2} with the French latent (unsteered {:.2}).", scales[last], md_row.1[last], lat_row.1[last], md_row.1[0]);
-println!("Outcome: {}.", if lat_row.1[last] > 0.5 && lat_row.2[last] * 2 <= test.len() {
-    "the single French latent, at the mean-difference vector's norm, turns German translations French, as the mean-difference vector does"
-} else if md_row.1[last] > lat_row.1[last] + 0.2 {
-    "the French latent's direction moves the output towards French less than the mean-difference vector at the same norm: one latent holds only part of what separates the two target languages"
-} else {
-    "neither direction turns the German translations French at these scales"
+// A scale works when most outputs are language and most of their counted words are French (a
+// share of NaN means no French or German word was written at all).
+let works = |share: f32, stuck: usize| share.is_finite() && share > 0.5 && stuck * 2 <= test.len();
+let md_ok: Vec<f64> = (1..scales.len()).filter(|&i| works(md_row.1[i], md_row.2[i])).map(|i| scales[i]).collect();
+let lat_ok: Vec<f64> = (1..scales.len()).filter(|&i| works(lat_row.1[i], lat_row.2[i])).map(|i| scales[i]).collect();
+println!("Scales at which the German prompts come out French: mean difference {md_ok:?}, French latent {lat_ok:?}.");
+println!("Outcome: {}.", match (md_ok.is_empty(), lat_ok.is_empty()) {
+    (false, false) => "the single French latent, at the mean-difference vector's norm, turns German translations French, as the mean-difference vector does",
+    (false, true) => "the mean-difference vector turns German translations French, but the French latent's direction at the same norm does not: one latent of this small SAE holds only part of what separates the two target languages",
+    (true, false) => "the French latent's direction turns German translations French, and the mean-difference vector at the same norm does not",
+    (true, true) => "neither direction turns the German translations French at these scales",
 });
+}
