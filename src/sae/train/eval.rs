@@ -230,14 +230,6 @@ impl Moments {
 /// Evaluates `sae` on held-out text: the statistics over `opts.tokens` tokens, then the CE
 /// losses over `opts.ce_tokens`.
 pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Result<EvalReport> {
-    let d = model.cfg().d_model;
-    if sae.d_in() != d && sae.d_out() != d {
-        return Err(Error::Invalid(format!(
-            "this SAE reads d_in = {} at `{}`; the model's width there is {d}",
-            sae.d_in(),
-            sae.hook_name()
-        )));
-    }
     let transcoder = sae.hook_name() != sae.hook_name_out();
     let mut so = StoreOptions::new(sae.hook_name());
     so.hook_out = transcoder.then(|| sae.hook_name_out().to_string());
@@ -247,6 +239,15 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
     so.keep_special = true;
     let mut store = ActivationStore::new(model, opts.texts.clone(), so)?;
     let (d_in, d_out, d_sae) = (store.d_in(), store.d_out(), sae.d_sae());
+    if (d_in, d_out) != (sae.d_in(), sae.d_out()) {
+        return Err(Error::Invalid(format!(
+            "this SAE reads {} wide vectors at `{}` and writes {} at `{}`, but the model's widths there are {d_in} and {d_out}",
+            sae.d_in(),
+            sae.hook_name(),
+            sae.d_out(),
+            sae.hook_name_out()
+        )));
+    }
     let mut ordinary = Moments::new(d_out);
     let mut other = Moments::new(d_out);
     let (mut n_special, mut n_special_massive, mut n_massive) = (0, 0, 0);
@@ -335,8 +336,8 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
     })
 }
 
-/// Mean CE of each row's next-token predictions at the positions `mask` keeps: logits
-/// [b, s, v], tokens [b, s]; returns (sum of −log p, count).
+/// Summed next-token CE of logits [b, s, v] against the tokens [b, s] they were run on, over
+/// the targets that are not special tokens: (sum of −log p, count).
 fn ce_sum(
     logits: &Tensor,
     ids: &[u32],
