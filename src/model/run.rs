@@ -121,7 +121,7 @@ impl<'a> Run<'a> {
                 n_heads: self.n_heads,
                 n_kv_heads: self.n_kv_heads,
                 offset: self.offset,
-                subs: Some(subs.clone()),
+                subs: subs.clone(),
             };
             for f in fs {
                 let y = f(&x, &ctx)?;
@@ -138,12 +138,14 @@ impl<'a> Run<'a> {
                     y
                 };
             }
-            let recorded = match subs.recorded.lock() {
-                Ok(mut r) => std::mem::take(&mut *r),
-                Err(_) => Vec::new(),
-            };
-            for (n, t) in recorded {
-                self.cache.insert(n, t);
+            if let Some(subs) = subs {
+                let recorded = match subs.recorded.lock() {
+                    Ok(mut r) => std::mem::take(&mut *r),
+                    Err(_) => Vec::new(),
+                };
+                for (n, t) in recorded {
+                    self.cache.insert(n, t);
+                }
             }
         }
         if self.check_finite {
@@ -181,8 +183,15 @@ impl<'a> Run<'a> {
         Ok(x)
     }
 
-    /// The sub-point hooks and cache wishes for one hook point's hooks in this pass.
-    fn sub_points(&self, name: &str, p: HookPoint) -> Arc<SubPoints> {
+    /// The sub-point hooks and cache wishes for one hook point's hooks in this pass; `None`
+    /// (nothing allocated) on the plain patched runs that neither hook nor cache sub-points.
+    fn sub_points(&self, name: &str, p: HookPoint) -> Option<Arc<SubPoints>> {
+        if self.cache_filter.is_none()
+            && self.sub_filters.is_empty()
+            && !self.sub_hooks.contains_key(&p)
+        {
+            return None;
+        }
         let mut hooks = self.sub_hooks.get(&p).cloned().unwrap_or_default();
         hooks.extend(self.sub_filters.iter().cloned());
         let cache = match self.cache_filter {
@@ -193,11 +202,11 @@ impl<'a> Run<'a> {
                 .collect(),
             None => Vec::new(),
         };
-        Arc::new(SubPoints {
+        Some(Arc::new(SubPoints {
             hooks,
             cache,
             recorded: Mutex::new(Vec::new()),
-        })
+        }))
     }
 
     pub(crate) fn into_cache(self) -> ActivationCache {

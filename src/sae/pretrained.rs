@@ -7,11 +7,9 @@
 
 use std::path::PathBuf;
 
-use hf_hub::api::sync::{ApiBuilder, ApiError};
-use hf_hub::{Cache, Repo, RepoType};
-
 use super::autoencoder::Sae;
 use crate::error::{Error, Result};
+use crate::model::load::{hub_getter, hub_offline, HubGetter};
 use crate::model::LoadOptions;
 
 impl Sae {
@@ -37,7 +35,7 @@ impl Sae {
                 format!("{folder}/{f}")
             }
         };
-        let get = getter(repo_id, opts)?;
+        let get = hub_getter(repo_id, opts)?;
         let dir = if let Some(cfg) = get(&file("cfg.json"))? {
             need(&get, &file("sae_weights.safetensors"), repo_id)?;
             get(&file("sparsity.safetensors"))?;
@@ -50,7 +48,7 @@ impl Sae {
                 "`{repo_id}` has no SAE in folder `{folder}`: neither {} (SAELens) nor {} (Gemma Scope 2){}",
                 file("cfg.json"),
                 file("config.json"),
-                if opts.offline.unwrap_or(false) || offline_env() {
+                if hub_offline(opts) {
                     " in the hub cache (offline mode: download it once with network access)"
                 } else {
                     ""
@@ -65,69 +63,8 @@ impl Sae {
     }
 }
 
-type Getter = Box<dyn Fn(&str) -> Result<Option<PathBuf>>>;
+type Getter = HubGetter;
 
 fn need(get: &Getter, f: &str, repo_id: &str) -> Result<PathBuf> {
     get(f)?.ok_or_else(|| Error::Invalid(format!("`{repo_id}` has no {f}")))
-}
-
-fn offline_env() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .map(|v| {
-            matches!(
-                v.trim().to_ascii_uppercase().as_str(),
-                "1" | "ON" | "YES" | "TRUE"
-            )
-        })
-        .unwrap_or(false)
-}
-
-/// Fetches one file of the repository: from the cache alone when offline, else downloading it.
-fn getter(repo_id: &str, opts: &LoadOptions) -> Result<Getter> {
-    let cache = match &opts.cache_dir {
-        Some(d) => Cache::new(d.clone()),
-        None => match std::env::var_os("HF_HUB_CACHE").filter(|d| !d.is_empty()) {
-            Some(d) => Cache::new(PathBuf::from(d)),
-            None => Cache::from_env(),
-        },
-    };
-    let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, opts.revision.clone());
-    if opts.offline.unwrap_or_else(offline_env) {
-        let cached = cache.repo(repo.clone());
-        let snapshot = cache
-            .path()
-            .join(repo.folder_name())
-            .join("snapshots")
-            .join(&opts.revision);
-        return Ok(Box::new(move |f: &str| {
-            // A commit hash names its snapshot folder directly; a branch goes through refs/.
-            let direct = snapshot.join(f);
-            Ok(cached.get(f).or_else(|| direct.exists().then_some(direct)))
-        }));
-    }
-    let token = opts
-        .token
-        .clone()
-        .or_else(|| std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
-        .or_else(|| cache.token());
-    let mut b = ApiBuilder::from_cache(cache)
-        .with_progress(opts.progress)
-        .with_token(token);
-    if let Ok(ep) = std::env::var("HF_ENDPOINT") {
-        b = b.with_endpoint(ep);
-    }
-    let api = b
-        .build()
-        .map_err(|e| Error::Load(format!("cannot start the hub client: {e}")))?;
-    let api_repo = api.repo(repo);
-    let repo_id = repo_id.to_string();
-    Ok(Box::new(move |f: &str| {
-        match api_repo.get(f) {
-        Ok(p) => Ok(Some(p)),
-        Err(ApiError::RequestError(e)) if matches!(*e, ureq::Error::Status(404, _)) => Ok(None),
-        Err(e) => Err(Error::Load(format!(
-            "downloading {f} of `{repo_id}` failed: {e}. Check the repo id and your network; gated repositories need a token (HF_TOKEN); set HF_HUB_OFFLINE=1 to use only the cache"
-        ))),
-    }
-    }))
 }

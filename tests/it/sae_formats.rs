@@ -72,27 +72,7 @@ fn io(path: &Path) -> HashMap<String, Tensor> {
 /// max |a − b| / max |b|, the error relative to the reference's largest value.
 fn rel_err(ours: &Tensor, reference: &Tensor) -> f32 {
     assert_eq!(ours.dims(), reference.dims(), "shapes differ");
-    let scale = reference
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-12);
-    let diff = (ours - reference)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale
+    crate::common::max_abs_diff(ours, reference) / crate::common::max_abs(reference).max(1e-12)
 }
 
 const TOL: f32 = 1e-5;

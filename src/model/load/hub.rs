@@ -94,58 +94,79 @@ fn resolve(what: &str, get: &dyn Fn(&str) -> Result<Option<PathBuf>>) -> Result<
 
 /// A hub repo's files: from the cache alone when offline, else downloading what it lacks.
 pub(crate) fn hub_files(repo_id: &str, opts: &LoadOptions) -> Result<Files> {
+    let get = hub_getter(repo_id, opts)?;
+    if !hub_offline(opts) {
+        return resolve(repo_id, &*get);
+    }
+    resolve(repo_id, &*get).map_err(|e| match e {
+        Error::ModelNotFound { .. } => {
+            let repo =
+                Repo::with_revision(repo_id.to_string(), RepoType::Model, opts.revision.clone());
+            Error::ModelNotFound {
+                path: hub_cache(opts).path().join(repo.folder_name()),
+                hint: format!(
+                    "`{repo_id}` (revision {}) is not in the hub cache and HF_HUB_OFFLINE is set: download it once with network access (unset HF_HUB_OFFLINE), or point HF_HOME / HF_HUB_CACHE at a cache that has it",
+                    opts.revision
+                ),
+            }
+        }
+        e => e,
+    })
+}
+
+/// Whether hub files come from the cache alone (`opts.offline`, else `HF_HUB_OFFLINE`).
+pub fn hub_offline(opts: &LoadOptions) -> bool {
+    opts.offline.unwrap_or_else(|| env_true("HF_HUB_OFFLINE"))
+}
+
+/// Fetches one file of a hub repository by name: `Ok(None)` when the repository has no such file.
+pub type HubGetter = Box<dyn Fn(&str) -> Result<Option<PathBuf>>>;
+
+/// A getter for the files of hub repository `repo_id`, with the model loader's rules: the cache
+/// of `opts.cache_dir`, `HF_HUB_CACHE` or `HF_HOME`; from the cache alone when offline
+/// (`opts.offline` or `HF_HUB_OFFLINE`), else downloading with `opts.token`, `HF_TOKEN` or the
+/// cached token, through `HF_ENDPOINT` when set. SAE repositories load through it too.
+pub fn hub_getter(repo_id: &str, opts: &LoadOptions) -> Result<HubGetter> {
     let cache = hub_cache(opts);
     let repo = Repo::with_revision(repo_id.to_string(), RepoType::Model, opts.revision.clone());
-    let offline = opts.offline.unwrap_or_else(|| env_true("HF_HUB_OFFLINE"));
-    if offline {
+    if hub_offline(opts) {
         let cached = cache.repo(repo.clone());
         let snapshot = cache
             .path()
             .join(repo.folder_name())
             .join("snapshots")
             .join(&opts.revision);
-        let get = |f: &str| -> Result<Option<PathBuf>> {
+        return Ok(Box::new(move |f: &str| {
             // A commit hash names its snapshot folder directly; a branch goes through refs/.
             let direct = snapshot.join(f);
             Ok(cached.get(f).or_else(|| direct.exists().then_some(direct)))
-        };
-        resolve(repo_id, &get).map_err(|e| match e {
-            Error::ModelNotFound { .. } => Error::ModelNotFound {
-                path: cache.path().join(repo.folder_name()),
-                hint: format!(
-                    "`{repo_id}` (revision {}) is not in the hub cache and HF_HUB_OFFLINE is set: download it once with network access (unset HF_HUB_OFFLINE), or point HF_HOME / HF_HUB_CACHE at a cache that has it",
-                    opts.revision
-                ),
-            },
-            e => e,
-        })
-    } else {
-        let token = opts
-            .token
-            .clone()
-            .or_else(|| std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
-            .or_else(|| cache.token());
-        let mut b = ApiBuilder::from_cache(cache.clone())
-            .with_progress(opts.progress)
-            .with_token(token);
-        if let Ok(ep) = std::env::var("HF_ENDPOINT") {
-            b = b.with_endpoint(ep);
-        }
-        let api = b
-            .build()
-            .map_err(|e| Error::Load(format!("cannot start the hub client: {e}")))?;
-        let api_repo = api.repo(repo);
-        let get = |f: &str| -> Result<Option<PathBuf>> {
-            match api_repo.get(f) {
-                Ok(p) => Ok(Some(p)),
-                Err(hf_hub::api::sync::ApiError::RequestError(e)) if is_not_found(&e) => Ok(None),
-                Err(e) => Err(Error::Load(format!(
-                    "downloading {f} of `{repo_id}` failed: {e}. Check the repo id and your network; gated models need a token (HF_TOKEN or `huggingface-cli login`); set HF_HUB_OFFLINE=1 to use only the cache"
-                ))),
-            }
-        };
-        resolve(repo_id, &get)
+        }));
     }
+    let token = opts
+        .token
+        .clone()
+        .or_else(|| std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()))
+        .or_else(|| cache.token());
+    let mut b = ApiBuilder::from_cache(cache)
+        .with_progress(opts.progress)
+        .with_token(token);
+    if let Ok(ep) = std::env::var("HF_ENDPOINT") {
+        b = b.with_endpoint(ep);
+    }
+    let api = b
+        .build()
+        .map_err(|e| Error::Load(format!("cannot start the hub client: {e}")))?;
+    let api_repo = api.repo(repo);
+    let repo_id = repo_id.to_string();
+    Ok(Box::new(move |f: &str| {
+        match api_repo.get(f) {
+        Ok(p) => Ok(Some(p)),
+        Err(hf_hub::api::sync::ApiError::RequestError(e)) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(Error::Load(format!(
+            "downloading {f} of `{repo_id}` failed: {e}. Check the repo id and your network; gated repositories need a token (HF_TOKEN or `huggingface-cli login`); set HF_HUB_OFFLINE=1 to use only the cache"
+        ))),
+    }
+    }))
 }
 
 /// A local folder's files.

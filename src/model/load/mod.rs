@@ -15,4 +15,5 @@ mod safetensors;
 mod spec;
 pub mod weights;
 
+pub use hub::{hub_getter, hub_offline, HubGetter};
 pub use options::LoadOptions;
