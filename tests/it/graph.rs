@@ -10,7 +10,7 @@ use mechinterp::graph::{attribute, graph_scores, prune, AttributionOptions, Grap
 use mechinterp::prelude::*;
 use mechinterp::sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights};
 
-fn randn(seed: u64, shape: &[usize], scale: f64) -> Tensor {
+pub(crate) fn randn(seed: u64, shape: &[usize], scale: f64) -> Tensor {
     let mut rng = mechinterp::stats::Rng::new(seed);
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| (rng.gaussian() * scale) as f32).collect();
@@ -54,7 +54,7 @@ fn transcoder(l: usize, d: usize, d_sae: usize, seed: u64, bias: &Tensor) -> Sae
 
 /// One transcoder per layer; each encoder bias is set from the prompt's own pre-activations
 /// so that about `frac` of (position, feature) pairs fire.
-fn transcoders(m: &HookedTransformer, toks: &[u32], d_sae: usize, z: f64) -> PerLayer {
+pub(crate) fn transcoders(m: &HookedTransformer, toks: &[u32], d_sae: usize, z: f64) -> PerLayer {
     let t = Tensor::new(toks, &Device::Cpu)
         .unwrap()
         .unsqueeze(0)
@@ -257,7 +257,7 @@ fn perturbation_check(
     worst
 }
 
-fn tiny(arch: &str) -> HookedTransformer {
+pub(crate) fn tiny(arch: &str) -> HookedTransformer {
     let dir = crate::common::repo().join(format!("tests/fixtures/models/{arch}"));
     HookedTransformer::from_local_dir(dir).unwrap()
 }
