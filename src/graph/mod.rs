@@ -28,6 +28,7 @@ pub mod effects;
 pub mod export;
 pub mod frozen;
 pub mod prune;
+pub mod replacement;
 pub mod targets;
 pub mod transcoders;
 
@@ -35,6 +36,7 @@ pub use attribute::{attribute, attribute_frozen, AttributionOptions};
 pub use effects::NodeKind;
 pub use frozen::Frozen;
 pub use prune::{graph_scores, prune, PruneResult};
+pub use replacement::linear_replacement;
 pub use transcoders::{FeatureInput, PerLayer, Transcoders};
 
 /// An unpruned attribution graph, holding circuit-tracer's `Graph` fields. Nodes are in its

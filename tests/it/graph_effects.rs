@@ -1,12 +1,11 @@
-//! `Graph::total_effects` against the replacement model it linearises: attention patterns,
-//! norm scales and reconstruction errors frozen, every transcoder live but with its clean set
-//! of active features (so the model is exactly linear in a perturbation). Scaling one feature's
-//! activation must move every logit node's demeaned logit by the feature's total effect.
+//! `Graph::total_effects` against `linear_replacement`, the replacement model it linearises:
+//! attention patterns, norm scales and reconstruction errors frozen, every transcoder live but
+//! with its clean set of active features (so the model is exactly linear in a perturbation).
+//! Adding a feature's vector again must move the top logit node's demeaned logit by the
+//! feature's total effect.
 
-use std::sync::{Arc, Mutex};
-
-use candle_core::{DType, Device, IndexOp, Tensor};
-use mechinterp::graph::{attribute, AttributionOptions, Frozen, NodeKind, PerLayer};
+use candle_core::{DType, Device, Tensor};
+use mechinterp::graph::{attribute, linear_replacement, AttributionOptions, Frozen, NodeKind};
 use mechinterp::prelude::*;
 
 use crate::graph::{tiny, transcoders};
@@ -14,50 +13,6 @@ use crate::graph::{tiny, transcoders};
 /// The perturbation's gain: the model is linear in it, so a large one lifts the response
 /// above f32 rounding.
 const GAIN: f32 = 256.0;
-
-/// Hooks for the live, linearised replacement model: frozen scales and patterns; layer l's MLP
-/// output = (pre-activations · clean mask) · W_dec + b_dec + frozen error + `extra[l]`.
-fn replacement_hooks(frozen: &Frozen, tc: &PerLayer, n_layers: usize, extra: &[Tensor]) -> Hooks {
-    let mut hooks = Hooks::new();
-    for (name, t) in frozen.cache.iter() {
-        if name.ends_with("hook_scale") || name.ends_with("attn.hook_pattern") {
-            let t = t.clone();
-            hooks = hooks.add(name, move |_, _| Ok(t.clone())).unwrap();
-        }
-    }
-    for l in 0..n_layers {
-        let sae = tc.saes()[l].clone();
-        let x_clean = frozen.input(tc, l).unwrap();
-        let mask = sae
-            .encode(&x_clean)
-            .unwrap()
-            .gt(0f64)
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
-        let err = (frozen.mlp_out(l).unwrap() - sae.forward(&x_clean).unwrap()).unwrap();
-        let seen = Arc::new(Mutex::new(None::<Tensor>));
-        let keep = seen.clone();
-        hooks = hooks
-            .add(&format!("blocks.{l}.mlp.hook_in"), move |x, _| {
-                *keep.lock().unwrap() = Some(x.i(0)?.clone());
-                Ok(x.clone())
-            })
-            .unwrap();
-        let add = extra[l].clone();
-        hooks = hooks
-            .add(&format!("blocks.{l}.hook_mlp_out"), move |_, _| {
-                let x = seen.lock().unwrap().clone().expect("mlp.hook_in ran first");
-                let acts = (sae.encode_pre(&x)? * &mask)?;
-                let out = acts
-                    .matmul(sae.w_dec())?
-                    .broadcast_add(&sae.weights().b_dec)?;
-                Ok(((out + &err)? + &add)?.unsqueeze(0)?)
-            })
-            .unwrap();
-    }
-    hooks
-}
 
 /// The demeaned logits at the last position, in f64 then f32.
 fn demeaned_last_logits(m: &HookedTransformer, hooks: &Hooks, toks: &[u32]) -> Vec<f32> {
@@ -96,7 +51,17 @@ fn total_effects_match_the_linearised_replacement_model() {
     let zeros: Vec<Tensor> = (0..n)
         .map(|_| Tensor::zeros((s, d), DType::F32, &Device::Cpu).unwrap())
         .collect();
-    let clean = demeaned_last_logits(&m, &replacement_hooks(&frozen, &tc, n, &zeros), &toks);
+    // Without an intervention the replacement model is the clean run.
+    let plain = demeaned_last_logits(&m, &Hooks::new(), &toks);
+    let clean = demeaned_last_logits(&m, &linear_replacement(&frozen, &tc, None).unwrap(), &toks);
+    let drift = plain
+        .iter()
+        .zip(&clean)
+        .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+    assert!(
+        drift < 1e-4,
+        "the replacement model drifts from the clean run by {drift}"
+    );
     let logit = g.logit_node(0);
     let effects = g.total_effects(logit).unwrap();
     assert_eq!(effects[logit], 1.0);
@@ -107,7 +72,7 @@ fn total_effects_match_the_linearised_replacement_model() {
     let scale = effects[..g.selected_features.len()]
         .iter()
         .fold(0f32, |a, &x| a.max(x.abs()));
-    for i in 0..g.selected_features.len() {
+    for (i, &effect) in effects.iter().enumerate().take(g.selected_features.len()) {
         let NodeKind::Feature {
             layer,
             pos,
@@ -131,15 +96,19 @@ fn total_effects_match_the_linearised_replacement_model() {
                     .unwrap(),
             )
             .unwrap();
-        let now = demeaned_last_logits(&m, &replacement_hooks(&frozen, &tc, n, &extra), &toks);
+        let now = demeaned_last_logits(
+            &m,
+            &linear_replacement(&frozen, &tc, Some(&extra)).unwrap(),
+            &toks,
+        );
         let got = (now[token] - clean[token]) / GAIN;
-        let e = (got - effects[i]).abs() / scale;
+        let e = (got - effect).abs() / scale;
         worst = worst.max(e);
         assert!(
             e <= 1e-4,
             "{}: total effect {} vs the replacement model's {got} (largest {scale})",
             g.label(i).unwrap(),
-            effects[i]
+            effect
         );
         checked += 1;
     }
