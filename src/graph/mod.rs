@@ -24,6 +24,7 @@
 
 pub mod attribute;
 pub mod backward;
+pub mod cross_layer;
 pub mod export;
 pub mod frozen;
 pub mod prune;
@@ -31,6 +32,7 @@ pub mod targets;
 pub mod transcoders;
 
 pub use attribute::{attribute, attribute_frozen, AttributionOptions};
+pub use cross_layer::CrossLayer;
 pub use frozen::Frozen;
 pub use prune::{graph_scores, prune, PruneResult};
 pub use transcoders::{FeatureInput, PerLayer, Transcoders};
