@@ -96,7 +96,10 @@ fn circuit_tracer_clt(m: &HookedTransformer, toks: &[u32], f: usize, z: f32) -> 
         );
         save(
             &dir.join(format!("W_dec_{i}.safetensors")),
-            vec![(format!("W_dec_{i}"), randn(400 + i as u64, &[f, n - i, d], s))],
+            vec![(
+                format!("W_dec_{i}"),
+                randn(400 + i as u64, &[f, n - i, d], s),
+            )],
         );
     }
     let clt = CrossLayer::load(&dir).unwrap();
@@ -123,7 +126,10 @@ fn gemma_scope_clt(m: &HookedTransformer, toks: &[u32], f: usize, z: f32) -> Cro
                     ("b_enc".into(), randn(600 + i as u64, &[f], 0.1 * th as f64)),
                     ("w_dec".into(), randn(700 + i as u64, &[f, n, d], s)),
                     ("b_dec".into(), randn(800 + i as u64, &[d], 0.1)),
-                    ("threshold".into(), Tensor::full(th, f, &Device::Cpu).unwrap()),
+                    (
+                        "threshold".into(),
+                        Tensor::full(th, f, &Device::Cpu).unwrap(),
+                    ),
                     (
                         "affine_skip_connection".into(),
                         randn(900 + i as u64, &[d, d], 0.3 * s),
@@ -377,4 +383,89 @@ fn clt_graph_edges_are_direct_effects_llama() {
 #[test]
 fn clt_graph_edges_are_direct_effects_qwen3() {
     check("qwen3", true);
+}
+
+fn ints(t: &Tensor) -> Vec<i64> {
+    t.to_dtype(DType::I64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
+/// Our graph against circuit-tracer 0.5.0's own for the same CLT (tests/fixtures/graph/clt/,
+/// made by scripts/make_clt_fixture.py on this tiny model): the same active features, logit
+/// targets and adjacency matrix (within 1e-4 of its largest entry).
+fn matches_circuit_tracer(name: &str, tc: &CrossLayer) {
+    let dir = crate::common::repo().join("tests/fixtures/graph/clt");
+    let r = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+        .unwrap();
+    let m = tiny("gemma3");
+    let toks: Vec<u32> = ints(&r["input_tokens"]).iter().map(|&x| x as u32).collect();
+    let g = attribute(&m, &toks, tc, &AttributionOptions::default()).unwrap();
+    let active: Vec<i64> = g.active_features.iter().flatten().copied().collect();
+    assert_eq!(
+        active,
+        ints(&r["active_features"]),
+        "{name}: active features"
+    );
+    assert_eq!(g.selected_features, ints(&r["selected_features"]));
+    let logits: Vec<i64> = g.logit_tokens.iter().map(|&x| x as i64).collect();
+    assert_eq!(logits, ints(&r["logit_tokens"]), "{name}: logit targets");
+    for (a, b) in g
+        .activation_values
+        .iter()
+        .zip(floats(&r["activation_values"]))
+    {
+        assert!(
+            (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+            "{name}: activation {a} vs {b}"
+        );
+    }
+    let theirs = floats(&r["adjacency_matrix"]);
+    assert_eq!(g.adjacency.len(), theirs.len(), "{name}: node count");
+    let top = max_abs(&theirs);
+    let worst = g
+        .adjacency
+        .iter()
+        .zip(&theirs)
+        .fold(0f32, |w, (a, b)| w.max((a - b).abs()));
+    eprintln!(
+        "{name}: {} nodes, {} features; adjacency worst |Δ| {worst:.2e} of max {top:.2e}",
+        g.n_nodes(),
+        g.selected_features.len()
+    );
+    assert!(
+        worst <= 1e-4 * top,
+        "{name}: adjacency differs by {worst} (largest entry {top})"
+    );
+}
+
+#[test]
+fn clt_graph_matches_circuit_tracer() {
+    let dir = crate::common::repo().join("tests/fixtures/graph/clt/ct");
+    let tc = CrossLayer::load(&dir).unwrap();
+    assert!(tc.skip(0).is_none());
+    matches_circuit_tracer("ct", &tc);
+}
+
+#[test]
+fn clt_graph_matches_circuit_tracer_gemma_scope_skip() {
+    let dir = crate::common::repo().join("tests/fixtures/graph/clt/gs2");
+    let files: Vec<PathBuf> = (0..6)
+        .map(|i| dir.join(format!("layer_{i}.safetensors")))
+        .collect();
+    let tc = CrossLayer::new(CrossLayerTranscoder::load_gemma_scope_2(&files).unwrap()).unwrap();
+    assert!(tc.skip(0).is_some());
+    matches_circuit_tracer("gs2", &tc);
 }
