@@ -80,9 +80,9 @@ fn circuit_tracer_clt(m: &HookedTransformer, toks: &[u32], f: usize, z: f32) -> 
     )
     .unwrap();
     let s = 1.0 / (d as f64).sqrt();
-    for i in 0..n {
+    for (i, x) in xs.iter().enumerate() {
         let w = randn(100 + i as u64, &[d, f], s);
-        let b = -z * rms_pre(&xs[i], &w);
+        let b = -z * rms_pre(x, &w);
         save(
             &dir.join(format!("W_enc_{i}.safetensors")),
             vec![
