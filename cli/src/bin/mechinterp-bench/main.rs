@@ -70,8 +70,9 @@ pub struct Args {
     /// config (scripts/make_graph_fixture.py --steps model makes it).
     #[arg(long, default_value = "~/.cache/ct-gemma3-270m")]
     ct_hf_dir: String,
-    /// circuit-tracer's `batch_size`. Its default, 512, holds 16 GB on the default model's
-    /// 20-token graph; 64 holds 3.7 GB and is as fast on 2 cores.
+    /// circuit-tracer's `batch_size`. Its default, 512, held 16 GB for the default model's
+    /// 20-token graph and took 4× longer than 64 (3.7–4 GB) on 2 cores
+    /// (tests/fixtures/graph/README.md), so the bench uses 64 unless told.
     #[arg(long, default_value_t = 64)]
     ct_batch_size: usize,
 }
