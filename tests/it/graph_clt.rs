@@ -385,6 +385,32 @@ fn clt_graph_edges_are_direct_effects_qwen3() {
     check("qwen3", true);
 }
 
+/// The default model with a random CLT (Gemma Scope 2 layout: JumpReLU and skip paths): a
+/// spread of feature columns and every layer's error at the last two positions.
+#[test]
+fn clt_graph_edges_are_direct_effects_default_model() {
+    let m = crate::common::gemma();
+    let toks = m.encode("The capital of France is").unwrap();
+    let tc = gemma_scope_clt(m, &toks, 32, 1.5);
+    let t0 = std::time::Instant::now();
+    let g = attribute(m, &toks, &tc, &AttributionOptions::default()).unwrap();
+    let n_feat = g.selected_features.len();
+    eprintln!(
+        "default model, CLT: {} tokens, {n_feat} features, {:.2}s",
+        toks.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(n_feat > 50, "only {n_feat} active features");
+    let mut sources: Vec<usize> = (0..n_feat).step_by((n_feat / 24).max(1)).collect();
+    let s = toks.len();
+    for l in 0..m.cfg().n_layers {
+        sources.push(g.error_node(l, s - 1));
+        sources.push(g.error_node(l, s - 2));
+    }
+    let worst = perturbation_check(m, &tc, &g, &sources, 16);
+    eprintln!("default model, CLT: worst relative error {worst:.2e}");
+}
+
 fn ints(t: &Tensor) -> Vec<i64> {
     t.to_dtype(DType::I64)
         .unwrap()
