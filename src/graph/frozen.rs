@@ -4,6 +4,8 @@
 //! patterns replaced by the clean run's, every MLP output by a given tensor), through which
 //! the graph's edges are exact direct effects.
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::{DType, IndexOp, Tensor};
 
 use crate::cache::ActivationCache;
@@ -122,6 +124,48 @@ impl Frozen {
         }
         Ok(hooks)
     }
+
+    /// [`Frozen::hooks`] with the transcoders' skip paths live, as in circuit-tracer's
+    /// replacement model (`skip + (mlp_out − skip).detach()`): layer l's MLP output is
+    /// `mlp_out[l]` plus the skip map of how far layer l's transcoder input has moved from the
+    /// clean run's. Without skip paths, the same as [`Frozen::hooks`].
+    pub fn replacement_hooks(
+        &self,
+        mlp_out: &[Tensor],
+        transcoders: &dyn Transcoders,
+    ) -> Result<Hooks> {
+        let mut hooks = self.hooks(mlp_out)?;
+        for l in 0..mlp_out.len() {
+            let Some(m) = transcoders.skip(l) else {
+                continue;
+            };
+            let m_t = m.to_dtype(DType::F32)?.t()?.contiguous()?;
+            let clean = self.input(transcoders, l)?;
+            // The input is seen before the output in the same forward; the slot carries it.
+            let seen = Arc::new(Mutex::new(None::<Tensor>));
+            let put = seen.clone();
+            let point = transcoders.input(l).point(l).name();
+            hooks = hooks.observe(&point, move |x, _| {
+                *put.lock().map_err(|_| poisoned())? = Some(x.clone());
+                Ok(())
+            })?;
+            hooks = hooks.add(&format!("blocks.{l}.hook_mlp_out"), move |y, _| {
+                let x = seen.lock().map_err(|_| poisoned())?.take().ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "layer {l}'s transcoder input was not seen before its MLP output"
+                    ))
+                })?;
+                let dx = x.to_dtype(DType::F32)?.broadcast_sub(&clean)?;
+                let ds = crate::sae::autoencoder::matmul_last(&dx, &m_t)?;
+                Ok((y + ds.to_dtype(y.dtype())?)?)
+            })?;
+        }
+        Ok(hooks)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Invalid("a replacement-model hook panicked in another thread".into())
 }
 
 /// `t` (computed for batch 1) repeated along its first dimension to `like`'s shape, in its

@@ -24,6 +24,7 @@
 
 pub mod attribute;
 pub mod backward;
+pub mod cross_layer;
 pub mod effects;
 pub mod export;
 pub mod frozen;
@@ -33,6 +34,7 @@ pub mod targets;
 pub mod transcoders;
 
 pub use attribute::{attribute, attribute_frozen, AttributionOptions};
+pub use cross_layer::CrossLayer;
 pub use effects::NodeKind;
 pub use frozen::Frozen;
 pub use prune::{graph_scores, prune, PruneResult};

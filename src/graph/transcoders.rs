@@ -1,7 +1,8 @@
 //! The seam between the attribution graph and the transcoders it replaces the MLPs with: what a
 //! graph needs from a set of them (where each layer's features read and write, their
 //! activations, encoder rows and activation-scaled decoder rows), so that per-layer transcoders
-//! and cross-layer transcoders (one encoder per layer, decoders to every later layer) both fit.
+//! ([`PerLayer`]) and cross-layer transcoders (one encoder per layer, decoders to every later
+//! layer: [`crate::graph::CrossLayer`]) both fit.
 
 use candle_core::{DType, Tensor};
 

@@ -4,68 +4,27 @@
 //! them (circuit-tracer's format). Active features, logit targets and the adjacency matrix
 //! must agree (within 1e-3 of its largest entry), and so must pruning and the graph scores.
 
-use std::path::Path;
-
 use candle_core::{DType, Device, Tensor};
 use mechinterp::graph::{attribute, graph_scores, prune, AttributionOptions, Graph, PerLayer};
-use mechinterp::sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights};
+use mechinterp::sae::format::circuit_tracer::load_transcoder_set;
 
 fn fixtures() -> std::path::PathBuf {
     crate::common::repo().join("tests/fixtures/graph")
 }
 
-/// circuit-tracer's per-layer transcoder file (`W_enc` [d_sae, d_model], `W_dec`, `b_enc`,
-/// `b_dec`, JumpReLU's `activation_function.threshold`), read straight from the safetensors.
-fn load_layer(path: &Path, l: usize) -> Sae {
-    let t = candle_core::safetensors::load(path, &Device::Cpu).unwrap();
-    let f = |k: &str| t.get(k).map(|x| x.to_dtype(DType::F32).unwrap());
-    let w_enc = f("W_enc").unwrap().t().unwrap().contiguous().unwrap();
-    let (d, d_sae) = w_enc.dims2().unwrap();
-    let threshold = f("activation_function.threshold");
-    let cfg = SaeConfig {
-        architecture: if threshold.is_some() {
-            Architecture::JumpReluTranscoder
-        } else {
-            Architecture::Transcoder
-        },
-        d_in: d,
-        d_sae,
-        d_out: d,
-        hook_name: format!("blocks.{l}.mlp.hook_in"),
-        hook_name_out: format!("blocks.{l}.hook_mlp_out"),
-        k: None,
-        rescale_acts_by_decoder_norm: false,
-        normalize_activations: Normalization::None,
-        apply_b_dec_to_input: false,
-        model_name: None,
-        context_size: None,
-        exclude_special_tokens: None,
-        format: Format::CircuitTracer,
-        metadata: serde_json::json!({}),
-    };
-    let w = SaeWeights {
-        w_enc,
-        b_enc: f("b_enc"),
-        w_dec: f("W_dec").unwrap(),
-        b_dec: f("b_dec").unwrap(),
-        threshold,
-        b_gate: None,
-        r_mag: None,
-        b_mag: None,
-        w_skip: f("W_skip"),
-    };
-    Sae::new(cfg, w).unwrap()
-}
-
-/// The fixture transcoders, one per layer.
+/// The fixture transcoders, one per layer, read by the library's circuit-tracer loader
+/// (`config.yaml` for the hooks, `layer_N.safetensors` in f16, cast to f32 as circuit-tracer
+/// casts them).
 pub fn transcoders(n_layers: usize) -> PerLayer {
-    let dir = fixtures().join("transcoders");
-    PerLayer::new(
-        (0..n_layers)
-            .map(|l| load_layer(&dir.join(format!("layer_{l}.safetensors")), l))
-            .collect(),
-    )
-    .unwrap()
+    let saes = load_transcoder_set(&fixtures().join("transcoders")).unwrap();
+    assert_eq!(saes.len(), n_layers, "one fixture transcoder per layer");
+    for (l, s) in saes.iter().enumerate() {
+        assert_eq!(s.hook_name(), format!("blocks.{l}.mlp.hook_in"));
+        assert_eq!(s.hook_name_out(), format!("blocks.{l}.hook_mlp_out"));
+        // JumpReLU on odd layers, ReLU on even ones (README).
+        assert_eq!(s.weights().threshold.is_some(), l % 2 == 1, "layer {l}");
+    }
+    PerLayer::new(saes).unwrap()
 }
 
 fn ints(t: &Tensor) -> Vec<i64> {

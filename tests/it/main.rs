@@ -33,6 +33,7 @@ mod weights;
 // main engineer's modules below
 mod grads;
 mod graph;
+mod graph_clt;
 mod graph_ct;
 mod graph_effects;
 mod path_patching;

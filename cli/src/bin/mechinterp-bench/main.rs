@@ -3,9 +3,11 @@
 //! its own, for developers: the `mechinterp` binary users run carries none of it.
 
 mod compare;
+mod ct;
 mod flops;
 mod forward;
 mod generation;
+mod graph;
 mod patching;
 mod python;
 mod report;
@@ -48,7 +50,8 @@ pub struct Args {
     baseline_skip_sweep: bool,
     /// Which operations: `full`; `weights` (forward, head sweep, attribution, translation
     /// scores: what depends on how the weights are held); `scale` (forward and translation
-    /// scores, for big models).
+    /// scores, for big models); `sae` (SAE training); `graph` (attribution graphs, with
+    /// circuit-tracer 0.5.0 beside them when `--baseline-python` has it).
     #[arg(long, value_enum, default_value = "full")]
     set: sets::Set,
     /// Translation pairs to time (the time is reported per 100, scaled when fewer).
@@ -59,6 +62,19 @@ pub struct Args {
     /// is among them, the others' deviation from it is measured on real prompts.
     #[arg(long, value_delimiter = ',')]
     compare_weights: Vec<String>,
+    /// The graph set's transcoders, circuit-tracer's per-layer format (default: the fixture
+    /// set of this source tree, tests/fixtures/graph/transcoders).
+    #[arg(long)]
+    graph_transcoders: Option<PathBuf>,
+    /// circuit-tracer's model: the default model as a local HF folder with a transformers-4
+    /// config (scripts/make_graph_fixture.py --steps model makes it).
+    #[arg(long, default_value = "~/.cache/ct-gemma3-270m")]
+    ct_hf_dir: String,
+    /// circuit-tracer's `batch_size`. Its default, 512, held 16 GB for the default model's
+    /// 20-token graph and took 4× longer than 64 (3.7–4 GB) on 2 cores
+    /// (tests/fixtures/graph/README.md), so the bench uses 64 unless told.
+    #[arg(long, default_value_t = 64)]
+    ct_batch_size: usize,
 }
 
 fn main() -> ExitCode {
@@ -76,16 +92,30 @@ fn run(a: Args, out: &mut impl Write) -> Result<()> {
     if !a.compare_weights.is_empty() {
         return weights::compare(&a, out);
     }
-    // Everything the baseline needs is checked before minutes of benchmarks.
-    let baseline = checked_baseline(&a)?;
+    // Everything the baselines need is checked before minutes of benchmarks.
+    let baseline = if a.set == sets::Set::Graph {
+        None
+    } else {
+        checked_baseline(&a)?
+    };
+    let graph_tc = a
+        .graph_transcoders
+        .clone()
+        .unwrap_or_else(graph::default_transcoders);
+    let ct = checked_ct(&a)?;
     let t0 = std::time::Instant::now();
     let m = a.model.load()?;
     let load_s = t0.elapsed().as_secs_f64();
     let loaded = Memory::now();
     let pairs = load_pairs(shipped_data_dir(), "en", "fr")?;
-    let (timings, peak) = sets::run(&m, a.repeats, &pairs, a.set, a.pairs)?;
+    let (timings, peak, graphs) = sets::run(&m, a.repeats, &pairs, a.set, a.pairs, &graph_tc)?;
     let (table, mut j) = report::report(&timings, peak);
-    let end = Memory::now();
+    let mut end = Memory::now();
+    // The graph set resets VmHWM per prompt; the run's peak is the most seen before any reset.
+    end.peak_mb = graphs
+        .iter()
+        .map(|g| g.hwm_before_mb.max(g.peak_mb))
+        .fold(end.peak_mb, u64::max);
     let memory = format!(
         "weights held as {} ({} MB); load {load_s:.2} s; RSS after load {} MB (peak {} MB), peak over the run {} MB\n\n",
         m.weight_mode().name(),
@@ -112,7 +142,55 @@ fn run(a: Args, out: &mut impl Write) -> Result<()> {
         j["baseline"] = raw;
     }
     j["ratios"] = ratios;
+    if !graphs.is_empty() {
+        let theirs = match ct {
+            Some(Ok(b)) => {
+                let prompts: Vec<Vec<u32>> = graphs.iter().map(|g| g.tokens.clone()).collect();
+                match ct::run(&b, &graph_tc, &prompts) {
+                    Ok(v) => Some(v),
+                    Err(e) if a.set == sets::Set::Graph => return Err(e),
+                    Err(e) => Some(serde_json::json!({ "skipped": format!("{e:#}") })),
+                }
+            }
+            Some(Err(why)) => Some(serde_json::json!({ "skipped": why })),
+            None => None,
+        };
+        let (text, rows) = graph::side_by_side(&graphs, theirs.as_ref());
+        write!(out, "{text}")?;
+        j["graph"] = rows;
+    }
     write_json(&a.json, &j)
+}
+
+/// circuit-tracer's baseline for the graph set, when `--baseline-python` is given: Ok when that
+/// Python can run it, Err(why not) when it cannot (an error for `--set graph`, a note in the
+/// report for `--set full`).
+fn checked_ct(a: &Args) -> Result<Option<std::result::Result<ct::CtBaseline, String>>> {
+    let Some(python) = &a.baseline_python else {
+        return Ok(None);
+    };
+    if !matches!(a.set, sets::Set::Graph | sets::Set::Full) {
+        return Ok(None);
+    }
+    let hf_dir = match a.ct_hf_dir.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(rest),
+        None => PathBuf::from(&a.ct_hf_dir),
+    };
+    if a.ct_batch_size == 0 {
+        anyhow::bail!("--ct-batch-size must be at least 1");
+    }
+    match ct::why_not(python, &hf_dir) {
+        None => Ok(Some(Ok(ct::CtBaseline {
+            python: python.clone(),
+            hf_dir,
+            batch_size: a.ct_batch_size,
+        }))),
+        Some(why) if a.set == sets::Set::Graph => anyhow::bail!(why),
+        Some(why) => Ok(Some(Err(why))),
+    }
 }
 
 /// The Python baseline `--baseline-python` asks for, checked: a GGUF model both sides can load

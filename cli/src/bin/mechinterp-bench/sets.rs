@@ -1,5 +1,7 @@
-//! Which operations each benchmark set times (`--set full|weights|scale`), on the benchmark's
-//! prompt pair.
+//! Which operations each benchmark set times (`--set full|weights|scale|sae|graph`), on the
+//! benchmark's prompt pair (the graph set on its own prompts).
+
+use std::path::Path;
 
 use anyhow::Result;
 use mechinterp::metrics::LogitDiff;
@@ -8,8 +10,9 @@ use mechinterp::patching::Patcher;
 use mechinterp::translation::SentencePair;
 
 use crate::flops::sgemm_peak;
+use crate::graph::GraphRun;
 use crate::timing::Timing;
-use crate::{forward, generation, patching, sae, translation};
+use crate::{forward, generation, graph, patching, sae, translation};
 
 /// The benchmark's prompt pair (40 tokens each on the default model's tokenizer).
 pub const CLEAN: &str = "After a long and tiring day at the busy market in the old town, when Mary and John finally went back to their small house by the quiet river, John gave a warm drink to";
@@ -29,18 +32,23 @@ pub enum Set {
     Scale,
     /// SAE training only: the activation store, one TopK step, training tokens/s.
     Sae,
+    /// Attribution graphs only: attribute + prune on 20 and 30 tokens, with peak RSS (and
+    /// circuit-tracer beside them with `--baseline-python`).
+    Graph,
 }
 
 /// Runs the benchmarks; `pairs` are the sentence pairs for translation scoring, of which
-/// `n_pairs` are run (the time is reported for 100, scaled when fewer were run). Returns the
-/// timings in the report's order and the machine's matmul peak (GFLOP/s).
+/// `n_pairs` are run (the time is reported for 100, scaled when fewer were run); graphs use
+/// the transcoder set at `graph_transcoders`. Returns the timings in the report's order, the
+/// machine's matmul peak (GFLOP/s) and the graphs' runs.
 pub fn run(
     model: &HookedTransformer,
     repeats: usize,
     pairs: &[SentencePair],
     set: Set,
     n_pairs: usize,
-) -> Result<(Vec<Timing>, f64)> {
+    graph_transcoders: &Path,
+) -> Result<(Vec<Timing>, f64, Vec<GraphRun>)> {
     let toks = model.to_tokens(CLEAN)?;
     // The prompt is 40 tokens with the default model's tokenizer; another tokenizer may cut it
     // finer, so the scale set times its first 40 tokens.
@@ -53,7 +61,11 @@ pub fn run(
     let peak = sgemm_peak(repeats.max(5))?;
     if set == Set::Sae {
         sae::sae_training(model, repeats, &mut out)?;
-        return Ok((out, peak));
+        return Ok((out, peak, Vec::new()));
+    }
+    if set == Set::Graph {
+        let runs = graph::graphs(model, repeats, graph_transcoders, &mut out)?;
+        return Ok((out, peak, runs));
     }
     forward::plain(model, repeats, &toks, &mut out)?;
     if set == Set::Full {
@@ -76,8 +88,18 @@ pub fn run(
         generation::generation(model, repeats, s, rows, &mut out)?;
     }
     translation::translation(model, repeats, pairs, n_pairs, &mut out)?;
+    let mut runs = Vec::new();
     if set == Set::Full {
         sae::sae_training(model, repeats, &mut out)?;
+        // An installed binary has no fixture transcoders: the full set goes on without graphs.
+        if graph_transcoders.join("config.yaml").is_file() {
+            runs = graph::graphs(model, repeats, graph_transcoders, &mut out)?;
+        } else {
+            eprintln!(
+                "graphs skipped: no transcoder set at {} (pass --graph-transcoders)",
+                graph_transcoders.display()
+            );
+        }
     }
-    Ok((out, peak))
+    Ok((out, peak, runs))
 }
