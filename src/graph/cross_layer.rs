@@ -28,29 +28,15 @@ pub struct CrossLayer {
     skip_t: Option<Vec<Tensor>>,
 }
 
-/// The scale the encoder is probed with: large enough that adding and then subtracting the
-/// encoder bias loses nothing of the weights at f32 precision.
-const PROBE: f64 = 4_294_967_296.0;
-
 impl CrossLayer {
     /// Wraps a loaded CLT; its input hooks must be one of those [`FeatureInput`] knows and its
     /// output hooks `blocks.L.hook_mlp_out`.
     pub fn new(clt: CrossLayerTranscoder) -> Result<CrossLayer> {
         let n = clt.n_layers();
-        let d = clt.d_model();
-        let dev = candle_core::Device::Cpu;
         let mut inputs = Vec::with_capacity(n);
         let mut w_enc = Vec::with_capacity(n);
         let mut b_dec = Vec::with_capacity(n);
         let mut skip_t = Vec::new();
-        // CrossLayerTranscoder keeps its weights private; its public maps give them back:
-        // the encoder from a scaled identity (minus the bias), the decoder bias from zero
-        // activations, the skip matrix from the identity.
-        let eye = Tensor::eye(d, DType::F32, &dev)?;
-        let zero_in = Tensor::zeros((1, d), DType::F32, &dev)?;
-        let zero_acts: Vec<Tensor> = (0..n)
-            .map(|_| Tensor::zeros((1, clt.d_transcoder()), DType::F32, &dev))
-            .collect::<candle_core::Result<_>>()?;
         for l in 0..n {
             inputs.push(FeatureInput::parse(&clt.input_hook(l), l)?);
             let out = format!("blocks.{l}.hook_mlp_out");
@@ -61,12 +47,10 @@ impl CrossLayer {
                     clt.output_hook(l)
                 )));
             }
-            let b_enc = clt.encode_pre(l, &zero_in)?;
-            let probed = clt.encode_pre(l, &(&eye * PROBE)?)?;
-            w_enc.push((probed.broadcast_sub(&b_enc)? / PROBE)?);
-            b_dec.push(clt.decode(l, &zero_acts)?.squeeze(0)?);
-            if let Some(w) = clt.skip(l, &eye)? {
-                skip_t.push(w.t()?.contiguous()?);
+            w_enc.push(clt.w_enc(l)?.to_dtype(DType::F32)?);
+            b_dec.push(clt.b_dec(l)?.to_dtype(DType::F32)?);
+            if let Some(w) = clt.w_skip(l)? {
+                skip_t.push(w.to_dtype(DType::F32)?.t()?.contiguous()?);
             }
         }
         let skip_t = if skip_t.is_empty() {

@@ -556,6 +556,30 @@ impl CrossLayerTranscoder {
         format!("blocks.{layer}.{}", self.output_hook)
     }
 
+    /// Layer `layer`'s encoder [d_model, d_transcoder] (column i is latent i's encoder row).
+    pub fn w_enc(&self, layer: usize) -> Result<&Tensor> {
+        self.check_layer(layer)?;
+        Ok(&self.w_enc[layer])
+    }
+
+    /// Layer `layer`'s encoder bias [d_transcoder].
+    pub fn b_enc(&self, layer: usize) -> Result<&Tensor> {
+        self.check_layer(layer)?;
+        Ok(&self.b_enc[layer])
+    }
+
+    /// Layer `layer`'s output bias [d_model].
+    pub fn b_dec(&self, layer: usize) -> Result<&Tensor> {
+        self.check_layer(layer)?;
+        Ok(&self.b_dec[layer])
+    }
+
+    /// Layer `layer`'s skip matrix [d_model, d_model] (added as `x @ W_skip`), when it has one.
+    pub fn w_skip(&self, layer: usize) -> Result<Option<&Tensor>> {
+        self.check_layer(layer)?;
+        Ok(self.w_skip.as_ref().map(|w| &w[layer]))
+    }
+
     fn check_layer(&self, layer: usize) -> Result<()> {
         if layer < self.n_layers() {
             Ok(())
