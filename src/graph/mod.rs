@@ -26,12 +26,14 @@ pub mod attribute;
 pub mod backward;
 pub mod export;
 pub mod frozen;
+pub mod load;
 pub mod prune;
 pub mod targets;
 pub mod transcoders;
 
 pub use attribute::{attribute, attribute_frozen, AttributionOptions};
 pub use frozen::Frozen;
+pub use load::load_transcoders;
 pub use prune::{graph_scores, prune, PruneResult};
 pub use transcoders::{FeatureInput, PerLayer, Transcoders};
 

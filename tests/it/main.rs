@@ -34,6 +34,7 @@ mod weights;
 mod grads;
 mod graph;
 mod graph_ct;
+mod graph_html;
 mod path_patching;
 mod sae_formats;
 mod sae_splice;
