@@ -24,6 +24,7 @@ use crate::report::graph_html::{show_token, GraphView, NodeKind};
 pub struct GraphPlot {
     view: GraphView,
     title: String,
+    max_edges: usize,
 }
 
 /// Height of the title line.
@@ -35,7 +36,15 @@ impl GraphPlot {
         Ok(GraphPlot {
             view: GraphView::new(graph, pruned)?,
             title: String::new(),
+            max_edges: 1500,
         })
+    }
+
+    /// Draw only the `n` strongest edges (by share of their target's input; 1500 unless set):
+    /// thousands of faint edges hide the strong ones and make a heavy notebook cell.
+    pub fn max_edges(mut self, n: usize) -> Self {
+        self.max_edges = n;
+        self
     }
 
     /// A title above the graph.
@@ -101,7 +110,11 @@ impl GraphPlot {
             );
         }
         s.push_str("<g class=\"edges\" fill=\"none\">");
-        for e in &v.edges {
+        let mut order: Vec<usize> = (0..v.edges.len()).collect();
+        order.sort_by(|&a, &b| v.edges[b].share.total_cmp(&v.edges[a].share));
+        order.truncate(self.max_edges);
+        // Weakest first, so that the strong edges are drawn on top.
+        for e in order.iter().rev().map(|&i| &v.edges[i]) {
             let (a, b) = (&v.nodes[e.source], &v.nodes[e.target]);
             let my = (a.y + b.y) / 2.0;
             let k = e.share.sqrt();
@@ -116,7 +129,7 @@ impl GraphPlot {
                 b.y,
                 if e.weight >= 0.0 { "#2166ac" } else { "#d6604d" },
                 0.4 + 3.6 * k,
-                0.12 + 0.6 * k
+                (0.9 * k).clamp(0.04, 0.85)
             );
         }
         s.push_str("</g><g class=\"nodes\" stroke=\"#555\" stroke-width=\"0.8\">");

@@ -219,7 +219,8 @@ impl GraphView {
                 c
             })
             .collect();
-        self.width = x + 16.0;
+        // Room on the right for the last logits' slanted labels.
+        self.width = x + 80.0;
         // Rows from the top: logits first, embeddings last.
         let mut y = TOP;
         let mut row_y = vec![0f32; n_rows];
@@ -554,11 +555,13 @@ const JS: &str = r##"
   });
   const inE = N.map(() => []), outE = N.map(() => []);
   const edgeG = mk("g", { "class": "edges" }, svg);
-  const edgeEls = E.map((e, k) => {
-    const a = N[e.source], b = N[e.target], my = (a.y + b.y) / 2;
-    inE[e.target].push(k); outE[e.source].push(k);
+  E.forEach((e, k) => { inE[e.target].push(k); outE[e.source].push(k); });
+  // Weakest first, so that the strong edges are drawn on top.
+  const edgeEls = new Array(E.length);
+  E.map((e, k) => k).sort((a, b) => E[a].share - E[b].share).forEach(k => {
+    const e = E[k], a = N[e.source], b = N[e.target], my = (a.y + b.y) / 2;
     const s = Math.sqrt(e.share);
-    return mk("path", {
+    edgeEls[k] = mk("path", {
       d: "M" + a.x + " " + a.y + " C" + a.x + " " + my + " " + b.x + " " + my + " " + b.x + " " + b.y,
       stroke: e.weight >= 0 ? "#2166ac" : "#d6604d",
       "stroke-width": (0.4 + 3.6 * s).toFixed(2),

@@ -186,6 +186,8 @@ fn the_page_draws_every_node_and_answers_a_click() {
         .find(|n| n["feature_type"] == "cross layer transcoder" && n["layer"] == "7")
         .map(|n| n["node_id"].as_str().unwrap().to_string())
         .unwrap();
+    let count = regex::Regex::new(r#"data-highlighted-edges="(\d+)""#).unwrap();
+    let hl = regex::Regex::new(r#"class="edge( weak)? hl""#).unwrap();
     for (pin, kind) in [(logit.as_str(), "logit"), (feature.as_str(), "feature")] {
         let dom = chromium_dom(&page, &format!("pin={pin}"));
         assert_eq!(drawn_ids(&dom), want, "every node of graph.json is drawn");
@@ -196,10 +198,8 @@ fn the_page_draws_every_node_and_answers_a_click() {
             "the click on {pin} pinned it"
         );
         assert!(dom.contains(&format!("data-pinned=\"{pin}\"")));
-        let re = regex::Regex::new(r#"data-highlighted-edges="(\d+)""#).unwrap();
-        let n: usize = re.captures(&dom).unwrap()[1].parse().unwrap();
+        let n: usize = count.captures(&dom).unwrap()[1].parse().unwrap();
         assert!(n > 0, "a pinned node lights up its strongest paths");
-        let hl = regex::Regex::new(r#"class="edge( weak)? hl""#).unwrap();
         assert_eq!(hl.find_iter(&dom).count(), n, "{pin}");
         assert!(
             dom.contains("id=\"pinned\"><h2>"),

@@ -35,12 +35,13 @@ pub struct Args {
     /// Keep only this many feature nodes, chosen by estimated influence (default: all active).
     #[arg(long, value_name = "N")]
     max_feature_nodes: Option<usize>,
-    /// Logit nodes until their cumulative probability reaches this (without --target).
-    #[arg(long, default_value_t = 0.95)]
-    desired_logit_prob: f32,
-    /// At most this many logit nodes (without --target).
-    #[arg(long, default_value_t = 10)]
-    max_n_logits: usize,
+    /// Logit nodes until their cumulative probability reaches this (default 0.95; not with
+    /// --target).
+    #[arg(long, conflicts_with = "target")]
+    desired_logit_prob: Option<f32>,
+    /// At most this many logit nodes (default 10; not with --target).
+    #[arg(long, conflicts_with = "target")]
+    max_n_logits: Option<usize>,
     /// Pruning: keep nodes up to this cumulative influence.
     #[arg(long, default_value_t = 0.8)]
     node_threshold: f32,
@@ -53,7 +54,7 @@ pub struct Args {
     #[arg(long, value_name = "CORPUS", num_args = 0..=1)]
     dashboards: Option<Option<PathBuf>>,
     /// With --dashboards: read at most this many tokens (one pass per layer with kept
-    /// features, up to that layer: 1024 tokens take about 2 s per layer on two cores with the
+    /// features, up to that layer: 1024 tokens take about 4 s per layer on two cores with the
     /// default model).
     #[arg(long, default_value_t = 1024)]
     dashboard_tokens: usize,
@@ -117,13 +118,21 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         Some(ids)
     };
     let tokens = model.encode(&a.prompt.prompt)?;
+    if tokens.len() < 2 {
+        bail!(
+            "the prompt {:?} gives {} token(s); a graph needs at least one token after BOS",
+            a.prompt.prompt,
+            tokens.len()
+        );
+    }
+    let defaults = AttributionOptions::default();
     let opts = AttributionOptions {
         max_feature_nodes: a.max_feature_nodes,
-        desired_logit_prob: a.desired_logit_prob,
-        max_n_logits: a.max_n_logits,
+        desired_logit_prob: a.desired_logit_prob.unwrap_or(defaults.desired_logit_prob),
+        max_n_logits: a.max_n_logits.unwrap_or(defaults.max_n_logits),
         chunk: a.chunk,
         targets,
-        ..AttributionOptions::default()
+        ..defaults
     };
     let t = Instant::now();
     let graph = attribute(&model, &tokens, &tc, &opts)?;
