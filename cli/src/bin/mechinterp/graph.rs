@@ -78,13 +78,14 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
             a.edge_threshold
         );
     }
-    let t0 = Instant::now();
-    let model = a.prompt.model.load()?;
-    let t_model = t0.elapsed().as_secs_f64();
-
+    // The transcoders first: a wrong folder fails before the model loads.
     let t = Instant::now();
-    let tc = load_transcoders(&a.transcoders)
-        .with_context(|| format!("--transcoders {}", a.transcoders.display()))?;
+    let tc = load_transcoders(&a.transcoders)?;
+    let t_tc = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let model = a.prompt.model.load()?;
+    let t_model = t.elapsed().as_secs_f64();
+
     let n_layers = model.cfg().n_layers;
     if tc.n_layers() != n_layers {
         bail!(
@@ -97,7 +98,6 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         s.check_fits(&model)
             .with_context(|| format!("--transcoders {}", a.transcoders.display()))?;
     }
-    let t_tc = t.elapsed().as_secs_f64();
 
     let tok = model.tokenizer()?;
     let targets = if a.target.is_empty() {
@@ -109,9 +109,9 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
                 [id] => ids.push(*id),
                 [] => bail!("--target {s:?} is no token at all; give one token (e.g. \" Paris\")"),
                 many => bail!(
-                    "--target {s:?} is {} tokens ({many:?}); a logit node is one token: give a single token, e.g. {:?}",
+                    "--target {s:?} is {} tokens ({}); a logit node is one token: give a single token",
                     many.len(),
-                    tok.token_str(many[0])
+                    many.iter().map(|&t| format!("{:?}", tok.token_str(t))).collect::<Vec<_>>().join(" + ")
                 ),
             }
         }
