@@ -9,6 +9,7 @@ use crate::model::HookedTransformer;
 use crate::translation::{analyse_direction, DirectionResult, RunOptions};
 
 pub mod dashboard_html;
+pub mod graph_html;
 mod json;
 mod markdown;
 

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::graph::backward::{dot_rows, Backward};
 use crate::graph::frozen::Frozen;
 use crate::graph::prune::partial_influences;
-use crate::graph::targets::{salient, LogitTargets};
+use crate::graph::targets::{chosen, salient, LogitTargets};
 use crate::graph::transcoders::Transcoders;
 use crate::graph::Graph;
 use crate::model::HookedTransformer;
@@ -34,6 +34,9 @@ pub struct AttributionOptions {
     /// pass runs to its targets' last position only, so small passes of nearby positions do
     /// less work; 16–48 is fastest on the default model.
     pub chunk: usize,
+    /// circuit-tracer's `attribution_targets` as token ids: exactly these logit nodes, in this
+    /// order, each with its own probability, instead of the most likely tokens.
+    pub targets: Option<Vec<u32>>,
 }
 
 impl Default for AttributionOptions {
@@ -45,6 +48,7 @@ impl Default for AttributionOptions {
             batch_size: 512,
             update_interval: 4,
             chunk: 32,
+            targets: None,
         }
     }
 }
@@ -305,12 +309,15 @@ pub fn attribute_frozen(
         .to_dtype(DType::F32)?
         .reshape((s, d))?;
 
-    let targets = salient(
-        model,
-        &frozen.last_logits,
-        opts.max_n_logits,
-        opts.desired_logit_prob,
-    )?;
+    let targets = match &opts.targets {
+        Some(t) => chosen(model, &frozen.last_logits, t)?,
+        None => salient(
+            model,
+            &frozen.last_logits,
+            opts.max_n_logits,
+            opts.desired_logit_prob,
+        )?,
+    };
     let ctx = Context {
         back,
         sources: Sources { by_layer },

@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::HookedTransformer;
 
 /// The logit targets of a graph.
@@ -50,6 +50,29 @@ pub fn salient(
         tokens,
         probabilities,
         vectors,
+    })
+}
+
+/// circuit-tracer's `_from_indices` (its `attribution_targets` given as tokens): exactly these
+/// tokens, in this order, each with its own softmax probability in `logits` [d_vocab].
+pub fn chosen(model: &HookedTransformer, logits: &Tensor, tokens: &[u32]) -> Result<LogitTargets> {
+    let probs = candle_nn::ops::softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?;
+    let p: Vec<f32> = probs.to_vec1()?;
+    if tokens.is_empty() {
+        return Err(Error::Invalid(
+            "attribution targets cannot be empty: give at least one token".into(),
+        ));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= p.len()) {
+        return Err(Error::Invalid(format!(
+            "attribution target token id {bad} is outside the vocabulary (0..{})",
+            p.len()
+        )));
+    }
+    Ok(LogitTargets {
+        tokens: tokens.to_vec(),
+        probabilities: tokens.iter().map(|&t| p[t as usize]).collect(),
+        vectors: demeaned_rows(model, tokens)?,
     })
 }
 

@@ -12,6 +12,7 @@
 mod charts;
 mod colormap;
 mod display;
+mod graph;
 mod heatmap;
 pub mod sae;
 mod viewer;
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 
 pub use charts::{BarChart, LinePlot, ScatterPlot};
 pub use colormap::Colormap;
+pub use graph::GraphPlot;
 pub use heatmap::{attention_grid, attention_pattern, Annotation, Heatmap, Panels};
 pub use viewer::{attention_view, attention_view_with, Html};
 

@@ -36,6 +36,7 @@ mod graph;
 mod graph_clt;
 mod graph_ct;
 mod graph_effects;
+mod graph_html;
 mod path_patching;
 mod sae_formats;
 mod sae_splice;

@@ -3,7 +3,8 @@
 //!
 //! `fetch` (the default model), `run` (top next tokens), `generate` (continue a prompt), `tokenize`, `hooks` (hook points and
 //! shapes), `cache` (activations to safetensors), `patch` (activation patching), `attribute`
-//! (attribution patching), `logit-lens`, `translation-heads` (the main job) and `sae`
+//! (attribution patching), `logit-lens`, `translation-heads` (the main job), `graph` (attribution
+//! graphs through transcoders) and `sae`
 //! (sparse autoencoders and transcoders: info, encode, train, eval, dashboard). The benchmark
 //! harness is a binary of its own, `mechinterp-bench`.
 
@@ -11,6 +12,7 @@ mod attribute;
 mod cache;
 mod fetch;
 mod generate;
+mod graph;
 mod hooks;
 mod logit_lens;
 mod patch;
@@ -61,6 +63,8 @@ enum Cmd {
     TranslationHeads(translation_heads::Args),
     /// Show how a text is tokenized.
     Tokenize(tokenize::Args),
+    /// Attribution graph of a prompt through transcoders: graph.json, graph.safetensors, graph.html.
+    Graph(graph::Args),
     /// Sparse autoencoders and transcoders: info, encode, train, eval, dashboard.
     #[command(subcommand)]
     Sae(SaeCmd),
@@ -117,6 +121,7 @@ fn real_main() -> Result<()> {
         Cmd::LogitLens(a) => logit_lens::run(a, out),
         Cmd::TranslationHeads(a) => translation_heads::run(a, out),
         Cmd::Tokenize(a) => tokenize::run(a, out),
+        Cmd::Graph(a) => graph::run(a, out),
         Cmd::Sae(SaeCmd::Info(a)) => sae_info::run(a, out),
         Cmd::Sae(SaeCmd::Encode(a)) => sae_encode::run(a, out),
         Cmd::Sae(SaeCmd::Train(a)) => sae_train::run(a, out),
