@@ -5,6 +5,10 @@ pub use crate::cache::ActivationCache;
 pub use crate::corpus::{Corpus, Doc, Split};
 pub use crate::error::{Error, Result};
 pub use crate::fetch::{default_model_path, fetch_default_model, FetchOptions};
+pub use crate::graph::{
+    attribute, graph_scores, linear_replacement, load_transcoders, prune, AttributionOptions,
+    Frozen, Graph, NodeKind, PerLayer, Transcoders,
+};
 pub use crate::hooks::{act_name, HookContext, HookPoint, Hooks, Intervention, SharedHook};
 pub use crate::lens::{decompose_resid, direct_logit_attribution, head_contributions, LogitLens};
 pub use crate::metrics::{
@@ -18,7 +22,7 @@ pub use crate::model::{
 pub use crate::patching::{Direction, PatchResult, PatchTarget, Patcher, Receiver, Receivers};
 pub use crate::plot::{
     attention_grid, attention_pattern, attention_view, attention_view_with, Annotation, BarChart,
-    Colormap, Figure, Heatmap, Html, LinePlot, Panels, ScatterPlot,
+    Colormap, Figure, GraphPlot, Heatmap, Html, LinePlot, Panels, ScatterPlot,
 };
 pub use crate::sae::dashboard::{DashboardOptions, Dashboards};
 pub use crate::sae::{

@@ -38,7 +38,7 @@ pub use attribute::{attribute, attribute_frozen, AttributionOptions};
 pub use cross_layer::CrossLayer;
 pub use effects::NodeKind;
 pub use frozen::Frozen;
-pub use load::load_transcoders;
+pub use load::{load_transcoders, TranscoderSet};
 pub use prune::{graph_scores, prune, PruneResult};
 pub use replacement::linear_replacement;
 pub use transcoders::{FeatureInput, PerLayer, Transcoders};

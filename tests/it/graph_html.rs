@@ -278,7 +278,15 @@ fn load_transcoders_reads_both_layouts_and_refuses_gaps_by_name() {
     // circuit-tracer's per-layer files.
     let ct = load_transcoders(&fixtures().join("transcoders")).unwrap();
     assert_eq!(ct.n_layers(), 18);
+    let ct = ct.per_layer().expect("a per-layer set");
     assert_eq!(ct.saes()[5].hook_name(), "blocks.5.mlp.hook_in");
+
+    // Cross-layer transcoders: circuit-tracer's folder, and Gemma Scope 2's per-layer files.
+    for name in ["clt/ct", "clt/gs2"] {
+        let clt = load_transcoders(&fixtures().join(name)).unwrap();
+        assert!(clt.per_layer().is_none(), "{name}");
+        assert_eq!(clt.n_layers(), 6, "{name}");
+    }
 
     // SAELens folders under names that do not sort by layer: the hook names decide.
     let dir = tempfile::tempdir().unwrap();
@@ -291,6 +299,7 @@ fn load_transcoders_reads_both_layouts_and_refuses_gaps_by_name() {
     std::fs::write(dir.path().join("README.txt"), "not a transcoder").unwrap();
     let set = load_transcoders(dir.path()).unwrap();
     assert_eq!(set.n_layers(), 3);
+    let set = set.per_layer().expect("a per-layer set");
     for l in 0..3 {
         let want = tiny_transcoder(l, 7 + l as u64);
         let got = &set.saes()[l];

@@ -137,6 +137,14 @@ fn read_yaml(file: &Path) -> Result<YamlConfig> {
     Ok(cfg)
 }
 
+/// The `model_kind` of the circuit-tracer folder `dir` (`transcoder_set`,
+/// `cross_layer_transcoder`), when its `config.yaml` says.
+pub fn model_kind(dir: &Path) -> Option<String> {
+    read_yaml(&dir.join("config.yaml"))
+        .ok()
+        .and_then(|c| c.get("model_kind").map(String::from))
+}
+
 /// The error for a circuit-tracer folder given where one SAE was expected.
 pub(crate) fn folder_hint(dir: &Path) -> Error {
     let kind = read_yaml(&dir.join("config.yaml"))

@@ -94,9 +94,20 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
             tc.n_layers()
         );
     }
-    for s in tc.saes() {
-        s.check_fits(&model)
-            .with_context(|| format!("--transcoders {}", a.transcoders.display()))?;
+    match tc.per_layer() {
+        Some(p) => {
+            for s in p.saes() {
+                s.check_fits(&model)
+                    .with_context(|| format!("--transcoders {}", a.transcoders.display()))?;
+            }
+        }
+        None if tc.d_model() != model.cfg().d_model => bail!(
+            "--transcoders {}: the cross-layer transcoder reads width {}, but the model's residual stream has width {}: it was made for another model",
+            a.transcoders.display(),
+            tc.d_model(),
+            model.cfg().d_model
+        ),
+        None => {}
     }
 
     let tok = model.tokenizer()?;
@@ -169,7 +180,15 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
     let t = Instant::now();
     let dashboards = match &a.dashboards {
         None => Vec::new(),
-        Some(p) => feature_dashboards(&model, &tc, &view, p.as_deref(), a.dashboard_tokens)?,
+        Some(p) => {
+            let Some(per_layer) = tc.per_layer() else {
+                bail!(
+                    "--dashboards: feature dashboards are made per layer's transcoder; --transcoders {} is a cross-layer transcoder, so leave --dashboards out",
+                    a.transcoders.display()
+                );
+            };
+            feature_dashboards(&model, per_layer, &view, p.as_deref(), a.dashboard_tokens)?
+        }
     };
     let t_dash = t.elapsed().as_secs_f64();
 
