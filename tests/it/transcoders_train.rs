@@ -66,15 +66,15 @@ fn transcoders_train_tiny_set_saves_both_formats_with_one_encode() {
     assert_eq!(ct.len(), n_layers);
     let d = m.cfg().d_model;
     let x = (Tensor::randn(0f32, 1.0, (16, d), &Device::Cpu).unwrap() * 3.0).unwrap();
-    for l in 0..n_layers {
+    for (l, c) in ct.iter().enumerate() {
         let sl = Sae::load(out.join("saelens").join(format!("layer_{l}"))).unwrap();
         let one = Sae::load(out.join(format!("layer_{l}.safetensors"))).unwrap();
         assert_eq!(sl.cfg().architecture, Architecture::JumpReluTranscoder);
-        assert_eq!(ct[l].cfg().architecture, Architecture::JumpReluTranscoder);
-        assert_eq!(ct[l].hook_name(), format!("blocks.{l}.mlp.hook_in"));
-        assert_eq!(ct[l].hook_name_out(), format!("blocks.{l}.hook_mlp_out"));
+        assert_eq!(c.cfg().architecture, Architecture::JumpReluTranscoder);
+        assert_eq!(c.hook_name(), format!("blocks.{l}.mlp.hook_in"));
+        assert_eq!(c.hook_name_out(), format!("blocks.{l}.hook_mlp_out"));
         let want = r.saes[l].encode(&x).unwrap();
-        for (what, s) in [("saelens", &sl), ("circuit-tracer", &ct[l]), ("file", &one)] {
+        for (what, s) in [("saelens", &sl), ("circuit-tracer", c), ("file", &one)] {
             let got = s.encode(&x).unwrap();
             assert!(
                 rel_diff(&got, &want) < 1e-6,

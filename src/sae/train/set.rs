@@ -97,13 +97,13 @@ pub struct TranscoderSetOptions {
 }
 
 impl TranscoderSetOptions {
-    /// The quick recipe (CI and the notebook): BatchTopK, 1 024 latents, k 32, 40 000 tokens.
+    /// The quick recipe (CI and the notebook): BatchTopK, 1 024 latents, k 32, 30 000 tokens.
     pub fn quick(out: impl Into<PathBuf>) -> TranscoderSetOptions {
         TranscoderSetOptions {
             arch: TrainArch::BatchTopKTranscoder,
             d_sae: 1024,
             k: Some(32),
-            tokens: 40_000,
+            tokens: 30_000,
             corpus: None,
             lr: 2e-3,
             lr_warm_up_steps: 0,

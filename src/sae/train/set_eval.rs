@@ -21,7 +21,8 @@ use crate::sae::{Sae, SaeHook, SpliceOptions};
 /// The replacement model against the clean model.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplacementReport {
-    /// Positions scored: every position whose input token is not special.
+    /// Positions scored: every position of held-out documents but BOS (one document per
+    /// context, so BOS stands only at position 0).
     pub positions: usize,
     /// Every layer replaced at every position: share of positions whose top-1 token agrees.
     pub top1_agreement: f64,
@@ -268,8 +269,10 @@ fn compare(clean: &Tensor, other: &Tensor, keep: &[bool]) -> Result<(usize, f64)
     Ok((agree, sum))
 }
 
-/// The replacement model (errors removed) against the clean model, one context at a time
-/// (Gemma's logits are 1 MB per position).
+/// The replacement model (errors removed) against the clean model, one document at a time:
+/// BOS and the document's first `context_size − 1` tokens (documents under 8 tokens skipped),
+/// so that BOS stands only at position 0, as in a prompt (packed contexts carry BOS separators,
+/// which no transcoder was trained on). Gemma's logits are 1 MB per position.
 fn replacement_model(
     model: &HookedTransformer,
     saes: &[Sae],
@@ -278,10 +281,8 @@ fn replacement_model(
     context_size: usize,
     quiet: bool,
 ) -> Result<ReplacementReport> {
-    let special = special_ids(model)?;
     let tok = model.tokenizer()?;
     let bos = tok.prepended_id().unwrap_or(model.cfg().bos_token_id);
-    let mut packer = Packer::new(texts.to_vec(), context_size, bos)?;
     let mut all = Hooks::new();
     let mut bos_kept = Hooks::new();
     let keep_first = SpliceOptions {
@@ -295,21 +296,27 @@ fn replacement_model(
     let (all, bos_kept) = (model.with_hooks(&all), model.with_hooks(&bos_kept));
     let mut progress = Progress::new("replacement model", positions, quiet);
     let (mut n, mut agree, mut kl, mut agree_b, mut kl_b) = (0usize, 0usize, 0f64, 0usize, 0f64);
+    let mut docs = texts.iter();
     while n < positions {
-        let ids = packer.next_context(tok)?;
+        let Some(text) = docs.next() else { break };
+        let mut ids = vec![bos];
+        ids.extend(tok.encode(text, false)?.into_iter().take(context_size.max(2) - 1));
+        if ids.len() < 8 {
+            continue;
+        }
         let s = ids.len();
-        let keep: Vec<bool> = ids.iter().map(|t| !special.contains(t)).collect();
+        // Every position but BOS's is scored.
+        let keep: Vec<bool> = (0..s).map(|i| i > 0).collect();
         let toks = Tensor::from_vec(ids, (1, s), model.device())?;
         let clean = model.pass(&toks).run()?.logits;
         let (a, k) = compare(&clean, &all.pass(&toks).run()?.logits, &keep)?;
         let (ab, kb) = compare(&clean, &bos_kept.pass(&toks).run()?.logits, &keep)?;
-        let c = keep.iter().filter(|&&k| k).count();
-        n += c;
+        n += s - 1;
         agree += a;
         kl += k;
         agree_b += ab;
         kl_b += kb;
-        progress.inc(c);
+        progress.inc(s - 1);
     }
     progress.finish();
     let nf = n.max(1) as f64;

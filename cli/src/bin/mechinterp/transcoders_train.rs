@@ -19,7 +19,7 @@ pub struct TrainArgs {
     /// saelens/layer_L/ (SAELens), training.json, eval.json.
     #[arg(long)]
     pub out: PathBuf,
-    /// Starting settings: quick (1 024 latents, k 32, 40 000 tokens; CI and the notebook) or
+    /// Starting settings: quick (1 024 latents, k 32, 30 000 tokens; CI and the notebook) or
     /// full (2 048 latents, k 32, 250 000 tokens); the flags below override them.
     #[arg(long, default_value = "quick", value_parser = ["quick", "full"])]
     pub recipe: String,
