@@ -300,7 +300,11 @@ fn replacement_model(
     while n < positions {
         let Some(text) = docs.next() else { break };
         let mut ids = vec![bos];
-        ids.extend(tok.encode(text, false)?.into_iter().take(context_size.max(2) - 1));
+        ids.extend(
+            tok.encode(text, false)?
+                .into_iter()
+                .take(context_size.max(2) - 1),
+        );
         if ids.len() < 8 {
             continue;
         }

@@ -6,7 +6,8 @@
 //!   weighted by ‖W_dec row‖, its coefficient warmed up linearly;
 //! - TopK / BatchTopK: pre-activations scaled by ‖W_dec row‖ (`rescale_acts_by_decoder_norm`),
 //!   the aux-k loss on the top d_in/2 dead latents, BatchTopK's running threshold, saved as a
-//!   JumpReLU SAE;
+//!   JumpReLU SAE; BatchTopK transcoders (ours) the same towards a target, saved as JumpReLU
+//!   transcoders;
 //! - JumpReLU: the straight-through estimator with a rectangle kernel and the step (L0), tanh or
 //!   quadratic sparsity penalty, the threshold kept non-negative.
 //!
