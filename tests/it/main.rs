@@ -44,4 +44,5 @@ mod sae_train;
 mod sae_trainer;
 mod steering;
 mod tl_hooks;
+mod transcoders_train;
 mod view;

@@ -720,3 +720,99 @@ impl CrossLayerTranscoder {
         Value::Object(m)
     }
 }
+
+/// Writes a transcoder set in circuit-tracer's per-layer format: `dir/layer_L.safetensors`
+/// (`W_enc` [d_transcoder, d_model], `W_dec` [d_transcoder, d_model], `b_enc`, `b_dec`,
+/// `activation_function.threshold` for JumpReLU, `W_skip` [d_model, d_model] if any, f32) and
+/// `dir/config.yaml` (`model_kind: transcoder_set` and the hooks). `saes[L]` must read
+/// `blocks.L.<in>` and write `blocks.L.<out>` with the same `<in>`, `<out>` for every layer,
+/// with no input normalisation, no `b_dec` subtracted from the input, and JumpReLU thresholds
+/// ≥ 0 (circuit-tracer's JumpReLU has no ReLU, so the two agree only there).
+pub fn save_transcoder_set(dir: &Path, saes: &[Sae], model_name: &str) -> Result<()> {
+    if saes.is_empty() {
+        return Err(Error::Invalid(
+            "a transcoder set needs at least one layer".into(),
+        ));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating the folder {}", dir.display()), e))?;
+    let suffix = |h: &str, l: usize| -> Result<String> {
+        h.strip_prefix(&format!("blocks.{l}."))
+            .map(String::from)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "transcoder {l} hooks `{h}`, not a point of block {l}: circuit-tracer's set has one transcoder per layer, in order"
+                ))
+            })
+    };
+    let hooks = |l: usize, s: &Sae| -> Result<(String, String)> {
+        Ok((suffix(s.hook_name(), l)?, suffix(s.hook_name_out(), l)?))
+    };
+    let (hook_in, hook_out) = hooks(0, &saes[0])?;
+    for (l, s) in saes.iter().enumerate() {
+        let c = s.cfg();
+        if hooks(l, s)? != (hook_in.clone(), hook_out.clone()) {
+            return Err(Error::Invalid(format!(
+                "transcoder {l} reads `{}` and writes `{}`; layer 0's read blocks.0.{hook_in} and write blocks.0.{hook_out}, and circuit-tracer's config.yaml has one pair for all",
+                s.hook_name(),
+                s.hook_name_out()
+            )));
+        }
+        let ok_arch = matches!(
+            c.architecture,
+            Architecture::Transcoder
+                | Architecture::SkipTranscoder
+                | Architecture::JumpReluTranscoder
+                | Architecture::JumpReluSkipTranscoder
+        );
+        if !ok_arch || c.normalize_activations != Normalization::None || c.apply_b_dec_to_input {
+            return Err(Error::Invalid(format!(
+                "transcoder {l} is a `{}`{}{}: circuit-tracer's per-layer format holds ReLU and JumpReLU transcoders that read raw activations (fold the normalisation into the weights first)",
+                c.architecture.saelens_name(),
+                if c.normalize_activations != Normalization::None { " with input normalisation" } else { "" },
+                if c.apply_b_dec_to_input { " that subtracts b_dec from its input" } else { "" },
+            )));
+        }
+        let w = s.weights();
+        let f32c = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.to_dtype(DType::F32)?
+                .to_device(&candle_core::Device::Cpu)?
+                .contiguous()?)
+        };
+        let mut ts: HashMap<String, Tensor> = HashMap::new();
+        ts.insert("W_enc".into(), f32c(&w.w_enc.t()?)?);
+        ts.insert("W_dec".into(), f32c(&w.w_dec)?);
+        let b_enc = match &w.b_enc {
+            Some(b) => f32c(b)?,
+            None => Tensor::zeros(c.d_sae, DType::F32, &candle_core::Device::Cpu)?,
+        };
+        ts.insert("b_enc".into(), b_enc);
+        ts.insert("b_dec".into(), f32c(&w.b_dec)?);
+        if let Some(th) = &w.threshold {
+            let min = th.to_dtype(DType::F32)?.min_all()?.to_scalar::<f32>()?;
+            if min < 0.0 {
+                return Err(Error::Invalid(format!(
+                    "transcoder {l} has a negative JumpReLU threshold ({min}); circuit-tracer's JumpReLU (x·1[x > θ], no ReLU) would read it differently"
+                )));
+            }
+            ts.insert("activation_function.threshold".into(), f32c(th)?);
+        }
+        if let Some(ws) = &w.w_skip {
+            ts.insert("W_skip".into(), f32c(ws)?);
+        }
+        let path = dir.join(format!("layer_{l}.safetensors"));
+        candle_core::safetensors::save(&ts, &path).map_err(|e| Error::Write {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let yaml = format!(
+        "model_name: {model_name}\nmodel_kind: transcoder_set\nfeature_input_hook: {hook_in}\nfeature_output_hook: {hook_out}\nscan: mechinterp-{}\n",
+        model_name.replace('/', "-")
+    );
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).map_err(|e| Error::Write {
+        path,
+        reason: e.to_string(),
+    })
+}

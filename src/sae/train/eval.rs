@@ -171,16 +171,16 @@ impl fmt::Display for EvalReport {
 
 /// Sums that give a set of rows' variance and error without keeping the rows.
 #[derive(Debug, Clone)]
-struct Moments {
-    n: usize,
+pub(super) struct Moments {
+    pub(super) n: usize,
     sum: Vec<f64>,
     sq: f64,
-    sse: f64,
-    l0: f64,
+    pub(super) sse: f64,
+    pub(super) l0: f64,
 }
 
 impl Moments {
-    fn new(d: usize) -> Moments {
+    pub(super) fn new(d: usize) -> Moments {
         Moments {
             n: 0,
             sum: vec![0.0; d],
@@ -190,7 +190,7 @@ impl Moments {
         }
     }
 
-    fn add(&mut self, y: &[f32], err: f64, l0: f64) {
+    pub(super) fn add(&mut self, y: &[f32], err: f64, l0: f64) {
         self.n += 1;
         for (s, &v) in self.sum.iter_mut().zip(y) {
             *s += v as f64;
@@ -200,7 +200,7 @@ impl Moments {
         self.l0 += l0;
     }
 
-    fn merged(&self, o: &Moments) -> Moments {
+    pub(super) fn merged(&self, o: &Moments) -> Moments {
         Moments {
             n: self.n + o.n,
             sum: self.sum.iter().zip(&o.sum).map(|(a, b)| a + b).collect(),
@@ -211,18 +211,18 @@ impl Moments {
     }
 
     /// Σ‖y − c‖² about a centre c.
-    fn sst_about(&self, c: &[f64]) -> f64 {
+    pub(super) fn sst_about(&self, c: &[f64]) -> f64 {
         let dot: f64 = self.sum.iter().zip(c).map(|(s, m)| s * m).sum();
         let cc: f64 = c.iter().map(|m| m * m).sum();
         self.sq - 2.0 * dot + self.n as f64 * cc
     }
 
-    fn mean(&self) -> Vec<f64> {
+    pub(super) fn mean(&self) -> Vec<f64> {
         let n = self.n.max(1) as f64;
         self.sum.iter().map(|s| s / n).collect()
     }
 
-    fn explained_variance(&self) -> f64 {
+    pub(super) fn explained_variance(&self) -> f64 {
         1.0 - self.sse / self.sst_about(&self.mean()).max(f64::MIN_POSITIVE)
     }
 }

@@ -460,7 +460,7 @@ fn with_provenance(sae: Sae, model: &HookedTransformer, opts: &TrainOptions) -> 
 }
 
 /// The model's name as SAELens configs give it.
-fn model_name(model: &HookedTransformer) -> String {
+pub(super) fn model_name(model: &HookedTransformer) -> String {
     let c = model.cfg();
     if c.architecture == "gemma3" && c.n_layers == 18 && c.d_model == 640 {
         "gemma-3-270m".into()
@@ -470,7 +470,7 @@ fn model_name(model: &HookedTransformer) -> String {
 }
 
 /// Writes pretty JSON to a file.
-fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
+pub(super) fn write_json(path: &Path, v: &impl Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(v)
         .map_err(|e| Error::Invalid(format!("serialising {}: {e}", path.display())))?;
     std::fs::write(path, text).map_err(|e| Error::Write {

@@ -688,7 +688,7 @@ impl<'a> ActivationStore<'a> {
 }
 
 /// Rows `idx` of a chunk, in that order.
-fn select_rows(c: &Chunk, idx: &[usize], d_in: usize, d_out: usize) -> Chunk {
+pub(crate) fn select_rows(c: &Chunk, idx: &[usize], d_in: usize, d_out: usize) -> Chunk {
     let pick = |v: &[f32], d: usize| -> Vec<f32> {
         let mut o = Vec::with_capacity(idx.len() * d);
         for &i in idx {
@@ -705,7 +705,7 @@ fn select_rows(c: &Chunk, idx: &[usize], d_in: usize, d_out: usize) -> Chunk {
 }
 
 /// Appends `b`'s rows to `a`.
-fn append(a: &mut Chunk, b: &Chunk) {
+pub(crate) fn append(a: &mut Chunk, b: &Chunk) {
     a.x.extend_from_slice(&b.x);
     if let Some(by) = &b.y {
         a.y.get_or_insert_with(Vec::new).extend_from_slice(by);

@@ -6,7 +6,8 @@
 //!   weighted by ‖W_dec row‖, its coefficient warmed up linearly;
 //! - TopK / BatchTopK: pre-activations scaled by ‖W_dec row‖ (`rescale_acts_by_decoder_norm`),
 //!   the aux-k loss on the top d_in/2 dead latents, BatchTopK's running threshold, saved as a
-//!   JumpReLU SAE;
+//!   JumpReLU SAE; BatchTopK transcoders (ours) the same towards a target, saved as JumpReLU
+//!   transcoders;
 //! - JumpReLU: the straight-through estimator with a rectangle kernel and the step (L0), tanh or
 //!   quadratic sparsity penalty, the threshold kept non-negative.
 //!
@@ -50,6 +51,9 @@ pub enum TrainArch {
     Transcoder,
     /// ReLU transcoder with a linear skip path `W_skip`, initialised at zero.
     SkipTranscoder,
+    /// BatchTopK transcoder (`batchtopk_transcoder`, ours: SAELens trains none), saved as
+    /// `jumprelu_transcoder` with the learned global threshold.
+    BatchTopKTranscoder,
 }
 
 impl TrainArch {
@@ -62,10 +66,11 @@ impl TrainArch {
             TrainArch::JumpRelu => "jumprelu",
             TrainArch::Transcoder => "transcoder",
             TrainArch::SkipTranscoder => "skip_transcoder",
+            TrainArch::BatchTopKTranscoder => "batchtopk_transcoder",
         }
     }
 
-    /// Every training architecture.
+    /// SAELens's training architectures, plus the ReLU transcoders.
     pub const ALL: [TrainArch; 6] = [
         TrainArch::Standard,
         TrainArch::TopK,
@@ -75,26 +80,38 @@ impl TrainArch {
         TrainArch::SkipTranscoder,
     ];
 
+    /// Architectures of ours beyond [`TrainArch::ALL`].
+    pub const MORE: [TrainArch; 1] = [TrainArch::BatchTopKTranscoder];
+
     /// The architecture named `s` (`--arch`), or an error listing the names.
     pub fn parse(s: &str) -> Result<TrainArch> {
-        TrainArch::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "unknown training architecture `{s}`; use one of: {}",
-                    TrainArch::ALL.map(|a| a.name()).join(", ")
-                ))
-            })
+        let all = || TrainArch::ALL.into_iter().chain(TrainArch::MORE);
+        all().find(|a| a.name() == s).ok_or_else(|| {
+            Error::Invalid(format!(
+                "unknown training architecture `{s}`; use one of: {}",
+                all().map(|a| a.name()).collect::<Vec<_>>().join(", ")
+            ))
+        })
     }
 
     /// Whether it maps one hook to another (needs a target).
     pub fn is_transcoder(&self) -> bool {
-        matches!(self, TrainArch::Transcoder | TrainArch::SkipTranscoder)
+        matches!(
+            self,
+            TrainArch::Transcoder | TrainArch::SkipTranscoder | TrainArch::BatchTopKTranscoder
+        )
     }
 
     fn is_topk(&self) -> bool {
-        matches!(self, TrainArch::TopK | TrainArch::BatchTopK)
+        matches!(
+            self,
+            TrainArch::TopK | TrainArch::BatchTopK | TrainArch::BatchTopKTranscoder
+        )
+    }
+
+    /// Whether it selects the top k·b pre-activations of a batch (and learns a threshold).
+    pub(crate) fn is_batch_topk(&self) -> bool {
+        matches!(self, TrainArch::BatchTopK | TrainArch::BatchTopKTranscoder)
     }
 
     fn has_l1(&self) -> bool {
@@ -615,7 +632,7 @@ impl Trainer {
             .matmul(&self.w_enc_t.as_tensor().t()?)?
             .broadcast_add(self.b_enc.as_tensor())?;
         let (h, acts, dec_acts) = match cfg.arch {
-            TrainArch::TopK | TrainArch::BatchTopK => {
+            TrainArch::TopK | TrainArch::BatchTopK | TrainArch::BatchTopKTranscoder => {
                 let norms = if cfg.rescale_acts_by_decoder_norm {
                     Some(self.dec_norms()?)
                 } else {
@@ -719,7 +736,7 @@ impl Trainer {
         let params = self.params();
         let fast = self.device.is_cpu() && cfg.arch.is_topk() && !self.autograd_only;
         let pass = if fast {
-            self.fast_pass(&x, &dead)?
+            self.fast_pass(&x, &target, &dead)?
         } else {
             self.autograd_pass(&x, &target, &dead, n_dead)?
         };
@@ -732,7 +749,7 @@ impl Trainer {
             th.set(&th.as_tensor().relu()?)?;
         }
         let per_latent = pass.fired;
-        if cfg.arch == TrainArch::BatchTopK && pass.min_pos.is_finite() {
+        if cfg.arch.is_batch_topk() && pass.min_pos.is_finite() {
             let r = cfg.topk_threshold_lr;
             self.topk_threshold = (1.0 - r) * self.topk_threshold + r * pass.min_pos as f64;
         }
@@ -771,10 +788,11 @@ impl Trainer {
     }
 
     /// The CPU fast path (TopK / BatchTopK): hand-written sparse gradients.
-    fn fast_pass(&self, x: &Tensor, dead: &[bool]) -> Result<Pass> {
+    fn fast_pass(&self, x: &Tensor, target: &Tensor, dead: &[bool]) -> Result<Pass> {
         let f = fast::topk_step(
             &self.cfg,
             x,
+            target,
             self.w_enc_t.as_tensor(),
             self.b_enc.as_tensor(),
             self.w_dec.as_tensor(),
@@ -815,7 +833,7 @@ impl Trainer {
             loss = (loss + &l1)?;
             sparsity = Some(l1);
         } else if cfg.arch.is_topk() && n_dead > 0 {
-            let l = self.aux_k_loss(x, &fwd, dead, n_dead)?;
+            let l = self.aux_k_loss(target, &fwd, dead, n_dead)?;
             loss = (loss + &l)?;
             aux = Some(l);
         } else if cfg.arch == TrainArch::JumpRelu {
@@ -836,7 +854,7 @@ impl Trainer {
             .sum(0)?
             .to_device(&Device::Cpu)?
             .to_vec1::<f32>()?;
-        let min_pos = if cfg.arch == TrainArch::BatchTopK {
+        let min_pos = if cfg.arch.is_batch_topk() {
             acts.flatten_all()?
                 .to_device(&Device::Cpu)?
                 .to_vec1::<f32>()?
@@ -863,6 +881,23 @@ impl Trainer {
         })
     }
 
+    /// The gradients a step on `x` (and `target`, for transcoders) would take now, before
+    /// clipping, in [`Trainer::params`]' order (`W_enc` transposed), by candle's autograd or,
+    /// where there is one, the CPU fast path; nothing is updated. For checking the two.
+    pub fn gradients(&self, x: &Tensor, target: &Tensor, autograd: bool) -> Result<Vec<Tensor>> {
+        let x = check_rows(x, self.cfg.d_in, "x")?.to_device(&self.device)?;
+        let target = check_rows(target, self.cfg.d_out, "target")?.to_device(&self.device)?;
+        let dead = self.dead_mask();
+        let n_dead = dead.iter().filter(|&&d| d).count();
+        let fast = self.device.is_cpu() && self.cfg.arch.is_topk() && !autograd;
+        let pass = if fast {
+            self.fast_pass(&x, &target, &dead)?
+        } else {
+            self.autograd_pass(&x, &target, &dead, n_dead)?
+        };
+        Ok(pass.grads)
+    }
+
     /// Makes every step use candle's autograd (the reference the CPU fast path of TopK and
     /// BatchTopK is checked against), or, with `false`, the fast path where there is one.
     pub fn set_autograd_only(&mut self, on: bool) {
@@ -870,11 +905,11 @@ impl Trainer {
     }
 
     /// SAELens's `calculate_topk_aux_loss`: the top `min(d_in/2, n_dead)` dead latents of each
-    /// row (pre-activations, not ReLU'd) reconstruct the detached residual through `W_dec`
-    /// without bias, scaled by `min(n_dead / (d_in/2), 1)`.
+    /// row (pre-activations, not ReLU'd) reconstruct the detached residual (target − output)
+    /// through `W_dec` without bias, scaled by `min(n_dead / (d_in/2), 1)`.
     fn aux_k_loss(
         &self,
-        x: &Tensor,
+        target: &Tensor,
         fwd: &Forward,
         dead: &[bool],
         n_dead: usize,
@@ -882,14 +917,14 @@ impl Trainer {
         let half = (self.cfg.d_in / 2).max(1);
         let scale = (n_dead as f64 / half as f64).min(1.0);
         let k_aux = half.min(n_dead);
-        let residual = (x - &fwd.out)?.detach();
+        let residual = (target - &fwd.out)?.detach();
         let mask = dead_topk_mask(&fwd.h, dead, k_aux)?;
         let mut aux_acts = fwd.h.mul(&mask)?;
         if self.cfg.rescale_acts_by_decoder_norm {
             aux_acts = aux_acts.broadcast_mul(&self.dec_norms()?.recip()?)?;
         }
         let recons = aux_acts.matmul(self.w_dec.as_tensor())?;
-        let b = x.dim(0)? as f64;
+        let b = target.dim(0)? as f64;
         Ok(((recons - residual)?.sqr()?.sum_all()? * (self.cfg.aux_k_coefficient * scale / b))?)
     }
 
@@ -958,8 +993,12 @@ impl Trainer {
         let (architecture, threshold, k) = match cfg.arch {
             TrainArch::Standard => (Architecture::Standard, None, None),
             TrainArch::TopK => (Architecture::TopK, None, cfg.k),
-            TrainArch::BatchTopK => (
-                Architecture::JumpRelu,
+            TrainArch::BatchTopK | TrainArch::BatchTopKTranscoder => (
+                if cfg.arch.is_transcoder() {
+                    Architecture::JumpReluTranscoder
+                } else {
+                    Architecture::JumpRelu
+                },
                 Some(Tensor::full(
                     self.topk_threshold as f32,
                     cfg.d_sae,

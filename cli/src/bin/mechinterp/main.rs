@@ -23,6 +23,7 @@ mod sae_eval;
 mod sae_info;
 mod sae_train;
 mod tokenize;
+mod transcoders_train;
 mod translation_heads;
 
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Cmd {
     /// Sparse autoencoders and transcoders: info, encode, train, eval, dashboard.
     #[command(subcommand)]
     Sae(SaeCmd),
+    /// Transcoders for every layer: train (one streaming pass; SAELens + circuit-tracer files).
+    #[command(subcommand)]
+    Transcoders(TranscodersCmd),
     /// The benchmark moved to its own binary; this says how to run it.
     #[command(hide = true)]
     Bench {
@@ -89,6 +93,12 @@ enum SaeCmd {
     Encode(sae_encode::EncodeArgs),
     /// Feature dashboards for some latents, as one offline HTML page.
     Dashboard(sae_dashboard::DashboardArgs),
+}
+
+#[derive(Subcommand)]
+enum TranscodersCmd {
+    /// Train a transcoder for every layer in one pass over the corpus, write them, evaluate.
+    Train(transcoders_train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -127,6 +137,7 @@ fn real_main() -> Result<()> {
         Cmd::Sae(SaeCmd::Train(a)) => sae_train::run(a, out),
         Cmd::Sae(SaeCmd::Eval(a)) => sae_eval::run(a, out),
         Cmd::Sae(SaeCmd::Dashboard(a)) => sae_dashboard::run(a, out),
+        Cmd::Transcoders(TranscodersCmd::Train(a)) => transcoders_train::run(a, out),
         Cmd::Bench { args } => anyhow::bail!(
             "the benchmark is its own binary, not part of `mechinterp`: run `cargo run --release --bin mechinterp-bench -- {}` (see PERFORMANCE.md)",
             args.join(" ")

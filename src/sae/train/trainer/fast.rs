@@ -6,7 +6,7 @@
 use candle_core::{CpuStorage, Device, Layout, Storage, Tensor};
 
 use super::losses::top_k_of;
-use super::{TrainArch, TrainConfig};
+use super::TrainConfig;
 use crate::error::{Error, Result};
 
 /// What a fast step computed.
@@ -21,7 +21,7 @@ pub(super) struct FastStep {
     pub fired: Vec<f32>,
     /// Smallest positive activation (BatchTopK's threshold update), ∞ if none.
     pub min_pos: f32,
-    /// Σ‖out − x‖².
+    /// Σ‖out − target‖².
     pub resid_sq: f64,
 }
 
@@ -101,10 +101,14 @@ fn axpy_plain(y: &mut [f32], a: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
 }
 
-/// One TopK / BatchTopK step's losses and gradients on the CPU; `x` [b, d_in].
+/// One TopK / BatchTopK step's losses and gradients on the CPU: `x` [b, d_in] is encoded and
+/// decoded towards `target` [b, d_out] (`x` itself for an SAE, the output hook's activation for
+/// a transcoder).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn topk_step(
     cfg: &TrainConfig,
     x: &Tensor,
+    target: &Tensor,
     w_enc_t: &Tensor,
     b_enc: &Tensor,
     w_dec: &Tensor,
@@ -114,8 +118,16 @@ pub(super) fn topk_step(
     let (b, d_in) = x.dims2()?;
     let (s, d) = (cfg.d_sae, cfg.d_out);
     let xv = x.flatten_all()?.to_vec1::<f32>()?;
+    if target.dims() != [b, cfg.d_out] {
+        return Err(Error::Shape(format!(
+            "the target must be [{b}, {}], got {:?}",
+            cfg.d_out,
+            target.dims()
+        )));
+    }
+    let yv = target.flatten_all()?.to_vec1::<f32>()?;
     let bdec = b_dec.to_vec1::<f32>()?;
-    let mut xin = xv.clone();
+    let mut xin = xv;
     if cfg.apply_b_dec_to_input {
         for row in xin.chunks_exact_mut(d_in) {
             row.iter_mut().zip(&bdec).for_each(|(v, c)| *v -= c);
@@ -148,7 +160,7 @@ pub(super) fn topk_step(
     // The selection, per row.
     let k = cfg.k.unwrap_or(1);
     let mut scratch = Vec::new();
-    let sel: Vec<Vec<usize>> = if cfg.arch == TrainArch::BatchTopK {
+    let sel: Vec<Vec<usize>> = if cfg.arch.is_batch_topk() {
         let relu: Vec<f32> = h.iter().map(|v| v.max(0.0)).collect();
         let n = ((k as f64 * b as f64) as usize).min(b * s);
         let all: Vec<usize> = (0..b * s).collect();
@@ -185,9 +197,9 @@ pub(super) fn topk_step(
         }
         dacts.push(row);
     }
-    // g_out = 2(out − x)/b; e = out − x is also minus the aux-k residual.
+    // g_out = 2(out − y)/b; e = out − y is also minus the aux-k residual.
     let mut e = out;
-    e.iter_mut().zip(&xv).for_each(|(o, x)| *o -= x);
+    e.iter_mut().zip(&yv).for_each(|(o, y)| *o -= y);
     let resid_sq = sum_sq(&e);
     let mse = resid_sq / b as f64;
     let g_out: Vec<f32> = e.iter().map(|v| 2.0 * v / b as f32).collect();
