@@ -10,8 +10,8 @@
 // %% [markdown]
 // # 10 · Attribution graphs: how " vertes" gets its colour
 //
-// Notebooks 01–05 found heads that move a source word to the token that translates it, and
-// notebook 09 read what they write with a sparse autoencoder. Here we trace one prediction end
+// In notebooks 01–05 we found heads that move a source word to the token that translates it,
+// and notebook 09 read what they write with a sparse autoencoder. Here we trace one prediction end
 // to end with an *attribution graph*, the method of Anthropic's "Circuit Tracing" papers and of
 // circuit-tracer. After `English: I like green apples.\nFrench: J'aime les pommes` the model's
 // most likely next token is " vertes" (green, feminine plural). We
@@ -89,14 +89,18 @@ let direct_total = from_f + from_e + from_t;
 println!("direct input of {:?}: features {:.0}%, errors {:.0}%, tokens {:.0}%", graph.logit_token_strs[0], 100.0 * from_f / direct_total, 100.0 * from_e / direct_total, 100.0 * from_t / direct_total);
 
 // %% [markdown]
-// The graph pruned as circuit-tracer prunes it (nodes to 80% of the logits' influence, edges to
-// 98%): input tokens along the bottom, layers upwards, logits on top; blue edges excite, red
-// ones inhibit. `mechinterp graph` writes the same graph as an interactive page.
+// The graph pruned as circuit-tracer prunes it (`prune_graph`: nodes kept until they hold a
+// share of the logits' influence, then edges likewise, then nodes left dangling removed), first
+// with its default thresholds, then harder for a picture one can read: input tokens along the
+// bottom, layers upwards, logits on top; blue edges excite, red ones inhibit.
+// `mechinterp graph` writes the same graph as an interactive page (`graph.html`).
 
 // %%
-let pruned = prune(&graph, 0.8, 0.98)?;
-println!("pruned: {} of {} nodes kept", pruned.node_mask.iter().filter(|&&k| k).count(), graph.n_nodes());
-GraphPlot::new(&graph, &pruned)?.title("\" vertes\" after \"J'aime les pommes\" (pruned)").max_edges(600)
+for (node_t, edge_t) in [(0.8f32, 0.98f32), (0.5, 0.9)] {
+    let p = prune(&graph, node_t, edge_t)?;
+    println!("pruned to {:.0}% of node influence, {:.0}% of edge influence: {} of {} nodes kept", 100.0 * node_t, 100.0 * edge_t, p.node_mask.iter().filter(|&&k| k).count(), graph.n_nodes());
+}
+GraphPlot::new(&graph, &prune(&graph, 0.5, 0.9)?)?.title("\" vertes\" after \"J'aime les pommes\" (pruned to 50% / 90%)").max_edges(400)
 
 // %% [markdown]
 // ## Which tokens and features carry "green"?
@@ -154,7 +158,9 @@ top_dash
 // "green" feature changes " vertes" − " rouges" by exactly its total effect. We then cut one
 // head at a time, by zeroing its attention *from* every later position *to* " green", and see
 // how much of that change is lost: the share of the feature's effect that crosses through that
-// head. Notebooks 01–05 confirmed heads 5.3, 9.3 and 11.2 as translation heads.
+// head (shares can add up to more than 100% when other paths pull the other way). In notebooks
+// 01–05, heads 5.3, 9.3 and 11.2 were confirmed as translation heads, and head 12.3 moved the
+// answer in activation patching.
 
 // %%
 let frozen = Frozen::run(&model, &toks, &tc)?;
@@ -240,10 +246,14 @@ println!("p(\" vertes\") {pv0:.3} → {pv1:.3}, p(\" rouges\") {pr0:.3} → {pr1
 {
 let worst_ev = trained.eval.as_ref().map(|e| e.layers.iter().map(|r| r.explained_variance_ordinary).fold(f64::INFINITY, f64::min));
 println!("Transcoders: quick recipe, worst layer's explained variance of hook_mlp_out {:.3} (ordinary held-out tokens).", worst_ev.unwrap_or(f64::NAN));
+if let Some(r) = trained.eval.as_ref().and_then(|e| e.replacement.as_ref()) {
+    println!("With every MLP replaced and no error terms, the model keeps its top-1 token at {:.1}% of held-out positions (KL {:.2} nats/token): the errors carry much of the computation, which the graph scores below measure for this prompt.", 100.0 * r.top1_agreement, r.kl);
+}
 println!("Graph: {} features, built in {graph_s:.1} s; replacement score {replacement:.3}, completeness {completeness:.3}; {:.0}% of \" vertes\"'s direct input comes from error nodes.", graph.selected_features.len(), 100.0 * from_e / direct_total);
 println!("\" green\" ranks {green_rank} of {} input tokens by its total effect on \" vertes\" − \" rouges\".", graph.n_pos());
-let carried: f32 = shares.iter().filter(|(k, _)| translation_heads.contains(k)).map(|(_, s)| s).sum();
-println!("The translation heads together carry {:.0}% of the top \" green\" feature's effect; the head that carries most is {}.{} ({:.0}%).", 100.0 * carried, shares[0].0 .0, shares[0].0 .1, 100.0 * shares[0].1);
+let top_heads: Vec<String> = shares.iter().filter(|(_, s)| *s >= 0.2).map(|((l, h), s)| format!("{l}.{h} ({:.0}%)", 100.0 * s)).collect();
+let th_top: Vec<String> = translation_heads.iter().filter(|th| shares.iter().any(|(k, s)| k == *th && *s >= 0.2)).map(|(l, h)| format!("{l}.{h}")).collect();
+println!("Heads carrying at least 20% of the top \" green\" feature's effect to later positions: {}; of the confirmed translation heads: {}.", top_heads.join(", "), if th_top.is_empty() { "none".to_string() } else { th_top.join(", ") });
 let predicted = -diff[top];
 let actual = real_vr - clean_vr;
 println!("Intervention: the graph predicts {predicted:+.3}, the model moves {actual:+.3} ({:.0}% of the prediction{}).", 100.0 * actual / predicted,
