@@ -6,7 +6,9 @@
 //! default model. Also: node order and counts, pruning, graph scores, and both exports.
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use mechinterp::graph::{attribute, graph_scores, prune, AttributionOptions, Graph, PerLayer};
+use mechinterp::graph::{
+    attribute, graph_scores, prune, AttributionOptions, Frozen, Graph, PerLayer, Transcoders,
+};
 use mechinterp::prelude::*;
 use mechinterp::sae::{Architecture, Format, Normalization, Sae, SaeConfig, SaeWeights};
 
@@ -86,16 +88,15 @@ pub(crate) fn transcoders(m: &HookedTransformer, toks: &[u32], d_sae: usize, z: 
 
 /// How many times its vector a perturbed node adds: the frozen model is linear, and a large
 /// (power-of-two) gain lifts the response far above f32 rounding in the differences.
-const GAIN: f64 = 1024.0;
+pub(crate) const GAIN: f64 = 1024.0;
 
 /// The largest |x| of a slice.
-fn max_abs(v: &[f32]) -> f32 {
+pub(crate) fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0f32, |a, &x| a.max(x.abs()))
 }
 
-/// Checks up to `max_sources` source columns (features, then errors) of `g` against the frozen
-/// replacement model's response, `batch` perturbed runs at a time. Returns the worst error
-/// relative to each column's largest entry.
+/// Checks the source columns `sources` (features, then errors) of a per-layer set's graph `g`
+/// against the frozen replacement model's response ([`check_columns`]).
 fn perturbation_check(
     m: &HookedTransformer,
     tc: &PerLayer,
@@ -104,18 +105,18 @@ fn perturbation_check(
     batch: usize,
 ) -> f32 {
     let cfg = m.cfg();
-    let (n, s, d) = (cfg.n_layers, g.n_pos(), cfg.d_model);
-    let frozen = mechinterp::graph::Frozen::run(m, &g.input_tokens, tc).unwrap();
+    let (n, s) = (cfg.n_layers, g.n_pos());
+    let frozen = Frozen::run(m, &g.input_tokens, tc).unwrap();
     let clean_out: Vec<Tensor> = (0..n).map(|l| frozen.mlp_out(l).unwrap()).collect();
     let inputs: Vec<Tensor> = (0..n).map(|l| frozen.input(tc, l).unwrap()).collect();
     let n_feat = g.selected_features.len();
     // What each source adds to its layer's MLP output when perturbed (its vector once more).
-    let delta = |src: usize| -> (usize, usize, Tensor) {
+    let delta = |src: usize| -> Vec<(usize, usize, Tensor)> {
         if src < n_feat {
             let [l, p, f] = g.active_features[g.selected_features[src] as usize];
             let a = g.activation_values[g.selected_features[src] as usize];
             let row = tc.saes()[l as usize].w_dec().get(f as usize).unwrap();
-            (l as usize, p as usize, (row * a as f64).unwrap())
+            vec![(l as usize, p as usize, (row * a as f64).unwrap())]
         } else {
             let (l, p) = ((src - n_feat) / s, (src - n_feat) % s);
             // circuit-tracer zeroes the BOS position's error node.
@@ -126,17 +127,34 @@ fn perturbation_check(
             } else {
                 err
             };
-            (l, p, err)
+            vec![(l, p, err)]
         }
     };
+    check_columns(m, tc, g, sources, batch, &delta)
+}
+
+/// Checks the source columns `sources` of `g` against the frozen replacement model's response,
+/// `batch` perturbed runs at a time: `delta(src)` is what the source adds to the MLP outputs
+/// when perturbed (its vectors once more), as (layer, position, vector) triples. Returns the
+/// worst error relative to each column's largest entry.
+pub(crate) fn check_columns(
+    m: &HookedTransformer,
+    tc: &dyn Transcoders,
+    g: &Graph,
+    sources: &[usize],
+    batch: usize,
+    delta: &dyn Fn(usize) -> Vec<(usize, usize, Tensor)>,
+) -> f32 {
+    let cfg = m.cfg();
+    let (n, s, d) = (cfg.n_layers, g.n_pos(), cfg.d_model);
+    let frozen = Frozen::run(m, &g.input_tokens, tc).unwrap();
+    let clean_out: Vec<Tensor> = (0..n).map(|l| frozen.mlp_out(l).unwrap()).collect();
+    let inputs: Vec<Tensor> = (0..n).map(|l| frozen.input(tc, l).unwrap()).collect();
+    let n_feat = g.selected_features.len();
     let toks = Tensor::new(g.input_tokens.as_slice(), &Device::Cpu).unwrap();
     let pre_clean: Vec<Vec<Vec<f32>>> = (0..n)
-        .map(|l| {
-            let pre = tc.saes()[l].encode_pre(&inputs[l]).unwrap();
-            pre.to_vec2().unwrap()
-        })
+        .map(|l| tc.encode_pre(l, &inputs[l]).unwrap().to_vec2().unwrap())
         .collect();
-    // In f64: an f32 running sum over 262k logits drifts by more than the tolerance.
     let demean = |x: Tensor| -> Tensor {
         let x = x.to_dtype(DType::F64).unwrap();
         x.broadcast_sub(&x.mean_keepdim(1).unwrap())
@@ -146,7 +164,7 @@ fn perturbation_check(
     };
     let cache_names = |name: &str| name.ends_with("mlp.hook_in") || name == "unembed.hook_out";
     let logit_clean = {
-        let hooks = frozen.hooks(&clean_out).unwrap();
+        let hooks = frozen.replacement_hooks(&clean_out, tc).unwrap();
         let out = m
             .with_hooks(&hooks)
             .pass(&toks.unsqueeze(0).unwrap())
@@ -159,24 +177,28 @@ fn perturbation_check(
             .unwrap()
             .i((.., 0))
             .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
     };
     let mut worst = 0f32;
     let top = max_abs(&g.adjacency);
     for chunk in sources.chunks(batch) {
         let b = chunk.len();
-        let deltas: Vec<(usize, usize, Tensor)> = chunk.iter().map(|&c| delta(c)).collect();
+        let deltas: Vec<Vec<(usize, usize, Tensor)>> = chunk.iter().map(|&c| delta(c)).collect();
         let outs: Vec<Tensor> = (0..n)
             .map(|l| {
                 let rows: Vec<Tensor> = deltas
                     .iter()
-                    .map(|(dl, p, v)| {
+                    .map(|ds| {
                         let mut t = clean_out[l].clone();
-                        if *dl == l {
-                            let add = Tensor::zeros((s, d), DType::F32, &Device::Cpu)
-                                .unwrap()
-                                .slice_assign(&[*p..*p + 1, 0..d], &v.unsqueeze(0).unwrap())
-                                .unwrap();
-                            t = (t + (add * GAIN).unwrap()).unwrap();
+                        for (dl, p, v) in ds {
+                            if *dl == l {
+                                let add = Tensor::zeros((s, d), DType::F32, &Device::Cpu)
+                                    .unwrap()
+                                    .slice_assign(&[*p..*p + 1, 0..d], &v.unsqueeze(0).unwrap())
+                                    .unwrap();
+                                t = (t + (add * GAIN).unwrap()).unwrap();
+                            }
                         }
                         t
                     })
@@ -184,7 +206,7 @@ fn perturbation_check(
                 Tensor::stack(&rows, 0).unwrap()
             })
             .collect();
-        let hooks = frozen.hooks(&outs).unwrap();
+        let hooks = frozen.replacement_hooks(&outs, tc).unwrap();
         let tb = toks.unsqueeze(0).unwrap().repeat((b, 1)).unwrap();
         let last = vec![s - 1; b];
         let out = m
@@ -199,16 +221,12 @@ fn perturbation_check(
             .get("unembed.hook_out")
             .unwrap()
             .i((.., 0))
+            .unwrap()
+            .to_dtype(DType::F32)
             .unwrap();
-        let dlogit = demean(
-            logits
-                .to_dtype(DType::F32)
-                .unwrap()
-                .broadcast_sub(&logit_clean)
-                .unwrap(),
-        );
-        let dlogit: Vec<Vec<f32>> = dlogit.to_vec2().unwrap();
-        // Every perturbed run's pre-activations, [layer][row][pos][feature].
+        let dlogit: Vec<Vec<f32>> = demean(logits.broadcast_sub(&logit_clean).unwrap())
+            .to_vec2()
+            .unwrap();
         let pre_now: Vec<Vec<Vec<Vec<f32>>>> = (0..n)
             .map(|l| {
                 let x = out
@@ -219,8 +237,10 @@ fn perturbation_check(
                     .unwrap();
                 (0..b)
                     .map(|i| {
-                        let pre = tc.saes()[l].encode_pre(&x.i(i).unwrap()).unwrap();
-                        pre.to_vec2().unwrap()
+                        tc.encode_pre(l, &x.i(i).unwrap())
+                            .unwrap()
+                            .to_vec2()
+                            .unwrap()
                     })
                     .collect()
             })
@@ -228,8 +248,6 @@ fn perturbation_check(
         for (i, &src) in chunk.iter().enumerate() {
             let nn = g.n_nodes();
             let col: Vec<f32> = (0..nn).map(|t| g.edge(t, src)).collect();
-            // Columns far below the graph's largest entry are held to a floor of 1e-3 of it:
-            // below that, f32 rounding in the frozen forward (residuals in the hundreds) shows.
             let scale = max_abs(&col).max(1e-3 * top).max(1e-4);
             let mut got = vec![0f32; nn];
             for (t, slot) in got.iter_mut().enumerate().take(n_feat) {
@@ -242,9 +260,7 @@ fn perturbation_check(
             }
             for t in 0..nn {
                 let e = (got[t] - col[t]).abs() / scale;
-                if e > worst {
-                    worst = e;
-                }
+                worst = worst.max(e);
                 assert!(
                     e <= 1e-4,
                     "source {src}, target {t}: perturbation {} vs adjacency {} (column max {scale})",

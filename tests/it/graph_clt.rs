@@ -15,6 +15,8 @@ use mechinterp::graph::{attribute, AttributionOptions, CrossLayer, Frozen, Graph
 use mechinterp::prelude::*;
 use mechinterp::sae::format::circuit_tracer::CrossLayerTranscoder;
 
+use crate::graph::{check_columns, max_abs};
+
 fn randn(seed: u64, shape: &[usize], scale: f64) -> Tensor {
     let mut rng = mechinterp::stats::Rng::new(seed);
     let n: usize = shape.iter().product();
@@ -144,14 +146,6 @@ fn gemma_scope_clt(m: &HookedTransformer, toks: &[u32], f: usize, z: f32) -> Cro
     clt
 }
 
-/// How many times its vector a perturbed node adds (a power of two: the frozen model is
-/// linear, and a large gain lifts the response far above f32 rounding in the differences).
-const GAIN: f64 = 1024.0;
-
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0f32, |a, &x| a.max(x.abs()))
-}
-
 /// Checks the source columns `sources` (features, then errors) of `g` against the frozen
 /// replacement model's response, `batch` perturbed runs at a time; returns the worst error
 /// relative to each column's largest entry.
@@ -163,7 +157,7 @@ fn perturbation_check(
     batch: usize,
 ) -> f32 {
     let cfg = m.cfg();
-    let (n, s, d) = (cfg.n_layers, g.n_pos(), cfg.d_model);
+    let (n, s) = (cfg.n_layers, g.n_pos());
     let frozen = Frozen::run(m, &g.input_tokens, tc).unwrap();
     let clean_out: Vec<Tensor> = (0..n).map(|l| frozen.mlp_out(l).unwrap()).collect();
     let inputs: Vec<Tensor> = (0..n).map(|l| frozen.input(tc, l).unwrap()).collect();
@@ -199,126 +193,7 @@ fn perturbation_check(
             vec![(l, p, err)]
         }
     };
-    let toks = Tensor::new(g.input_tokens.as_slice(), &Device::Cpu).unwrap();
-    let pre_clean: Vec<Vec<Vec<f32>>> = (0..n)
-        .map(|l| tc.encode_pre(l, &inputs[l]).unwrap().to_vec2().unwrap())
-        .collect();
-    let demean = |x: Tensor| -> Tensor {
-        let x = x.to_dtype(DType::F64).unwrap();
-        x.broadcast_sub(&x.mean_keepdim(1).unwrap())
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-    };
-    let cache_names = |name: &str| name.ends_with("mlp.hook_in") || name == "unembed.hook_out";
-    let logit_clean = {
-        let hooks = frozen.replacement_hooks(&clean_out, tc).unwrap();
-        let out = m
-            .with_hooks(&hooks)
-            .pass(&toks.unsqueeze(0).unwrap())
-            .cache(&cache_names)
-            .logits_at(&[s - 1])
-            .run()
-            .unwrap();
-        out.cache
-            .get("unembed.hook_out")
-            .unwrap()
-            .i((.., 0))
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap()
-    };
-    let mut worst = 0f32;
-    let top = max_abs(&g.adjacency);
-    for chunk in sources.chunks(batch) {
-        let b = chunk.len();
-        let deltas: Vec<Vec<(usize, usize, Tensor)>> = chunk.iter().map(|&c| delta(c)).collect();
-        let outs: Vec<Tensor> = (0..n)
-            .map(|l| {
-                let rows: Vec<Tensor> = deltas
-                    .iter()
-                    .map(|ds| {
-                        let mut t = clean_out[l].clone();
-                        for (dl, p, v) in ds {
-                            if *dl == l {
-                                let add = Tensor::zeros((s, d), DType::F32, &Device::Cpu)
-                                    .unwrap()
-                                    .slice_assign(&[*p..*p + 1, 0..d], &v.unsqueeze(0).unwrap())
-                                    .unwrap();
-                                t = (t + (add * GAIN).unwrap()).unwrap();
-                            }
-                        }
-                        t
-                    })
-                    .collect();
-                Tensor::stack(&rows, 0).unwrap()
-            })
-            .collect();
-        let hooks = frozen.replacement_hooks(&outs, tc).unwrap();
-        let tb = toks.unsqueeze(0).unwrap().repeat((b, 1)).unwrap();
-        let last = vec![s - 1; b];
-        let out = m
-            .with_hooks(&hooks)
-            .pass(&tb)
-            .cache(&cache_names)
-            .logits_at(&last)
-            .run()
-            .unwrap();
-        let logits = out
-            .cache
-            .get("unembed.hook_out")
-            .unwrap()
-            .i((.., 0))
-            .unwrap()
-            .to_dtype(DType::F32)
-            .unwrap();
-        let dlogit: Vec<Vec<f32>> = demean(logits.broadcast_sub(&logit_clean).unwrap())
-            .to_vec2()
-            .unwrap();
-        let pre_now: Vec<Vec<Vec<Vec<f32>>>> = (0..n)
-            .map(|l| {
-                let x = out
-                    .cache
-                    .get(&format!("blocks.{l}.mlp.hook_in"))
-                    .unwrap()
-                    .to_dtype(DType::F32)
-                    .unwrap();
-                (0..b)
-                    .map(|i| {
-                        tc.encode_pre(l, &x.i(i).unwrap())
-                            .unwrap()
-                            .to_vec2()
-                            .unwrap()
-                    })
-                    .collect()
-            })
-            .collect();
-        for (i, &src) in chunk.iter().enumerate() {
-            let nn = g.n_nodes();
-            let col: Vec<f32> = (0..nn).map(|t| g.edge(t, src)).collect();
-            let scale = max_abs(&col).max(1e-3 * top).max(1e-4);
-            let mut got = vec![0f32; nn];
-            for (t, slot) in got.iter_mut().enumerate().take(n_feat) {
-                let [l, p, f] = g.active_features[g.selected_features[t] as usize];
-                let (l, p, f) = (l as usize, p as usize, f as usize);
-                *slot = (pre_now[l][i][p][f] - pre_clean[l][p][f]) / GAIN as f32;
-            }
-            for (k, &tok) in g.logit_tokens.iter().enumerate() {
-                got[g.logit_node(k)] = dlogit[i][tok as usize] / GAIN as f32;
-            }
-            for t in 0..nn {
-                let e = (got[t] - col[t]).abs() / scale;
-                worst = worst.max(e);
-                assert!(
-                    e <= 1e-4,
-                    "source {src}, target {t}: perturbation {} vs adjacency {} (column max {scale})",
-                    got[t],
-                    col[t]
-                );
-            }
-        }
-    }
-    worst
+    check_columns(m, tc, g, sources, batch, &delta)
 }
 
 fn tiny(arch: &str) -> HookedTransformer {

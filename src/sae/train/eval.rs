@@ -268,14 +268,7 @@ pub fn evaluate(model: &HookedTransformer, sae: &Sae, opts: &EvalOptions) -> Res
                 Some(y) => &y[start * d_out..(start + n) * d_out],
                 None => &c.x[start * d_in..(start + n) * d_in],
             };
-            let mut acts = None;
-            let out = sae.run_hooked(&x, false, &mut |h, t| {
-                if h == SaeHook::ActsPost {
-                    acts = Some(t.clone());
-                }
-                Ok(t)
-            })?;
-            let acts = acts.ok_or_else(|| Error::Invalid("the SAE gave no latents".into()))?;
+            let (out, acts) = output_and_latents(sae, &x)?;
             let active = acts.gt(0f32)?;
             let l0 = active.to_dtype(DType::F32)?.sum(1)?.to_vec1::<f32>()?;
             for (j, any) in active.max(0)?.to_vec1::<u8>()?.into_iter().enumerate() {
@@ -470,4 +463,17 @@ fn spliced_ordinary(
         .collect();
     let m = Tensor::from_vec(keep, (b, s, 1), x.device())?.broadcast_as((b, s, d))?;
     Ok(m.where_cond(&out, x)?)
+}
+
+/// The SAE's output for `x` and its latent activations (`hook_sae_acts_post`), in one pass.
+pub(super) fn output_and_latents(sae: &Sae, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let mut acts = None;
+    let out = sae.run_hooked(x, false, &mut |h, t| {
+        if h == SaeHook::ActsPost {
+            acts = Some(t.clone());
+        }
+        Ok(t)
+    })?;
+    let acts = acts.ok_or_else(|| Error::Invalid("the SAE gave no latents".into()))?;
+    Ok((out, acts))
 }

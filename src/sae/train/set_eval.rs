@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::hooks::Hooks;
 use crate::model::HookedTransformer;
 use crate::progress::Progress;
-use crate::sae::{Sae, SaeHook, SpliceOptions};
+use crate::sae::{Sae, SpliceOptions};
 
 /// The replacement model against the clean model.
 #[derive(Debug, Clone, Serialize)]
@@ -162,14 +162,7 @@ pub fn evaluate_set(
             let y =
                 c.y.as_ref()
                     .ok_or_else(|| Error::Invalid("no targets".into()))?;
-            let mut acts = None;
-            let out = sae.run_hooked(&x, false, &mut |h, t| {
-                if h == SaeHook::ActsPost {
-                    acts = Some(t.clone());
-                }
-                Ok(t)
-            })?;
-            let acts = acts.ok_or_else(|| Error::Invalid("the SAE gave no latents".into()))?;
+            let (out, acts) = super::eval::output_and_latents(sae, &x)?;
             let active = acts.gt(0f32)?;
             let l0 = active.to_dtype(DType::F32)?.sum(1)?.to_vec1::<f32>()?;
             for (j, any) in active.max(0)?.to_vec1::<u8>()?.into_iter().enumerate() {
