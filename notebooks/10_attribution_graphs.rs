@@ -158,9 +158,9 @@ top_dash
 // "green" feature changes " vertes" − " rouges" by exactly its total effect. We then cut one
 // head at a time, by zeroing its attention *from* every later position *to* " green", and see
 // how much of that change is lost: the share of the feature's effect that crosses through that
-// head (shares can add up to more than 100% when other paths pull the other way). In notebooks
-// 01–05, heads 5.3, 9.3 and 11.2 were confirmed as translation heads, and head 12.3 moved the
-// answer in activation patching.
+// head (shares can add up to more than 100% when other paths pull the other way). In
+// notebooks 01–05, heads 5.3, 9.3 and 11.2 were confirmed as translation heads, and head 12.3
+// moved the answer in activation patching.
 
 // %%
 let frozen = Frozen::run(&model, &toks, &tc)?;
