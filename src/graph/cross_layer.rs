@@ -19,10 +19,6 @@ use crate::sae::format::circuit_tracer::CrossLayerTranscoder;
 pub struct CrossLayer {
     clt: CrossLayerTranscoder,
     inputs: Vec<FeatureInput>,
-    /// Per layer: the encoder [d_model, d_transcoder] (column i is latent i's encoder row).
-    w_enc: Vec<Tensor>,
-    /// Per layer: the decoder bias [d_model].
-    b_dec: Vec<Tensor>,
     /// Per layer: the skip matrix transposed, so that skip = x · Mᵀ as [`Transcoders::skip`]
     /// has it (the file's `x @ W_skip`).
     skip_t: Option<Vec<Tensor>>,
@@ -34,8 +30,6 @@ impl CrossLayer {
     pub fn new(clt: CrossLayerTranscoder) -> Result<CrossLayer> {
         let n = clt.n_layers();
         let mut inputs = Vec::with_capacity(n);
-        let mut w_enc = Vec::with_capacity(n);
-        let mut b_dec = Vec::with_capacity(n);
         let mut skip_t = Vec::new();
         for l in 0..n {
             inputs.push(FeatureInput::parse(&clt.input_hook(l), l)?);
@@ -47,8 +41,6 @@ impl CrossLayer {
                     clt.output_hook(l)
                 )));
             }
-            w_enc.push(clt.w_enc(l)?.to_dtype(DType::F32)?);
-            b_dec.push(clt.b_dec(l)?.to_dtype(DType::F32)?);
             if let Some(w) = clt.w_skip(l)? {
                 skip_t.push(w.to_dtype(DType::F32)?.t()?.contiguous()?);
             }
@@ -61,8 +53,6 @@ impl CrossLayer {
         Ok(CrossLayer {
             clt,
             inputs,
-            w_enc,
-            b_dec,
             skip_t,
         })
     }
@@ -75,17 +65,6 @@ impl CrossLayer {
     /// The transcoder.
     pub fn clt(&self) -> &CrossLayerTranscoder {
         &self.clt
-    }
-
-    fn layer(&self, layer: usize) -> Result<()> {
-        if layer < self.clt.n_layers() {
-            Ok(())
-        } else {
-            Err(Error::Invalid(format!(
-                "layer {layer} is out of range: the cross-layer transcoder has {} layers",
-                self.clt.n_layers()
-            )))
-        }
     }
 }
 
@@ -111,14 +90,14 @@ impl Transcoders for CrossLayer {
     }
 
     fn encoder_rows(&self, layer: usize, feats: &[u32]) -> Result<Tensor> {
-        self.layer(layer)?;
-        let w = &self.w_enc[layer];
+        let w = self.clt.w_enc(layer)?;
         let ids = Tensor::new(feats, w.device())?;
         Ok(w.index_select(&ids, 1)?.t()?.contiguous()?)
     }
 
     fn decoder_rows(&self, layer: usize, feats: &[u32]) -> Result<Vec<(usize, Tensor)>> {
-        self.layer(layer)?;
+        // Refuses a layer out of range, naming the CLT's layers.
+        self.clt.w_enc(layer)?;
         let d = self.clt.d_model();
         (layer..self.clt.n_layers())
             .map(|out| {
@@ -138,7 +117,7 @@ impl Transcoders for CrossLayer {
     }
 
     fn output_bias(&self, out: usize, inputs: &[Tensor]) -> Result<Tensor> {
-        self.layer(out)?;
+        let b_dec = self.clt.b_dec(out)?;
         let x = inputs.get(out).ok_or_else(|| {
             Error::Invalid(format!(
                 "layer {out}'s output needs its input; {} given",
@@ -146,7 +125,7 @@ impl Transcoders for CrossLayer {
             ))
         })?;
         let x = x.to_dtype(DType::F32)?;
-        let y = x.zeros_like()?.broadcast_add(&self.b_dec[out])?;
+        let y = x.zeros_like()?.broadcast_add(b_dec)?;
         Ok(match self.clt.skip(out, &x)? {
             Some(s) => (y + s)?,
             None => y,

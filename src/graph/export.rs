@@ -10,7 +10,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::graph::prune::prune;
+use crate::graph::prune::{prune, PruneResult};
 use crate::graph::Graph;
 
 /// circuit-tracer's `Metadata`.
@@ -109,6 +109,18 @@ impl Graph {
         edge_threshold: f32,
     ) -> Result<String> {
         let pr = prune(self, node_threshold, edge_threshold)?;
+        self.pruned_to_json(slug, scan, &pr, node_threshold)
+    }
+
+    /// [`Graph::to_json`] with the pruning already made (`pr`, from [`prune`] at
+    /// `node_threshold`, which the JSON records).
+    pub fn pruned_to_json(
+        &self,
+        slug: &str,
+        scan: &str,
+        pr: &PruneResult,
+        node_threshold: f32,
+    ) -> Result<String> {
         let n = self.n_nodes();
         let n_feat = self.selected_features.len();
         let s = self.n_pos();
@@ -244,8 +256,21 @@ impl Graph {
         node_threshold: f32,
         edge_threshold: f32,
     ) -> Result<()> {
+        let pr = prune(self, node_threshold, edge_threshold)?;
+        self.write_pruned_json(path, slug, scan, &pr, node_threshold)
+    }
+
+    /// Writes [`Graph::pruned_to_json`] to `path`.
+    pub fn write_pruned_json(
+        &self,
+        path: impl AsRef<Path>,
+        slug: &str,
+        scan: &str,
+        pr: &PruneResult,
+        node_threshold: f32,
+    ) -> Result<()> {
         let path = path.as_ref();
-        let text = self.to_json(slug, scan, node_threshold, edge_threshold)?;
+        let text = self.pruned_to_json(slug, scan, pr, node_threshold)?;
         std::fs::write(path, text).map_err(|e| {
             Error::Invalid(format!(
                 "could not write the graph JSON to {}: {e}",

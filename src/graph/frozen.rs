@@ -164,7 +164,8 @@ impl Frozen {
     }
 }
 
-fn poisoned() -> Error {
+/// The error of a hook whose shared state a panicked hook left behind.
+pub(crate) fn poisoned() -> Error {
     Error::Invalid("a replacement-model hook panicked in another thread".into())
 }
 

@@ -26,6 +26,15 @@ struct Layer {
     dec: Vec<(usize, Tensor)>,
 }
 
+impl Layer {
+    /// The active features' activations for input `x` [s, d]: pre-activations where the
+    /// clean run had the feature on, zero elsewhere.
+    fn acts(&self, x: &Tensor) -> Result<Tensor> {
+        let pre = x.matmul(&self.enc.t()?)?.broadcast_add(&self.b_enc)?;
+        Ok((pre * &self.mask)?)
+    }
+}
+
 /// Per layer, the live (feature activations [s, k], input [s, d]) once the pass reached it.
 type Live = Arc<Mutex<Vec<Option<(Tensor, Tensor)>>>>;
 
@@ -93,10 +102,6 @@ pub fn linear_replacement(
             dec: transcoders.decoder_rows(l, &feats)?,
         });
     }
-    let acts_of = |layer: &Layer, x: &Tensor| -> Result<Tensor> {
-        let pre = x.matmul(&layer.enc.t()?)?.broadcast_add(&layer.b_enc)?;
-        Ok((pre * &layer.mask)?)
-    };
     let zeros: Vec<Tensor> = inputs
         .iter()
         .map(|x| x.zeros_like())
@@ -106,7 +111,7 @@ pub fn linear_replacement(
     let clean_acts: Vec<Tensor> = layers
         .iter()
         .zip(&inputs)
-        .map(|(ly, x)| acts_of(ly, x))
+        .map(|(ly, x)| ly.acts(x))
         .collect::<Result<_>>()?;
     for t in 0..n {
         // The decoder bias alone: every input zero removes any skip path.
@@ -145,11 +150,7 @@ pub fn linear_replacement(
                 ));
             }
             let x0 = x.i(0)?.to_dtype(DType::F32)?;
-            let acts = {
-                let layer = &ly[l];
-                let pre = x0.matmul(&layer.enc.t()?)?.broadcast_add(&layer.b_enc)?;
-                (pre * &layer.mask)?
-            };
+            let acts = ly[l].acts(&x0)?;
             lock(&lv)?[l] = Some((acts, x0));
             Ok(x.clone())
         })?;
@@ -185,6 +186,5 @@ pub fn linear_replacement(
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>> {
-    m.lock()
-        .map_err(|_| Error::Invalid("a replacement-model hook panicked earlier".into()))
+    m.lock().map_err(|_| crate::graph::frozen::poisoned())
 }

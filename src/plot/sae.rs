@@ -4,6 +4,7 @@
 //! HTML fragment with its CSS scoped to `.mi-sae`, no script and no network, so that it shows
 //! inline in a notebook and inside the offline page that `report` writes alike.
 
+use crate::report::graph_html::show_token;
 use std::fmt::Write as _;
 
 use plotters::prelude::*;
@@ -214,14 +215,6 @@ fn fmt_density(d: f64) -> String {
     } else {
         format!("{p:.1}%")
     }
-}
-
-/// A token made visible: newlines and tabs as arrows, an empty one as ∅.
-fn show_token(t: &str) -> String {
-    if t.is_empty() {
-        return "∅".into();
-    }
-    t.replace('\n', "↵").replace('\t', "→")
 }
 
 /// One top context: its activation, then its tokens with the latent's activation as a

@@ -24,7 +24,7 @@ pub fn write_dashboard_page(d: &Dashboards, title: &str, path: impl AsRef<Path>)
 }
 
 /// Escapes text for HTML content.
-fn escape(s: &str) -> String {
+pub(super) fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -13,6 +13,7 @@
 //! clicks that node, so a headless browser can check that a click answers: the pinned node gets
 //! the class `pinned` and the drawing `data-highlighted-edges`.
 
+use super::dashboard_html::escape;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -353,10 +354,17 @@ fn describe(
 #[derive(Debug, Clone)]
 pub struct GraphPage<'a> {
     graph: &'a Graph,
-    pruned: &'a PruneResult,
+    view: Layout<'a>,
     title: String,
     notes: Vec<String>,
     dashboards: BTreeMap<usize, &'a Dashboards>,
+}
+
+/// What the page draws: a view to lay out from the pruning, or one already laid out.
+#[derive(Debug, Clone, Copy)]
+enum Layout<'a> {
+    Pruned(&'a PruneResult),
+    View(&'a GraphView),
 }
 
 impl<'a> GraphPage<'a> {
@@ -364,7 +372,19 @@ impl<'a> GraphPage<'a> {
     pub fn new(graph: &'a Graph, pruned: &'a PruneResult) -> GraphPage<'a> {
         GraphPage {
             graph,
-            pruned,
+            view: Layout::Pruned(pruned),
+            title: "Attribution graph".into(),
+            notes: Vec::new(),
+            dashboards: BTreeMap::new(),
+        }
+    }
+
+    /// A page drawing `view`, a [`GraphView`] of `graph` already made (so that a caller who
+    /// needs the view too lays it out once).
+    pub fn from_view(graph: &'a Graph, view: &'a GraphView) -> GraphPage<'a> {
+        GraphPage {
+            graph,
+            view: Layout::View(view),
             title: "Attribution graph".into(),
             notes: Vec::new(),
             dashboards: BTreeMap::new(),
@@ -392,7 +412,14 @@ impl<'a> GraphPage<'a> {
 
     /// The page as HTML text.
     pub fn html(&self) -> Result<String> {
-        let view = GraphView::new(self.graph, self.pruned)?;
+        let laid_out;
+        let view = match self.view {
+            Layout::View(v) => v,
+            Layout::Pruned(p) => {
+                laid_out = GraphView::new(self.graph, p)?;
+                &laid_out
+            }
+        };
         let mut features = serde_json::Map::new();
         for (i, nd) in view.nodes.iter().enumerate() {
             let (Some(f), NodeKind::Feature) = (nd.feature, nd.kind) else {
@@ -420,7 +447,7 @@ impl<'a> GraphPage<'a> {
             .iter()
             .map(|e| [e.source as f32, e.target as f32, e.weight, e.share])
             .collect();
-        let mut view_json = serde_json::to_value(&view)
+        let mut view_json = serde_json::to_value(view)
             .map_err(|e| Error::Invalid(format!("could not write the graph page's data: {e}")))?;
         view_json["edges"] = json!(edges);
         let data = json!({
@@ -457,14 +484,6 @@ impl<'a> GraphPage<'a> {
         std::fs::write(p, self.html()?)
             .map_err(|e| Error::io(format!("writing the graph page {}", p.display()), e))
     }
-}
-
-/// Escapes text for HTML content.
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 const LEGEND: &str = r#"<div class="legend"><span><i class="sw feat"></i>feature</span><span><i class="sw err"></i>error</span><span><i class="sw tok"></i>token</span><span><i class="sw logit"></i>logit</span><span><i class="ln pos"></i>positive edge</span><span><i class="ln neg"></i>negative edge</span><span>width: share of the target's input</span><label>edges <select id="edges"><option value="all">all</option></select></label><label>zoom <select id="zoom"><option value="fit">fit width</option><option value="0.5">50%</option><option value="0.75">75%</option><option value="1" selected="selected">100%</option><option value="1.5">150%</option></select></label></div>"#;

@@ -63,8 +63,6 @@ impl Sae {
     }
 }
 
-type Getter = HubGetter;
-
-fn need(get: &Getter, f: &str, repo_id: &str) -> Result<PathBuf> {
+fn need(get: &HubGetter, f: &str, repo_id: &str) -> Result<PathBuf> {
     get(f)?.ok_or_else(|| Error::Invalid(format!("`{repo_id}` has no {f}")))
 }

@@ -147,10 +147,7 @@ pub fn model_kind(dir: &Path) -> Option<String> {
 
 /// The error for a circuit-tracer folder given where one SAE was expected.
 pub(crate) fn folder_hint(dir: &Path) -> Error {
-    let kind = read_yaml(&dir.join("config.yaml"))
-        .ok()
-        .and_then(|c| c.get("model_kind").map(String::from));
-    if kind.as_deref() == Some("transcoder_set") {
+    if model_kind(dir).as_deref() == Some("transcoder_set") {
         Error::Invalid(format!(
             "{} is a circuit-tracer transcoder set (one transcoder per layer): load one layer with Sae::load(\"{}\"), or all of them with sae::format::circuit_tracer::load_transcoder_set",
             dir.display(),

@@ -238,6 +238,12 @@ pub fn train_transcoders(
             opts.arch.name()
         )));
     }
+    if opts.d_sae == 0 || opts.k == Some(0) || opts.k.is_some_and(|k| k > opts.d_sae) {
+        return Err(Error::Invalid(format!(
+            "--d-sae {} with k {:?}: a transcoder needs at least one latent, and k between 1 and d_sae",
+            opts.d_sae, opts.k
+        )));
+    }
     if opts.tokens < opts.batch_size {
         return Err(Error::Invalid(format!(
             "{} training tokens is less than one batch of {}; give --tokens ≥ the batch size",

@@ -212,11 +212,6 @@ impl<'a> SetStore<'a> {
         &self.stats
     }
 
-    /// The layers it serves.
-    pub fn n_layers(&self) -> usize {
-        self.layers.len()
-    }
-
     fn forward(&mut self) -> Result<Vec<Chunk>> {
         let t0 = Instant::now();
         let n = self.contexts_per_forward;

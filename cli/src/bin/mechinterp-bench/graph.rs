@@ -1,6 +1,6 @@
 //! The attribution-graph benchmark (issue 25, item 6): circuit-tracer's graph (`attribute`,
 //! then `prune` to 0.8 / 0.98) of the default model on a 20- and a 30-token prompt with the
-//! fixture transcoders (tests/fixtures/graph/transcoders, read by `load_transcoder_set`), and
+//! fixture transcoders (tests/fixtures/graph/transcoders, read by `load_transcoders`), and
 //! the process's peak memory during each: VmHWM of /proc/self/status, reset to the current
 //! RSS (`echo 5 > /proc/self/clear_refs`) before the prompt's runs, so it is the most the
 //! process held at once while building that graph, weights included.
@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use mechinterp::graph::{attribute, prune, AttributionOptions, PerLayer};
+use mechinterp::graph::{attribute, load_transcoders, prune, AttributionOptions, Transcoders};
 use mechinterp::model::HookedTransformer;
-use mechinterp::sae::format::circuit_tracer::load_transcoder_set;
 use serde_json::{json, Value};
 
 use crate::timing::{Memory, Timing};
@@ -79,25 +78,22 @@ pub fn graphs(
     transcoders: &Path,
     out: &mut Vec<Timing>,
 ) -> Result<Vec<GraphRun>> {
-    if !transcoders.join("config.yaml").is_file() {
-        bail!(
-            "{}: no circuit-tracer transcoder set there; pass --graph-transcoders DIR (the \
-             benchmark uses tests/fixtures/graph/transcoders of a source checkout)",
+    let tc = load_transcoders(transcoders).with_context(|| {
+        format!(
+            "reading {} (pass --graph-transcoders DIR; the benchmark uses \
+             tests/fixtures/graph/transcoders of a source checkout)",
             transcoders.display()
-        );
-    }
-    let saes = load_transcoder_set(transcoders)
-        .with_context(|| format!("reading {}", transcoders.display()))?;
-    if saes.len() != model.cfg().n_layers {
+        )
+    })?;
+    if tc.n_layers() != model.cfg().n_layers {
         bail!(
             "{} holds {} transcoders, the model has {} layers: the graph set is for the \
              default model (or pass --graph-transcoders for this one)",
             transcoders.display(),
-            saes.len(),
+            tc.n_layers(),
             model.cfg().n_layers
         );
     }
-    let tc = PerLayer::new(saes)?;
     let opts = AttributionOptions::default();
     let mut runs = Vec::new();
     for (want, text) in PROMPTS {

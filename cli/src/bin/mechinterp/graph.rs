@@ -168,12 +168,12 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         .unwrap_or_else(|| "graph".into());
     let t = Instant::now();
     graph.save_safetensors(a.out.join("graph.safetensors"))?;
-    graph.write_json(
+    graph.write_pruned_json(
         a.out.join("graph.json"),
         &slug,
         &scan,
+        &pruned,
         a.node_threshold,
-        a.edge_threshold,
     )?;
     let t_write = t.elapsed().as_secs_f64();
 
@@ -201,7 +201,7 @@ pub fn run(a: Args, out: &mut impl Write) -> Result<()> {
         .zip(&graph.logit_probabilities)
         .map(|(t, p)| format!("{t:?} {p:.3}"))
         .collect();
-    let mut page = GraphPage::new(&graph, &pruned)
+    let mut page = GraphPage::from_view(&graph, &view)
         .title(&format!("Attribution graph: {}", a.prompt.prompt))
         .note(&format!(
             "replacement score {replacement:.4}, completeness {completeness:.4} · logit nodes: {}{}",
