@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use super::{display_result, esc, fmt_value, Figure};
 use crate::error::Result;
 use crate::graph::{Graph, PruneResult};
-use crate::report::graph_html::{show_token, GraphView, NodeKind};
+use crate::report::graph_html::{show_token, GraphView, ViewKind};
 
 /// A pruned graph ready to draw.
 #[derive(Debug, Clone)]
@@ -138,29 +138,29 @@ impl GraphPlot {
             if let Some(a) = n.activation {
                 let _ = write!(hover, ", activation {}", fmt_value(a));
             }
-            if n.kind != NodeKind::Logit {
+            if n.kind != ViewKind::Logit {
                 let _ = write!(hover, ", influence (cumulative) {}", fmt_value(n.influence));
             }
             let title = format!("<title>{}</title>", esc(&hover));
             let (x, y) = (n.x, n.y);
             let _ = match n.kind {
-                NodeKind::Feature => write!(
+                ViewKind::Feature => write!(
                     s,
                     "<circle cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"4.5\" fill=\"#f3b562\">{title}</circle>"
                 ),
-                NodeKind::Error => write!(
+                ViewKind::Error => write!(
                     s,
                     "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"7\" height=\"7\" fill=\"#bbb\">{title}</rect>",
                     x - 3.5,
                     y - 3.5
                 ),
-                NodeKind::Token => write!(
+                ViewKind::Token => write!(
                     s,
                     "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"18\" height=\"12\" rx=\"3\" fill=\"#dbe8f5\">{title}</rect>",
                     x - 9.0,
                     y - 6.0
                 ),
-                NodeKind::Logit => {
+                ViewKind::Logit => {
                     let tok = show_token(n.token.as_deref().unwrap_or(""));
                     let tok = if tok.chars().count() > 14 {
                         format!("{}…", tok.chars().take(13).collect::<String>())

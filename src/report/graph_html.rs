@@ -47,7 +47,7 @@ const MIN_COL: f32 = 72.0;
 /// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum NodeKind {
+pub enum ViewKind {
     /// A transcoder feature.
     Feature,
     /// A layer's reconstruction error at a position.
@@ -66,7 +66,7 @@ pub struct ViewNode {
     /// circuit-tracer's node id, as in `graph.json`.
     pub id: String,
     /// What it is.
-    pub kind: NodeKind,
+    pub kind: ViewKind,
     /// Its row: 0 the embeddings, `l + 1` layer `l`, `n_layers + 1` the logits.
     pub row: usize,
     /// Its position in the prompt.
@@ -239,7 +239,7 @@ impl GraphView {
         for (&(row, pos), members) in &mut cells {
             let nodes = &self.nodes;
             members.sort_by(|&a, &b| {
-                let key = |i: usize| (nodes[i].kind == NodeKind::Error, nodes[i].influence);
+                let key = |i: usize| (nodes[i].kind == ViewKind::Error, nodes[i].influence);
                 let (ka, kb) = (key(a), key(b));
                 ka.0.cmp(&kb.0).then(ka.1.total_cmp(&kb.1)).then(a.cmp(&b))
             });
@@ -259,12 +259,12 @@ impl GraphView {
 
     /// Number of nodes of each kind: (features, errors, tokens, logits).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
-        let c = |k: NodeKind| self.nodes.iter().filter(|n| n.kind == k).count();
+        let c = |k: ViewKind| self.nodes.iter().filter(|n| n.kind == k).count();
         (
-            c(NodeKind::Feature),
-            c(NodeKind::Error),
-            c(NodeKind::Token),
-            c(NodeKind::Logit),
+            c(ViewKind::Feature),
+            c(ViewKind::Error),
+            c(ViewKind::Token),
+            c(ViewKind::Logit),
         )
     }
 }
@@ -298,7 +298,7 @@ fn describe(
     let mut v = ViewNode {
         node: i,
         id: String::new(),
-        kind: NodeKind::Feature,
+        kind: ViewKind::Feature,
         row: 0,
         pos: 0,
         feature: None,
@@ -321,7 +321,7 @@ fn describe(
         v.activation = Some(g.activation_values[a]);
     } else if i < token_start {
         let (l, p) = ((i - n_feat) / s, (i - n_feat) % s);
-        v.kind = NodeKind::Error;
+        v.kind = ViewKind::Error;
         v.id = format!("0_{l}_{p}");
         v.row = l + 1;
         v.pos = p;
@@ -329,7 +329,7 @@ fn describe(
     } else if i < logit_start {
         let p = i - token_start;
         let tok = g.input_token_strs.get(p).cloned().unwrap_or_default();
-        v.kind = NodeKind::Token;
+        v.kind = ViewKind::Token;
         v.id = format!("E_{}_{p}", g.input_tokens[p]);
         v.pos = p;
         v.label = format!("{}@{p}", show_token(&tok));
@@ -338,7 +338,7 @@ fn describe(
         let k = i - logit_start;
         let tok = g.logit_token_strs.get(k).cloned().unwrap_or_default();
         let p = g.logit_probabilities[k];
-        v.kind = NodeKind::Logit;
+        v.kind = ViewKind::Logit;
         v.id = format!("{}_{}_{}", g.n_layers + 1, g.logit_tokens[k], s - 1);
         v.row = g.n_layers + 1;
         v.pos = s - 1;
@@ -422,7 +422,7 @@ impl<'a> GraphPage<'a> {
         };
         let mut features = serde_json::Map::new();
         for (i, nd) in view.nodes.iter().enumerate() {
-            let (Some(f), NodeKind::Feature) = (nd.feature, nd.kind) else {
+            let (Some(f), ViewKind::Feature) = (nd.feature, nd.kind) else {
                 continue;
             };
             let Some(d) = self.dashboards.get(&(nd.row - 1)).and_then(|d| d.get(f)) else {

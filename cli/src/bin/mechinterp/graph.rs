@@ -13,7 +13,7 @@ use mechinterp::corpus::{Corpus, Split};
 use mechinterp::graph::{
     attribute, graph_scores, load_transcoders, prune, AttributionOptions, Transcoders,
 };
-use mechinterp::report::graph_html::{GraphPage, GraphView, NodeKind};
+use mechinterp::report::graph_html::{GraphPage, GraphView, ViewKind};
 use mechinterp::sae::dashboard::{dashboard, DashboardOptions, Dashboards};
 
 use mechinterp_cli::args::PromptArgs;
@@ -278,7 +278,7 @@ fn feature_dashboards(
         ..DashboardOptions::default()
     };
     let mut by_layer: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for n in view.nodes.iter().filter(|n| n.kind == NodeKind::Feature) {
+    for n in view.nodes.iter().filter(|n| n.kind == ViewKind::Feature) {
         if let Some(f) = n.feature {
             by_layer.entry(n.row - 1).or_default().push(f);
         }
