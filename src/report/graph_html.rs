@@ -44,7 +44,7 @@ const ROW: f32 = 34.0;
 /// Narrowest column.
 const MIN_COL: f32 = 72.0;
 
-/// What a node is.
+/// What a drawn node is: the page's own kind, with serde names for its script (a graph node itself is [`crate::graph::NodeKind`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ViewKind {
